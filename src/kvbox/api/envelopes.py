@@ -1,0 +1,91 @@
+"""API representations of stores, key pages and store pages (the `data` of each response)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from kvbox.core.clock import iso_ms
+from kvbox.core.models import KeyPage, Store, User
+from kvbox.core.signatures import sign_record, sign_storage
+from kvbox.service.principal import Permission
+
+KEYS_URL_TTL_MS = 14 * 86_400_000
+
+
+def _key_path(key: str) -> str:
+    return quote(key, safe="!'()")
+
+
+def store_view(
+    store: Store, *, owner: User | None, permission: Permission, base_url: str, now_ms: int
+) -> dict[str, Any]:
+    """The platform's KeyValueStore object. Signed URLs and the signing secret go to writers only."""
+    writer = permission >= Permission.WRITE
+    store_url = f"{base_url}/v2/key-value-stores/{store.id}"
+    keys_url = f"{store_url}/keys"
+    records_url = f"{store_url}/records"
+    if writer:
+        keys_url += "?signature=" + sign_storage(
+            store.url_signing_secret, store.id, expires_at_ms=now_ms + KEYS_URL_TTL_MS
+        )
+        records_url += "?signature=" + sign_storage(
+            store.url_signing_secret, store.id, expires_at_ms=now_ms + KEYS_URL_TTL_MS
+        )
+    stats = store.stats
+    return {
+        "id": store.id,
+        "name": store.name,
+        "title": None,
+        "userId": store.user_id,
+        "username": owner.username if owner else None,
+        "createdAt": iso_ms(store.created_at),
+        "modifiedAt": iso_ms(store.modified_at),
+        "accessedAt": iso_ms(store.accessed_at),
+        "actId": None,
+        "actRunId": None,
+        "consoleUrl": f"{base_url}/stores/{store.id}",
+        "keysPublicUrl": keys_url,
+        "recordsPublicUrl": records_url,
+        "schema": store.schema,
+        "generalAccess": store.general_access.value,
+        "urlSigningSecretKey": store.url_signing_secret if writer else None,
+        "recordCount": store.record_count,
+        "stats": {
+            "readCount": stats.read_count,
+            "writeCount": stats.write_count,
+            "deleteCount": stats.delete_count,
+            "listCount": stats.list_count,
+            "storageBytes": stats.storage_bytes,
+            "s3StorageBytes": stats.storage_bytes,
+        },
+    }
+
+
+def record_url(base_url: str, store: Store, key: str, *, signed: bool) -> str:
+    url = f"{base_url}/v2/key-value-stores/{store.id}/records/{_key_path(key)}"
+    if signed:
+        url += "?signature=" + sign_record(store.url_signing_secret, key)
+    return url
+
+
+def keys_view(
+    page: KeyPage, *, store: Store, permission: Permission, base_url: str, limit: int, exclusive_start_key: str | None
+) -> dict[str, Any]:
+    signed = permission >= Permission.WRITE
+    prefix = f"{base_url}/v2/key-value-stores/{store.id}/records/"
+    secret = store.url_signing_secret
+    items = []
+    for item in page.items:
+        url = prefix + _key_path(item.key)
+        if signed:
+            url += "?signature=" + sign_record(secret, item.key)
+        items.append({"key": item.key, "size": item.size, "recordPublicUrl": url})
+    return {
+        "items": items,
+        "count": len(items),
+        "limit": limit,
+        "exclusiveStartKey": exclusive_start_key,
+        "isTruncated": page.is_truncated,
+        "nextExclusiveStartKey": page.next_key,
+    }

@@ -1,0 +1,162 @@
+"""A thin request/response layer over raw ASGI, kept off the hot path's way."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from kvbox.core.errors import InvalidParameterError, InvalidTokenError, RequestTooLargeError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON_CONTENT_TYPE = b"application/json; charset=utf-8"
+CORS_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"access-control-allow-origin", b"*"),
+    (
+        b"access-control-expose-headers",
+        b"Content-Length, Content-Encoding, Content-Disposition, ETag, Location, X-RateLimit-Limit",
+    ),
+]
+
+
+class ClientDisconnectedError(Exception):
+    """The client went away while its body was being read."""
+
+
+class Request:
+    __slots__ = ("_headers", "_query", "method", "receive", "scope", "segments")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.method: str = scope["method"]
+        raw = scope.get("raw_path")
+        path = raw.decode("latin-1") if raw else scope["path"]
+        path = path.split("?", 1)[0]
+        # Split before percent-decoding so an encoded "/" stays inside its segment.
+        self.segments = [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
+        self._query: dict[str, str] | None = None
+        self._headers: dict[str, str] | None = None
+
+    @property
+    def query(self) -> dict[str, str]:
+        if self._query is None:
+            qs = self.scope.get("query_string", b"").decode("latin-1")
+            self._query = dict(parse_qsl(qs, keep_blank_values=True)) if qs else {}
+        return self._query
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._headers is None:
+            self._headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope["headers"]}
+        return self._headers
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    def token(self) -> str | None:
+        """The API token from `Authorization: Bearer` (preferred) or `?token=`."""
+        auth = self.headers.get("authorization")
+        if auth is not None:
+            scheme, _, value = auth.strip().partition(" ")
+            if scheme.lower() != "bearer" or not value.strip():
+                raise InvalidTokenError("The Authorization header must be 'Bearer <token>'.")
+            return value.strip()
+        return self.query.get("token")
+
+    def content_length(self) -> int | None:
+        value = self.headers.get("content-length")
+        if value is None:
+            return None
+        if not value.strip().isdigit():
+            raise InvalidParameterError("The Content-Length header is not valid.")
+        return int(value)
+
+    async def body_chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnectedError()
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+    async def read_body(self, limit: int) -> bytes:
+        length = self.content_length()
+        if length is not None and length > limit:
+            raise RequestTooLargeError(limit, length)
+        data = bytearray()
+        async for chunk in self.body_chunks():
+            data += chunk
+            if len(data) > limit:
+                raise RequestTooLargeError(limit)
+        return bytes(data)
+
+    def bool_param(self, name: str, default: bool = False) -> bool:
+        value = self.query.get(name)
+        if value is None or value == "":
+            return default
+        v = value.lower()
+        if v in ("1", "true"):
+            return True
+        if v in ("0", "false"):
+            return False
+        raise InvalidParameterError(f"Parameter '{name}' must be a boolean (true, false, 1 or 0).")
+
+    def int_param(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+        value = self.query.get(name)
+        if value is None or value == "":
+            return default
+        try:
+            n = int(value)
+        except ValueError:
+            raise InvalidParameterError(f"Parameter '{name}' must be an integer.") from None
+        if n < minimum:
+            raise InvalidParameterError(f"Parameter '{name}' must be at least {minimum}.")
+        return min(n, maximum) if maximum is not None else n
+
+
+def json_bytes(payload: Any) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+async def send_json(
+    send: Send, status: int, payload: Any, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    body = json_bytes(payload)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", JSON_CONTENT_TYPE),
+                (b"content-length", str(len(body)).encode()),
+                *CORS_HEADERS,
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_empty(send: Send, status: int, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [*CORS_HEADERS, *headers]})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def send_stream(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], chunks: AsyncIterator[bytes] | None
+) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [*CORS_HEADERS, *headers]})
+    if chunks is not None:
+        async for chunk in chunks:
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})

@@ -1,0 +1,269 @@
+"""In-memory reference backend: the contract in its simplest form, used by fast tests."""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from collections.abc import AsyncIterator, Mapping
+
+from kvbox.backends.base import UNSET, _Unset
+from kvbox.core.errors import NameNotUniqueError, StorageError
+from kvbox.core.ids import new_blob_name
+from kvbox.core.models import (
+    GeneralAccess,
+    KeyItem,
+    KeyPage,
+    RecordMeta,
+    StatsDelta,
+    Store,
+    StorePage,
+    Token,
+    User,
+)
+
+_PREFIX_END = "\U0010ffff"
+
+
+class _StoreRecords:
+    def __init__(self) -> None:
+        self.rows: dict[str, RecordMeta] = {}
+        self.keys: list[str] = []  # sorted by UTF-8 bytes; keys are ASCII so str order matches
+
+
+class MemoryMetadataIndex:
+    def __init__(self) -> None:
+        self._users: dict[str, User] = {}
+        self._tokens: dict[str, Token] = {}
+        self._stores: dict[str, Store] = {}
+        self._records: dict[str, _StoreRecords] = {}
+        self._deleted: dict[str, _StoreRecords] = {}
+
+    async def close(self) -> None:
+        return None
+
+    # users and tokens
+    async def insert_user(self, user: User) -> None:
+        if any(u.username == user.username for u in self._users.values()):
+            raise NameNotUniqueError(f"User {user.username!r} already exists.")
+        self._users[user.id] = dataclasses.replace(user)
+
+    async def get_user(self, user_id: str) -> User | None:
+        u = self._users.get(user_id)
+        return dataclasses.replace(u) if u else None
+
+    async def get_user_by_name(self, username: str) -> User | None:
+        for u in self._users.values():
+            if u.username == username:
+                return dataclasses.replace(u)
+        return None
+
+    async def list_users(self) -> list[User]:
+        return sorted((dataclasses.replace(u) for u in self._users.values()), key=lambda u: (u.created_at, u.id))
+
+    async def set_user_default_access(self, user_id: str, access: GeneralAccess) -> None:
+        if user_id in self._users:
+            self._users[user_id].default_general_access = access
+
+    async def insert_token(self, token: Token) -> None:
+        self._tokens[token.id] = dataclasses.replace(token)
+
+    async def get_token_by_hash(self, token_hash: str) -> Token | None:
+        for t in self._tokens.values():
+            if t.token_hash == token_hash:
+                return dataclasses.replace(t)
+        return None
+
+    async def list_tokens(self, user_id: str) -> list[Token]:
+        return [dataclasses.replace(t) for t in self._tokens.values() if t.user_id == user_id]
+
+    async def delete_token(self, token_id: str) -> bool:
+        return self._tokens.pop(token_id, None) is not None
+
+    # stores
+    def _copy(self, store: Store) -> Store:
+        return dataclasses.replace(store, stats=dataclasses.replace(store.stats))
+
+    def _name_taken(self, user_id: str, name: str, except_id: str | None = None) -> bool:
+        return any(
+            s.user_id == user_id and s.name == name and s.id != except_id for s in self._stores.values()
+        )
+
+    async def insert_store(self, store: Store) -> None:
+        if store.name is not None and self._name_taken(store.user_id, store.name):
+            raise NameNotUniqueError(f"You already have a key-value store named {store.name!r}.")
+        self._stores[store.id] = self._copy(store)
+        self._records[store.id] = _StoreRecords()
+
+    async def get_store(self, store_id: str) -> Store | None:
+        s = self._stores.get(store_id)
+        return self._copy(s) if s else None
+
+    async def get_store_by_name(self, user_id: str, name: str) -> Store | None:
+        for s in self._stores.values():
+            if s.user_id == user_id and s.name == name:
+                return self._copy(s)
+        return None
+
+    async def update_store(
+        self,
+        store_id: str,
+        *,
+        modified_at: int,
+        name: str | None | _Unset = UNSET,
+        general_access: GeneralAccess | _Unset = UNSET,
+    ) -> Store | None:
+        s = self._stores.get(store_id)
+        if s is None:
+            return None
+        if not isinstance(name, _Unset):
+            if name is not None and self._name_taken(s.user_id, name, except_id=store_id):
+                raise NameNotUniqueError(f"You already have a key-value store named {name!r}.")
+            s.name = name
+        if not isinstance(general_access, _Unset):
+            s.general_access = general_access
+        s.modified_at = max(s.modified_at, modified_at)
+        s.accessed_at = max(s.accessed_at, modified_at)
+        return self._copy(s)
+
+    async def delete_store(self, store_id: str) -> bool:
+        if self._stores.pop(store_id, None) is None:
+            return False
+        self._deleted[store_id] = self._records.pop(store_id)
+        return True
+
+    async def list_stores(
+        self, user_id: str, *, include_unnamed: bool, offset: int, limit: int, desc: bool
+    ) -> StorePage:
+        matching = [
+            s for s in self._stores.values() if s.user_id == user_id and (include_unnamed or s.name is not None)
+        ]
+        matching.sort(key=lambda s: (s.created_at, s.id), reverse=desc)
+        return StorePage(total=len(matching), items=[self._copy(s) for s in matching[offset : offset + limit]])
+
+    async def apply_stats(self, deltas: Mapping[str, StatsDelta]) -> None:
+        for store_id, d in deltas.items():
+            s = self._stores.get(store_id)
+            if s is None:
+                continue
+            s.stats.read_count += d.reads
+            s.stats.list_count += d.lists
+            s.accessed_at = max(s.accessed_at, d.accessed_at)
+
+    # records
+    async def get_record(self, store_id: str, key: str) -> RecordMeta | None:
+        recs = self._records.get(store_id)
+        r = recs.rows.get(key) if recs else None
+        return dataclasses.replace(r) if r else None
+
+    async def put_record(self, store_id: str, record: RecordMeta) -> RecordMeta | None:
+        s = self._stores.get(store_id)
+        if s is None:
+            raise StorageError(f"Store {store_id} does not exist.")
+        recs = self._records[store_id]
+        old = recs.rows.get(record.key)
+        if old is None:
+            bisect.insort(recs.keys, record.key)
+            s.record_count += 1
+        recs.rows[record.key] = dataclasses.replace(record)
+        s.stats.write_count += 1
+        s.stats.storage_bytes += record.size - (old.size if old else 0)
+        s.modified_at = max(s.modified_at, record.modified_at)
+        s.accessed_at = max(s.accessed_at, record.modified_at)
+        return old
+
+    async def delete_record(self, store_id: str, key: str, *, now_ms: int) -> RecordMeta | None:
+        s = self._stores.get(store_id)
+        if s is None:
+            return None
+        recs = self._records[store_id]
+        s.stats.delete_count += 1
+        s.accessed_at = max(s.accessed_at, now_ms)
+        old = recs.rows.pop(key, None)
+        if old is None:
+            return None
+        del recs.keys[bisect.bisect_left(recs.keys, key)]
+        s.record_count -= 1
+        s.stats.storage_bytes -= old.size
+        s.modified_at = max(s.modified_at, now_ms)
+        return old
+
+    async def list_keys(self, store_id: str, *, after: str | None, prefix: str | None, limit: int) -> KeyPage:
+        recs = self._records.get(store_id)
+        if recs is None:
+            return KeyPage(items=[], is_truncated=False)
+        lo = prefix or ""
+        if after is not None and after >= lo:
+            start = bisect.bisect_right(recs.keys, after)
+        else:
+            start = bisect.bisect_left(recs.keys, lo)
+        hi = bisect.bisect_left(recs.keys, lo + _PREFIX_END) if prefix else len(recs.keys)
+        chosen = recs.keys[start : min(hi, start + limit)]
+        items = [KeyItem(key=k, size=recs.rows[k].size) for k in chosen]
+        return KeyPage(items=items, is_truncated=start + limit < hi)
+
+    # housekeeping
+    async def purge_deleted(self, *, max_rows: int) -> list[str]:
+        freed: list[str] = []
+        for store_id in list(self._deleted):
+            recs = self._deleted[store_id]
+            while recs.rows and len(freed) < max_rows:
+                _, row = recs.rows.popitem()
+                if row.blob_id:
+                    freed.append(row.blob_id)
+            if not recs.rows:
+                del self._deleted[store_id]
+            if len(freed) >= max_rows:
+                break
+        return freed
+
+    async def referenced_blob_ids(self, blob_ids: list[str]) -> set[str]:
+        wanted = set(blob_ids)
+        found: set[str] = set()
+        for recs in (*self._records.values(), *self._deleted.values()):
+            for row in recs.rows.values():
+                if row.blob_id in wanted:
+                    found.add(row.blob_id)
+        return found
+
+
+class _MemoryBlobWriter:
+    def __init__(self, store: MemoryBlobStore) -> None:
+        self._store = store
+        self._parts: list[bytes] = []
+
+    async def write(self, data: bytes) -> None:
+        self._parts.append(bytes(data))
+
+    async def commit(self) -> str:
+        blob_id = new_blob_name()
+        self._store.blobs[blob_id] = b"".join(self._parts)
+        return blob_id
+
+    async def abort(self) -> None:
+        self._parts.clear()
+
+
+class MemoryBlobStore:
+    def __init__(self, chunk_size: int = 256 * 1024) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self._chunk = chunk_size
+
+    async def create(self) -> _MemoryBlobWriter:
+        return _MemoryBlobWriter(self)
+
+    async def read(self, blob_id: str) -> AsyncIterator[bytes]:
+        data = self.blobs.get(blob_id)
+        if data is None:
+            raise StorageError(f"Blob {blob_id} is missing.")
+        for i in range(0, len(data), self._chunk):
+            yield data[i : i + self._chunk]
+
+    async def delete(self, blob_id: str) -> None:
+        self.blobs.pop(blob_id, None)
+
+    async def list_ids(self, *, older_than_ms: int) -> AsyncIterator[str]:
+        for blob_id in list(self.blobs):
+            yield blob_id
+
+    async def close(self) -> None:
+        return None

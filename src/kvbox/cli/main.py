@@ -1,0 +1,24 @@
+"""The `kvbox` command."""
+
+from __future__ import annotations
+
+import click
+
+from kvbox import __version__
+from kvbox.cli.admin import tokens, users
+from kvbox.cli.serve import serve
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kvbox")
+def cli() -> None:
+    """kvbox: a self-hosted key-value store speaking the Apify API v2."""
+
+
+cli.add_command(serve)
+cli.add_command(users)
+cli.add_command(tokens)
+
+
+def main() -> None:
+    cli(prog_name="kvbox")

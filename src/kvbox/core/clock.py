@@ -1,0 +1,40 @@
+"""Time, injected: services take a Clock, tests move a FakeClock instead of sleeping."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now_ms(self) -> int:
+        """Milliseconds since the Unix epoch."""
+        ...
+
+
+class SystemClock:
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+
+class FakeClock:
+    def __init__(self, start_ms: int = 1_767_225_600_000) -> None:
+        self._now = start_ms
+
+    def now_ms(self) -> int:
+        return self._now
+
+    def advance(self, *, ms: int = 0, seconds: float = 0, days: float = 0) -> None:
+        self._now += ms + int(seconds * 1000) + int(days * 86_400_000)
+
+
+def iso_ms(ms: int) -> str:
+    """ISO-8601 UTC with milliseconds and `Z`, as the platform writes timestamps."""
+    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def http_date(ms: int) -> str:
+    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return dt.strftime("%a, %d %b %Y %H:%M:%S GMT")

@@ -1,0 +1,189 @@
+"""The one error hierarchy. Each error carries its Apify error `type` slug and HTTP status.
+
+Only `kvbox.api.errors` turns these into HTTP responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class KvboxError(Exception):
+    """Root of every error kvbox reports to a caller."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "internal-server-error"
+    default_message: ClassVar[str] = "An internal error occurred."
+
+    def __init__(self, message: str | None = None, *, data: dict[str, Any] | None = None) -> None:
+        self.message = message or self.default_message
+        self.data = data
+        super().__init__(self.message)
+
+
+class InvalidInputError(KvboxError):
+    status = 400
+    type = "invalid-input"
+    default_message = "Invalid input."
+
+
+class InvalidParameterError(KvboxError):
+    status = 400
+    type = "invalid-parameter"
+    default_message = "Invalid parameter."
+
+
+class InvalidValueError(KvboxError):
+    status = 400
+    type = "invalid-value"
+    default_message = "Invalid value provided."
+
+
+class InvalidRequestError(KvboxError):
+    status = 400
+    type = "invalid-request"
+    default_message = "Invalid request."
+
+
+class InvalidRecordKeyError(KvboxError):
+    status = 400
+    type = "invalid-record-key"
+    default_message = "Record key contains invalid character"
+
+
+class InvalidStoreNameError(KvboxError):
+    status = 400
+    type = "invalid-value"
+    default_message = "Invalid store name."
+
+
+class NameNotUniqueError(KvboxError):
+    status = 400
+    type = "name-not-unique"
+    default_message = "A store with this name already exists."
+
+
+class InvalidBodyEncodingError(KvboxError):
+    """The body claims an encoding (gzip, br, deflate) but is not valid data in it."""
+
+    status = 400
+    type = "invalid-request"
+    default_message = "The request body could not be decoded."
+
+
+class InvalidContentTypeError(KvboxError):
+    status = 400
+    type = "invalid-content-type-header"
+    default_message = "The Content-Type header is not valid."
+
+
+class InvalidCollectionError(KvboxError):
+    status = 400
+    type = "invalid-collection"
+    default_message = "The collection does not exist in the store's schema."
+
+
+class StoreSchemaInvalidError(KvboxError):
+    status = 400
+    type = "store-schema-invalid"
+    default_message = "The key-value store schema is not valid."
+
+
+class SchemaValidationError(KvboxError):
+    status = 400
+    type = "schema-validation-failed"
+    default_message = "The record does not match the store's schema."
+
+
+class TokenNotProvidedError(KvboxError):
+    status = 401
+    type = "token-not-provided"
+    default_message = "Authentication token was not provided"
+
+
+class InvalidTokenError(KvboxError):
+    status = 401
+    type = "invalid-token"
+    default_message = "Authentication token is not valid."
+
+
+class InsufficientPermissionsError(KvboxError):
+    status = 403
+    type = "insufficient-permissions"
+    default_message = (
+        "Insufficient permissions for the key-value store. Make sure you're passing a correct API token "
+        "and that it has the required permissions."
+    )
+
+
+class StoreNotFoundError(KvboxError):
+    status = 404
+    type = "record-not-found"
+    default_message = "Key-value store was not found"
+
+
+class RecordNotFoundError(KvboxError):
+    status = 404
+    type = "record-not-found"
+    default_message = "Record was not found"
+
+
+class UserNotFoundError(KvboxError):
+    status = 404
+    type = "user-or-token-not-found"
+    default_message = "User was not found"
+
+
+class PageNotFoundError(KvboxError):
+    status = 404
+    type = "page-not-found"
+    default_message = "This API endpoint does not exist."
+
+
+class MethodNotAllowedError(KvboxError):
+    status = 405
+    type = "method-not-allowed"
+    default_message = "Method not allowed."
+
+    def __init__(self, allowed: tuple[str, ...]) -> None:
+        self.allowed = allowed
+        super().__init__(
+            "This API endpoint can only be accessed using the following HTTP methods: " + ", ".join(allowed)
+        )
+
+
+class RequestTooLargeError(KvboxError):
+    status = 413
+    type = "request-too-large"
+    default_message = "The request payload is too large."
+
+    def __init__(self, limit: int, actual: int | None = None) -> None:
+        actual_text = f"{actual} bytes" if actual is not None else f"more than {limit} bytes"
+        super().__init__(f"The payload is too large (limit: {limit} bytes, actual length: {actual_text}).")
+
+
+class UnsupportedContentEncodingError(KvboxError):
+    status = 415
+    type = "unsupported-content-encoding"
+    default_message = "Content-Encoding is not supported."
+
+    def __init__(self, encoding: str) -> None:
+        super().__init__(f'Content-Encoding "{encoding}" is not supported.')
+
+
+class RateLimitExceededError(KvboxError):
+    status = 429
+    type = "rate-limit-exceeded"
+    default_message = "Rate limit exceeded."
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"You have exceeded the rate limit of {limit} requests per second")
+
+
+class StorageError(KvboxError):
+    """Persisted data is unreadable or inconsistent. Raised with the cause chained."""
+
+    status = 500
+    type = "internal-server-error"
+    default_message = "The storage backend failed."

@@ -1,0 +1,107 @@
+"""Domain records shared by the backends and the service layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class GeneralAccess(StrEnum):
+    RESTRICTED = "RESTRICTED"
+    ANYONE_WITH_ID_CAN_READ = "ANYONE_WITH_ID_CAN_READ"
+    ANYONE_WITH_NAME_CAN_READ = "ANYONE_WITH_NAME_CAN_READ"
+    FOLLOW_USER_SETTING = "FOLLOW_USER_SETTING"
+
+
+@dataclass(slots=True)
+class User:
+    id: str
+    username: str
+    created_at: int
+    default_general_access: GeneralAccess = GeneralAccess.RESTRICTED
+
+
+@dataclass(slots=True)
+class Token:
+    """An API token. Only `token_hash` (SHA-256 of the secret) is ever stored."""
+
+    id: str
+    user_id: str
+    token_hash: str
+    name: str
+    created_at: int
+
+
+@dataclass(slots=True)
+class StoreStats:
+    read_count: int = 0
+    write_count: int = 0
+    delete_count: int = 0
+    list_count: int = 0
+    storage_bytes: int = 0
+
+
+@dataclass(slots=True)
+class Store:
+    id: str
+    name: str | None
+    user_id: str
+    created_at: int
+    modified_at: int
+    accessed_at: int
+    url_signing_secret: str
+    general_access: GeneralAccess = GeneralAccess.FOLLOW_USER_SETTING
+    schema: dict[str, Any] | None = None
+    stats: StoreStats = field(default_factory=StoreStats)
+    record_count: int = 0
+
+
+@dataclass(slots=True)
+class RecordMeta:
+    """One record's index row. The body is `inline` or lives in the blob store under `blob_id`."""
+
+    key: str
+    content_type: str
+    encoding: str
+    size: int
+    etag: str
+    modified_at: int
+    inline: bytes | None = None
+    blob_id: str | None = None
+
+
+@dataclass(slots=True)
+class KeyItem:
+    key: str
+    size: int
+
+
+@dataclass(slots=True)
+class KeyPage:
+    items: list[KeyItem]
+    is_truncated: bool
+
+    @property
+    def next_key(self) -> str | None:
+        return self.items[-1].key if self.is_truncated and self.items else None
+
+
+@dataclass(slots=True)
+class StorePage:
+    total: int
+    items: list[Store]
+
+
+@dataclass(slots=True)
+class StatsDelta:
+    """Counters accumulated in memory and flushed in batches (reads and lists are not worth a commit each)."""
+
+    reads: int = 0
+    lists: int = 0
+    accessed_at: int = 0
+
+    def merge(self, other: StatsDelta) -> None:
+        self.reads += other.reads
+        self.lists += other.lists
+        self.accessed_at = max(self.accessed_at, other.accessed_at)

@@ -1,0 +1,118 @@
+"""Every setting, declared once as data: name, environment variable, default and help.
+
+The CLI builds its options from this table and the README's settings table matches it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(value: str | int) -> int:
+    """`128MiB`, `64k`, `1048576` -> bytes."""
+    if isinstance(value, int):
+        return value
+    m = _SIZE_RE.match(value)
+    if not m:
+        raise ValueError(f"not a size: {value!r} (use e.g. 128MiB, 64KiB or a byte count)")
+    unit = (m.group(2) or "").lower().rstrip("b").rstrip("i")
+    return int(m.group(1)) * _SIZE_UNITS[unit]
+
+
+def parse_bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    env: str
+    default: Any
+    help: str
+    parse: Callable[[Any], Any] = str
+    metavar: str = "TEXT"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", "KVBOX_DATA_DIR", "./kvbox-data", "Directory for the database and record files.",
+            Path, "DIR"),
+    Setting("host", "KVBOX_HOST", "127.0.0.1", "Address to listen on.", str, "HOST"),
+    Setting("port", "KVBOX_PORT", 8790, "Port to listen on (0 picks a free one).", int, "PORT"),
+    Setting("public_url", "KVBOX_PUBLIC_URL", None,
+            "Base URL used in URLs the server emits (default http://HOST:PORT).", str, "URL"),
+    Setting("workers", "KVBOX_WORKERS", 1, "Number of server worker processes.", int, "N"),
+    Setting("max_record_size", "KVBOX_MAX_RECORD_SIZE", 128 << 20,
+            "Largest record body accepted, stored or decoded (e.g. 128MiB).", parse_size, "SIZE"),
+    Setting("inline_threshold", "KVBOX_INLINE_THRESHOLD", 64 << 10,
+            "Bodies up to this size live in the database, larger ones in files.", parse_size, "SIZE"),
+    Setting("durable", "KVBOX_DURABLE", False,
+            "fsync every write so it also survives power loss (writes always survive a process kill).",
+            parse_bool, "BOOL"),
+    Setting("backend", "KVBOX_BACKEND", "sqlite", "Storage backend: sqlite (default) or memory.", str, "NAME"),
+    Setting("stats_flush_interval", "KVBOX_STATS_FLUSH_INTERVAL", 1.0,
+            "Seconds between flushes of read/list counters to the database.", float, "SECONDS"),
+)
+
+SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+@dataclass(slots=True)
+class Settings:
+    data_dir: Path = Path("./kvbox-data")
+    host: str = "127.0.0.1"
+    port: int = 8790
+    public_url: str | None = None
+    workers: int = 1
+    max_record_size: int = 128 << 20
+    inline_threshold: int = 64 << 10
+    durable: bool = False
+    backend: str = "sqlite"
+    stats_flush_interval: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        """The public base URL without a trailing slash."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then environment variables, then explicit overrides (e.g. CLI options)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for s in SETTINGS:
+            raw = overrides.get(s.name)
+            if raw is None and s.env in env:
+                raw = env[s.env]
+            if raw is None:
+                raw = s.default
+            values[s.name] = s.parse(raw) if raw is not None else None
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes `from_env` rebuild these settings (for worker processes)."""
+        out: dict[str, str] = {}
+        for s in SETTINGS:
+            value = getattr(self, s.name)
+            if value is not None:
+                out[s.env] = str(value)
+        return out
