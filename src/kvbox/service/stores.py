@@ -74,7 +74,8 @@ class StoreService:
                 raise TokenNotProvidedError()
             owner_id = principal.user.id
         else:
-            owner = await self._index.get_user_by_name(ref.username)
+            # `username~name`; a user ID in place of the username works too.
+            owner = await self._index.get_user_by_name(ref.username) or await self._index.get_user(ref.username)
             if owner is None:
                 return None
             owner_id = owner.id

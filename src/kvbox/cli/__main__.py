@@ -1,0 +1,3 @@
+from kvbox.cli.main import main
+
+main()

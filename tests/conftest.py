@@ -1,0 +1,147 @@
+"""Shared fixtures: services on every backend, an in-process API client, real server processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kvbox.api.app import create_app
+from kvbox.core.clock import FakeClock
+from kvbox.service.container import Services, build_services
+from kvbox.service.settings import Settings
+
+BACKENDS = ["memory", "sqlite"]
+ALICE_TOKEN = "alice-token-0123456789"
+BOB_TOKEN = "bob-token-0123456789ab"
+ADMIN_TOKEN = "admin-token-0123456789"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(start_ms=int(time.time() * 1000))
+
+
+@pytest.fixture(params=BACKENDS)
+async def services(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Services]:
+    """Services on each backend, with users alice and bob."""
+    settings = Settings(
+        backend=request.param,
+        data_dir=tmp_path / "data",
+        public_url="http://kvbox.test",
+        inline_threshold=1024,
+        max_record_size=4 * 1024 * 1024,
+    )
+    svc = build_services(settings, clock=clock)
+    await svc.users.create_user("alice", token=ALICE_TOKEN)
+    await svc.users.create_user("bob", token=BOB_TOKEN)
+    try:
+        yield svc
+    finally:
+        await svc.close()
+
+
+@dataclass
+class Api:
+    """An in-process HTTP client on the app, with a token per user."""
+
+    client: httpx.AsyncClient
+    services: Services
+
+    def auth(self, token: str | None = ALICE_TOKEN) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def create_store(self, name: str | None = None, token: str = ALICE_TOKEN) -> dict:
+        params = {"name": name} if name else {}
+        r = await self.client.post("/v2/key-value-stores", params=params, headers=self.auth(token), json={})
+        assert r.status_code in (200, 201), r.text
+        return r.json()["data"]
+
+
+@pytest.fixture
+async def api(services: Services) -> AsyncIterator[Api]:
+    app = create_app(services=services)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://kvbox.test") as client:
+        yield Api(client=client, services=services)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    data_dir: Path
+    proc: subprocess.Popen[bytes]
+    admin_token: str
+
+    def stop(self, sig: int | None = None) -> None:
+        if self.proc.poll() is None:
+            if sig is None:
+                self.proc.terminate()
+            else:
+                os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait(timeout=15)
+
+
+def start_server(data_dir: Path, *, workers: int = 1, extra_env: dict[str, str] | None = None,
+                 port: int | None = None) -> ServerProcess:
+    """Start `kvbox serve` as a real process on 127.0.0.1 and wait for /health."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "KVBOX_ADMIN_TOKEN": ADMIN_TOKEN,
+        "KVBOX_PUBLIC_URL": url,
+        **(extra_env or {}),
+    }
+    log = open(data_dir.parent / f"server-{port}.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kvbox.cli", "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", str(workers)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"kvbox serve exited with {proc.returncode}; see {log.name}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return ServerProcess(url=url, data_dir=data_dir, proc=proc, admin_token=ADMIN_TOKEN)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    os.killpg(proc.pid, 9)
+    raise RuntimeError("kvbox serve did not become healthy within 30 s")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One real `kvbox serve --workers 2` process on SQLite for the whole session."""
+    root = tmp_path_factory.mktemp("server")
+    srv = start_server(root / "data", workers=2)
+    try:
+        yield srv
+    finally:
+        srv.stop()
