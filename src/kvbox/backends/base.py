@@ -63,7 +63,7 @@ class MetadataIndex(Protocol):
         store_id: str,
         *,
         modified_at: int,
-        name: str | None | _Unset = UNSET,
+        name: str | _Unset | None = UNSET,
         general_access: GeneralAccess | _Unset = UNSET,
     ) -> Store | None: ...
     async def delete_store(self, store_id: str) -> bool: ...

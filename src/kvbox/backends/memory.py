@@ -109,7 +109,7 @@ class MemoryMetadataIndex:
         store_id: str,
         *,
         modified_at: int,
-        name: str | None | _Unset = UNSET,
+        name: str | _Unset | None = UNSET,
         general_access: GeneralAccess | _Unset = UNSET,
     ) -> Store | None:
         s = self._stores.get(store_id)

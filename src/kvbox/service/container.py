@@ -20,7 +20,7 @@ from kvbox.service.users import UserService
 log = logging.getLogger("kvbox")
 
 ORPHAN_MIN_AGE_MS = 15 * 60 * 1000
-PURGE_BATCH = 2000
+PURGE_BATCH = 500
 
 
 @dataclass

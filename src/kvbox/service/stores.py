@@ -183,7 +183,7 @@ class StoreService:
         principal: Principal,
         segment: str,
         *,
-        name: str | None | _Unset = UNSET,
+        name: str | _Unset | None = UNSET,
         general_access: str | _Unset = UNSET,
     ) -> Resolved:
         access: GeneralAccess | _Unset = UNSET

@@ -1,0 +1,194 @@
+"""Record bodies too large to keep inline, as files under the data directory.
+
+A body is written to `root/tmp/`, then renamed to `root/<2 hex>/<2 hex>/<32 hex>`, so a
+file under its final name is always complete. Names are random, never derived from a key.
+Page-cache writes and reads run inline; only fsync (in durable mode) goes to a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+from kvbox.core.errors import StorageError
+from kvbox.core.ids import new_blob_name
+
+_BLOB_ID = re.compile(r"[0-9a-f]{32}")
+_SHARD = re.compile(r"[0-9a-f]{2}")
+_TMP = "tmp"
+
+
+def _check_id(blob_id: str) -> str:
+    # Ids come from the index; anything else must never reach the filesystem as a path.
+    if _BLOB_ID.fullmatch(blob_id) is None:
+        raise StorageError(f"Invalid blob id {blob_id!r}.")
+    return blob_id
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _older_than(entry: os.DirEntry[str], limit_ms: int) -> bool:
+    """Whether a plain file was last modified before `limit_ms`; False if it just vanished."""
+    try:
+        if not entry.is_file(follow_symlinks=False):
+            return False
+        return entry.stat(follow_symlinks=False).st_mtime_ns // 1_000_000 < limit_ms
+    except FileNotFoundError:  # deleted by a concurrent delete or commit: not ours to report
+        return False
+
+
+class FileBlobWriter:
+    """One body being written to a temp file; visible under its id only after `commit`."""
+
+    def __init__(self, store: FileBlobStore, file: BinaryIO, temp_path: Path) -> None:
+        self._store = store
+        self._file = file
+        self._temp_path = temp_path
+        self._done = False
+
+    async def write(self, data: bytes) -> None:
+        if self._done:
+            raise StorageError("This blob was already committed or aborted.")
+        try:
+            self._file.write(data)
+        except OSError as e:
+            await self.abort()
+            raise StorageError(f"Could not write a blob: {e}") from e
+
+    async def commit(self) -> str:
+        """Make the body durable as configured and return its new id."""
+        if self._done:
+            raise StorageError("This blob was already committed or aborted.")
+        try:
+            self._file.flush()
+            if self._store.durable:
+                await asyncio.to_thread(os.fsync, self._file.fileno())
+            self._file.close()
+            blob_id = new_blob_name()
+            await self._store._install(self._temp_path, blob_id)
+        except BaseException as e:
+            # Also on cancellation: never leave a temp file behind for a writer that is gone.
+            await self.abort()
+            if isinstance(e, OSError):
+                raise StorageError(f"Could not store a blob: {e}") from e
+            raise
+        self._done = True
+        return blob_id
+
+    async def abort(self) -> None:
+        """Drop the body. Aborting twice, or after commit, does nothing."""
+        if self._done:
+            return
+        self._done = True
+        # Closing flushes the buffer, which fails again after a failed write (disk full);
+        # the bytes are being thrown away, so only the descriptor matters and it is closed anyway.
+        with contextlib.suppress(OSError):
+            self._file.close()
+        try:
+            self._temp_path.unlink(missing_ok=True)
+        except OSError as e:
+            raise StorageError(f"Could not remove a blob's temp file: {e}") from e
+
+
+class FileBlobStore:
+    """`BlobStore` over a directory tree of immutable files."""
+
+    def __init__(self, root: Path, *, durable: bool = False, chunk_size: int = 1 << 20) -> None:
+        self.root = root
+        self.durable = durable
+        self.chunk_size = chunk_size
+        self._tmp = root / _TMP
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    def path_of(self, blob_id: str) -> Path:
+        """Where the blob with this id lives (whether or not it exists)."""
+        _check_id(blob_id)
+        return self.root / blob_id[:2] / blob_id[2:4] / blob_id
+
+    async def create(self) -> FileBlobWriter:
+        try:
+            fd, name = tempfile.mkstemp(dir=self._tmp, suffix=".part")
+        except OSError as e:
+            raise StorageError(f"Could not create a blob: {e}") from e
+        return FileBlobWriter(self, os.fdopen(fd, "wb"), Path(name))
+
+    async def _install(self, temp_path: Path, blob_id: str) -> None:
+        """Rename a finished temp file to its final name (with directory fsyncs if durable)."""
+        final = self.path_of(blob_id)
+        created = [d for d in (final.parent.parent, final.parent) if not d.exists()]
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temp_path, final)
+        if self.durable:
+            # The rename lives in the leaf directory; a new directory lives in its parent.
+            to_sync = {final.parent, *(d.parent for d in created)}
+            for d in sorted(to_sync, key=lambda p: len(p.parts), reverse=True):
+                await asyncio.to_thread(_fsync_dir, d)
+
+    async def read(self, blob_id: str) -> AsyncIterator[bytes]:
+        """The body in chunks of `chunk_size`; `StorageError` if it is missing or unreadable."""
+        path = self.path_of(blob_id)
+        try:
+            file = path.open("rb")
+        except OSError as e:
+            raise StorageError(f"Blob {blob_id} is missing or unreadable.") from e
+        with file:
+            while True:
+                try:
+                    chunk = file.read(self.chunk_size)
+                except OSError as e:
+                    raise StorageError(f"Blob {blob_id} could not be read.") from e
+                if not chunk:
+                    return
+                yield chunk
+
+    async def delete(self, blob_id: str) -> None:
+        """Remove a blob; a missing one is a no-op."""
+        try:
+            self.path_of(blob_id).unlink(missing_ok=True)
+        except OSError as e:
+            raise StorageError(f"Blob {blob_id} could not be deleted.") from e
+
+    async def list_ids(self, *, older_than_ms: int) -> AsyncIterator[str]:
+        """Ids of committed blobs last modified before `older_than_ms`, for orphan collection.
+
+        Also removes temp files older than that: writers that died before commit or abort.
+        """
+        with os.scandir(self._tmp) as entries:
+            for entry in entries:
+                if _older_than(entry, older_than_ms):
+                    Path(entry.path).unlink(missing_ok=True)
+        for first in _shard_dirs(self.root):
+            for second in _shard_dirs(Path(first.path)):
+                with os.scandir(second.path) as entries:
+                    found = [
+                        e.name
+                        for e in entries
+                        if _BLOB_ID.fullmatch(e.name)
+                        and e.name.startswith(first.name + second.name)
+                        and _older_than(e, older_than_ms)
+                    ]
+                for blob_id in found:
+                    yield blob_id
+
+    async def close(self) -> None:
+        return None
+
+
+def _shard_dirs(path: Path) -> list[os.DirEntry[str]]:
+    with os.scandir(path) as entries:
+        return sorted(
+            (e for e in entries if _SHARD.fullmatch(e.name) and e.is_dir(follow_symlinks=False)),
+            key=lambda e: e.name,
+        )

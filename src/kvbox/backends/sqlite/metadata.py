@@ -1,0 +1,396 @@
+"""The embedded metadata index: users, tokens, stores and record rows in one SQLite file.
+
+Several processes (server workers) may open the same file. Every write is its own
+`BEGIN IMMEDIATE` transaction and every read sees the latest commit of any process.
+The sqlite calls run inline on the event loop: they are short point queries and range
+scans, cheaper than a hop to a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from kvbox.backends.base import UNSET, _Unset
+from kvbox.backends.sqlite.schema import migrate
+from kvbox.core.errors import NameNotUniqueError, StorageError
+from kvbox.core.models import (
+    GeneralAccess,
+    KeyItem,
+    KeyPage,
+    RecordMeta,
+    StatsDelta,
+    Store,
+    StorePage,
+    StoreStats,
+    Token,
+    User,
+)
+
+BUSY_TIMEOUT_S = 30.0
+_PREFIX_END = "\U0010ffff"
+_IN_CHUNK = 500  # well below SQLite's bound-parameter limit
+
+_USER = "id, username, created_at, default_general_access"
+_TOKEN = "id, user_id, token_hash, name, created_at"
+_STORE = (
+    "id, name, user_id, created_at, modified_at, accessed_at, url_signing_secret, general_access, "
+    "schema_json, read_count, write_count, delete_count, list_count, storage_bytes, record_count"
+)
+_RECORD = "key, content_type, encoding, size, etag, modified_at, inline_body, blob_id"
+_STORE_PK = "(SELECT pk FROM stores WHERE id = ?)"
+
+
+def _user(row: Any) -> User:
+    return User(id=row[0], username=row[1], created_at=row[2], default_general_access=GeneralAccess(row[3]))
+
+
+def _token(row: Any) -> Token:
+    return Token(id=row[0], user_id=row[1], token_hash=row[2], name=row[3], created_at=row[4])
+
+
+def _store(row: Any) -> Store:
+    return Store(
+        id=row[0],
+        name=row[1],
+        user_id=row[2],
+        created_at=row[3],
+        modified_at=row[4],
+        accessed_at=row[5],
+        url_signing_secret=row[6],
+        general_access=GeneralAccess(row[7]),
+        schema=json.loads(row[8]) if row[8] is not None else None,
+        stats=StoreStats(*row[9:14]),
+        record_count=row[14],
+    )
+
+
+def _record(row: Any) -> RecordMeta:
+    return RecordMeta(*row)
+
+
+def _name_clash(error: sqlite3.IntegrityError, column: str) -> bool:
+    # sqlite3 exposes no constraint name; the message lists the columns of the violated index.
+    return column in str(error)
+
+
+def _store_name_taken(name: object) -> NameNotUniqueError:
+    return NameNotUniqueError(f"You already have a key-value store named {name!r}.")
+
+
+@contextmanager
+def _storage_errors(action: str) -> Iterator[None]:
+    """Re-raise database failures and undecodable rows as `StorageError`, cause chained."""
+    try:
+        yield
+    except (sqlite3.Error, ValueError, TypeError) as e:
+        raise StorageError(f"The SQLite index failed to {action}: {e}") from e
+
+
+class SqliteMetadataIndex:
+    """`MetadataIndex` over one SQLite database file, created and migrated on open."""
+
+    def __init__(self, path: Path, *, durable: bool = False) -> None:
+        self.path = path
+        with _storage_errors("open the database"):
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StorageError(f"SQLite refused WAL mode for {path} (got {mode!r}).")
+                # NORMAL in WAL loses nothing on a process crash; FULL also survives power loss.
+                conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                migrate(conn)
+            except BaseException:
+                conn.close()
+                raise
+        self._conn = conn
+
+    async def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction; commits when the block ends, rolls back when it raises."""
+        with _storage_errors(action):
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _snapshot(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One read transaction, for reads that must agree with each other."""
+        with _storage_errors(action):
+            conn = self._conn
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+
+    # users and tokens
+    async def insert_user(self, user: User) -> None:
+        with self._write("insert a user") as conn:
+            try:
+                conn.execute(
+                    f"INSERT INTO users ({_USER}) VALUES (?, ?, ?, ?)",
+                    (user.id, user.username, user.created_at, user.default_general_access.value),
+                )
+            except sqlite3.IntegrityError as e:
+                if _name_clash(e, "users.username"):
+                    raise NameNotUniqueError(f"User {user.username!r} already exists.") from e
+                raise
+
+    async def get_user(self, user_id: str) -> User | None:
+        with _storage_errors("read a user"):
+            row = self._conn.execute(f"SELECT {_USER} FROM users WHERE id = ?", (user_id,)).fetchone()
+            return _user(row) if row else None
+
+    async def get_user_by_name(self, username: str) -> User | None:
+        with _storage_errors("read a user"):
+            row = self._conn.execute(f"SELECT {_USER} FROM users WHERE username = ?", (username,)).fetchone()
+            return _user(row) if row else None
+
+    async def list_users(self) -> list[User]:
+        with _storage_errors("list users"):
+            rows = self._conn.execute(f"SELECT {_USER} FROM users ORDER BY created_at, id").fetchall()
+            return [_user(r) for r in rows]
+
+    async def set_user_default_access(self, user_id: str, access: GeneralAccess) -> None:
+        with self._write("update a user") as conn:
+            conn.execute("UPDATE users SET default_general_access = ? WHERE id = ?", (access.value, user_id))
+
+    async def insert_token(self, token: Token) -> None:
+        # Re-inserting an id replaces the token in place, as the reference backend does.
+        with self._write("insert a token") as conn:
+            conn.execute(
+                f"INSERT INTO tokens ({_TOKEN}) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "user_id = excluded.user_id, token_hash = excluded.token_hash, name = excluded.name, "
+                "created_at = excluded.created_at",
+                (token.id, token.user_id, token.token_hash, token.name, token.created_at),
+            )
+
+    async def get_token_by_hash(self, token_hash: str) -> Token | None:
+        with _storage_errors("read a token"):
+            sql = f"SELECT {_TOKEN} FROM tokens WHERE token_hash = ? ORDER BY rowid LIMIT 1"
+            row = self._conn.execute(sql, (token_hash,)).fetchone()
+            return _token(row) if row else None
+
+    async def list_tokens(self, user_id: str) -> list[Token]:
+        with _storage_errors("list tokens"):
+            sql = f"SELECT {_TOKEN} FROM tokens WHERE user_id = ? ORDER BY rowid"
+            return [_token(r) for r in self._conn.execute(sql, (user_id,)).fetchall()]
+
+    async def delete_token(self, token_id: str) -> bool:
+        with self._write("delete a token") as conn:
+            return bool(conn.execute("DELETE FROM tokens WHERE id = ? RETURNING id", (token_id,)).fetchall())
+
+    # stores
+    async def insert_store(self, store: Store) -> None:
+        s = store.stats
+        values = (
+            store.id, store.name, store.user_id, store.created_at, store.modified_at, store.accessed_at,
+            store.url_signing_secret, store.general_access.value,
+            json.dumps(store.schema) if store.schema is not None else None,
+            s.read_count, s.write_count, s.delete_count, s.list_count, s.storage_bytes, store.record_count,
+        )  # fmt: skip
+        with self._write("insert a store") as conn:
+            try:
+                conn.execute(f"INSERT INTO stores ({_STORE}) VALUES ({', '.join('?' * len(values))})", values)
+            except sqlite3.IntegrityError as e:
+                if _name_clash(e, "stores.name"):
+                    raise _store_name_taken(store.name) from e
+                raise
+
+    async def get_store(self, store_id: str) -> Store | None:
+        with _storage_errors("read a store"):
+            row = self._conn.execute(f"SELECT {_STORE} FROM stores WHERE id = ?", (store_id,)).fetchone()
+            return _store(row) if row else None
+
+    async def get_store_by_name(self, user_id: str, name: str) -> Store | None:
+        with _storage_errors("read a store"):
+            sql = f"SELECT {_STORE} FROM stores WHERE user_id = ? AND name = ?"
+            row = self._conn.execute(sql, (user_id, name)).fetchone()
+            return _store(row) if row else None
+
+    async def update_store(
+        self,
+        store_id: str,
+        *,
+        modified_at: int,
+        name: str | _Unset | None = UNSET,
+        general_access: GeneralAccess | _Unset = UNSET,
+    ) -> Store | None:
+        sets = ["modified_at = max(modified_at, ?)", "accessed_at = max(accessed_at, ?)"]
+        params: list[Any] = [modified_at, modified_at]
+        if not isinstance(name, _Unset):
+            sets.append("name = ?")
+            params.append(name)
+        if not isinstance(general_access, _Unset):
+            sets.append("general_access = ?")
+            params.append(general_access.value)
+        sql = f"UPDATE stores SET {', '.join(sets)} WHERE id = ? RETURNING {_STORE}"
+        with self._write("update a store") as conn:
+            try:
+                rows = conn.execute(sql, (*params, store_id)).fetchall()
+            except sqlite3.IntegrityError as e:
+                if _name_clash(e, "stores.name"):
+                    raise _store_name_taken(name) from e
+                raise
+            return _store(rows[0]) if rows else None
+
+    async def delete_store(self, store_id: str) -> bool:
+        with self._write("delete a store") as conn:
+            rows = conn.execute("DELETE FROM stores WHERE id = ? RETURNING pk", (store_id,)).fetchall()
+            if not rows:
+                return False
+            # The records stay behind, unreachable without the store row, until purge_deleted.
+            conn.execute("INSERT INTO deleted_stores VALUES (?, ?)", (rows[0][0], store_id))
+            return True
+
+    async def list_stores(
+        self, user_id: str, *, include_unnamed: bool, offset: int, limit: int, desc: bool
+    ) -> StorePage:
+        where = "user_id = ?" if include_unnamed else "user_id = ? AND name IS NOT NULL"
+        order = "DESC" if desc else "ASC"
+        page_sql = f"SELECT {_STORE} FROM stores WHERE {where} ORDER BY created_at {order}, id {order} LIMIT ? OFFSET ?"
+        with self._snapshot("list stores") as conn:
+            total = conn.execute(f"SELECT count(*) FROM stores WHERE {where}", (user_id,)).fetchone()[0]
+            rows = conn.execute(page_sql, (user_id, max(limit, 0), max(offset, 0))).fetchall()
+            return StorePage(total=total, items=[_store(r) for r in rows])
+
+    async def apply_stats(self, deltas: Mapping[str, StatsDelta]) -> None:
+        if not deltas:
+            return
+        params = [(d.reads, d.lists, d.accessed_at, store_id) for store_id, d in deltas.items()]
+        with self._write("apply stats") as conn:
+            conn.executemany(
+                "UPDATE stores SET read_count = read_count + ?, list_count = list_count + ?, "
+                "accessed_at = max(accessed_at, ?) WHERE id = ?",
+                params,
+            )
+
+    # records
+    async def get_record(self, store_id: str, key: str) -> RecordMeta | None:
+        with _storage_errors("read a record"):
+            sql = f"SELECT {_RECORD} FROM records WHERE store_pk = {_STORE_PK} AND key = ?"
+            row = self._conn.execute(sql, (store_id, key)).fetchone()
+            return _record(row) if row else None
+
+    async def put_record(self, store_id: str, record: RecordMeta) -> RecordMeta | None:
+        r = record
+        with self._write("write a record") as conn:
+            found = conn.execute("SELECT pk FROM stores WHERE id = ?", (store_id,)).fetchone()
+            if found is None:
+                raise StorageError(f"Store {store_id} does not exist.")
+            pk = found[0]
+            old_row = conn.execute(
+                f"SELECT {_RECORD} FROM records WHERE store_pk = ? AND key = ?", (pk, r.key)
+            ).fetchone()
+            old = _record(old_row) if old_row else None
+            fields = (r.content_type, r.encoding, r.size, r.etag, r.modified_at, r.inline, r.blob_id)
+            if old is None:
+                conn.execute(f"INSERT INTO records (store_pk, {_RECORD}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (pk, r.key, *fields))  # fmt: skip
+            else:
+                conn.execute(
+                    "UPDATE records SET content_type = ?, encoding = ?, size = ?, etag = ?, modified_at = ?, "
+                    "inline_body = ?, blob_id = ? WHERE store_pk = ? AND key = ?",
+                    (*fields, pk, r.key),
+                )
+            conn.execute(
+                "UPDATE stores SET write_count = write_count + 1, storage_bytes = storage_bytes + ?, "
+                "record_count = record_count + ?, modified_at = max(modified_at, ?), "
+                "accessed_at = max(accessed_at, ?) WHERE pk = ?",
+                (r.size - (old.size if old else 0), 0 if old else 1, r.modified_at, r.modified_at, pk),
+            )
+            return old
+
+    async def delete_record(self, store_id: str, key: str, *, now_ms: int) -> RecordMeta | None:
+        with self._write("delete a record") as conn:
+            found = conn.execute("SELECT pk FROM stores WHERE id = ?", (store_id,)).fetchone()
+            if found is None:
+                return None
+            pk = found[0]
+            rows = conn.execute(
+                f"DELETE FROM records WHERE store_pk = ? AND key = ? RETURNING {_RECORD}", (pk, key)
+            ).fetchall()
+            old = _record(rows[0]) if rows else None
+            # Deleting a missing key still counts as a delete and an access, but modifies nothing;
+            # max(modified_at, 0) leaves the time as it is.
+            conn.execute(
+                "UPDATE stores SET delete_count = delete_count + 1, record_count = record_count - ?, "
+                "storage_bytes = storage_bytes - ?, modified_at = max(modified_at, ?), "
+                "accessed_at = max(accessed_at, ?) WHERE pk = ?",
+                (1 if old else 0, old.size if old else 0, now_ms if old else 0, now_ms, pk),
+            )
+            return old
+
+    async def list_keys(self, store_id: str, *, after: str | None, prefix: str | None, limit: int) -> KeyPage:
+        # One lower bound and at most one upper bound on `key`, so the covering index
+        # (store_pk, key, size) is entered at the right place and walked in order.
+        low = prefix or ""
+        if after is not None and after >= low:
+            where, params = "key > ?", [store_id, after]
+        else:
+            where, params = "key >= ?", [store_id, low]
+        if prefix:
+            where += " AND key < ?"
+            params.append(prefix + _PREFIX_END)
+        limit = max(limit, 0)
+        sql = f"SELECT key, size FROM records WHERE store_pk = {_STORE_PK} AND {where} ORDER BY key LIMIT ?"
+        with _storage_errors("list keys"):
+            rows = self._conn.execute(sql, (*params, limit + 1)).fetchall()
+        items = [KeyItem(key=k, size=size) for k, size in rows[:limit]]
+        return KeyPage(items=items, is_truncated=len(rows) > limit)
+
+    # housekeeping
+    async def purge_deleted(self, *, max_rows: int) -> list[str]:
+        """Delete up to `max_rows` record rows of deleted stores; return the blob ids they held.
+
+        Rows holding a blob go first, so a call that returns fewer than `max_rows` ids
+        means no blob of a deleted store is left to free (inline rows may remain for
+        later calls). A deleted store's marker goes once its last row is gone.
+        """
+        batch = max(max_rows, 0)
+        # CROSS JOIN pins the loop order: walk the few deleted stores and probe their rows by
+        # index, instead of scanning every record looking for a deleted store.
+        victims = "SELECT r.rowid FROM deleted_stores AS d CROSS JOIN records AS r ON r.store_pk = d.store_pk"
+        with self._write("purge deleted stores") as conn:
+            rows = conn.execute(
+                f"DELETE FROM records WHERE rowid IN ({victims} WHERE r.blob_id IS NOT NULL LIMIT ?) RETURNING blob_id",
+                (batch,),
+            ).fetchall()
+            freed = [row[0] for row in rows]
+            if len(freed) < batch:
+                conn.execute(f"DELETE FROM records WHERE rowid IN ({victims} LIMIT ?)", (batch - len(freed),))
+            conn.execute(
+                "DELETE FROM deleted_stores WHERE NOT EXISTS "
+                "(SELECT 1 FROM records WHERE records.store_pk = deleted_stores.store_pk)"
+            )
+            return freed
+
+    async def referenced_blob_ids(self, blob_ids: list[str]) -> set[str]:
+        wanted = list(dict.fromkeys(blob_ids))
+        found: set[str] = set()
+        with self._snapshot("look up blob references") as conn:
+            for i in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[i : i + _IN_CHUNK]
+                sql = (
+                    "SELECT DISTINCT blob_id FROM records "
+                    f"WHERE blob_id IS NOT NULL AND blob_id IN ({', '.join('?' * len(chunk))})"
+                )
+                found.update(row[0] for row in conn.execute(sql, chunk))
+        return found

@@ -1,0 +1,124 @@
+"""The SQLite index schema and its migrations, tracked in `PRAGMA user_version`.
+
+`migrate` runs every time a database is opened. It brings the file up to
+`SCHEMA_VERSION` inside one `BEGIN IMMEDIATE` transaction, so when several processes
+open a new database at once exactly one of them creates the tables and the others find
+them done.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from kvbox.core.errors import StorageError
+
+# Stores get an internal integer key (`pk`) that record rows point to. AUTOINCREMENT
+# guarantees a pk is never handed out twice, so a deleted store's rows (kept until
+# `purge_deleted` reclaims them) can never reappear under a newly created store.
+_V1: tuple[str, ...] = (
+    """
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        default_general_access TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        token_hash TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    )
+    """,
+    "CREATE INDEX tokens_by_hash ON tokens (token_hash)",
+    "CREATE INDEX tokens_by_user ON tokens (user_id)",
+    """
+    CREATE TABLE stores (
+        pk INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        name TEXT,
+        user_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        modified_at INTEGER NOT NULL,
+        accessed_at INTEGER NOT NULL,
+        url_signing_secret TEXT NOT NULL,
+        general_access TEXT NOT NULL,
+        schema_json TEXT,
+        read_count INTEGER NOT NULL DEFAULT 0,
+        write_count INTEGER NOT NULL DEFAULT 0,
+        delete_count INTEGER NOT NULL DEFAULT 0,
+        list_count INTEGER NOT NULL DEFAULT 0,
+        storage_bytes INTEGER NOT NULL DEFAULT 0,
+        record_count INTEGER NOT NULL DEFAULT 0
+    )
+    """,
+    # Unnamed stores are many and never clash; only names are unique per owner.
+    "CREATE UNIQUE INDEX stores_name ON stores (user_id, name) WHERE name IS NOT NULL",
+    # Store listing walks this index in (created_at, id) order for one owner.
+    "CREATE INDEX stores_by_owner ON stores (user_id, created_at, id, name)",
+    """
+    CREATE TABLE records (
+        store_pk INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        encoding TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        etag TEXT NOT NULL,
+        modified_at INTEGER NOT NULL,
+        inline_body BLOB,
+        blob_id TEXT
+    )
+    """,
+    "CREATE UNIQUE INDEX records_key ON records (store_pk, key)",
+    # Key listing reads only this index, never the table with its inline bodies.
+    "CREATE INDEX records_listing ON records (store_pk, key, size)",
+    # Both serve housekeeping only and hold just the rows whose body is a blob.
+    "CREATE INDEX records_blob ON records (blob_id) WHERE blob_id IS NOT NULL",
+    "CREATE INDEX records_store_blobs ON records (store_pk) WHERE blob_id IS NOT NULL",
+    """
+    CREATE TABLE deleted_stores (
+        store_pk INTEGER PRIMARY KEY,
+        store_id TEXT NOT NULL
+    )
+    """,
+)
+
+# Index i holds the statements that take a database from version i to version i + 1.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    """The schema version recorded in the database file (0 for a new file)."""
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the database up to `SCHEMA_VERSION` and return the version found before.
+
+    Needs a connection in autocommit mode (`isolation_level=None`). Running it on an
+    up-to-date database changes nothing. A database written by a newer kvbox raises
+    `StorageError` rather than being touched.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = user_version(conn)
+        if found > SCHEMA_VERSION:
+            raise StorageError(
+                f"The database has schema version {found}; this kvbox understands up to {SCHEMA_VERSION}."
+            )
+        for version in range(found, SCHEMA_VERSION):
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+            # PRAGMA takes no parameters; the value is our own integer.
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return found

@@ -1,0 +1,341 @@
+"""What only the embedded backend has: a file that persists and is shared, and blob files."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from kvbox.backends.sqlite.blobs import FileBlobStore
+from kvbox.backends.sqlite.metadata import SqliteMetadataIndex
+from kvbox.backends.sqlite.schema import SCHEMA_VERSION, migrate, user_version
+from kvbox.core.errors import NameNotUniqueError, StorageError
+from kvbox.core.ids import new_blob_name, new_id, new_secret
+from kvbox.core.models import RecordMeta, Store, User
+
+pytestmark = pytest.mark.anyio
+
+T0 = 1_767_225_600_000
+
+
+def make_store(name: str | None = None) -> Store:
+    return Store(
+        id=new_id(),
+        name=name,
+        user_id="user1",
+        created_at=T0,
+        modified_at=T0,
+        accessed_at=T0,
+        url_signing_secret=new_secret(),
+    )
+
+
+def rec(key: str, body: bytes = b"body") -> RecordMeta:
+    return RecordMeta(
+        key=key,
+        content_type="text/plain",
+        encoding="identity",
+        size=len(body),
+        etag='"e"',
+        modified_at=T0,
+        inline=body,
+    )
+
+
+# the index file
+
+
+async def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    index = SqliteMetadataIndex(path)
+    store = make_store("kept")
+    await index.insert_user(User(id="u1", username="ann", created_at=T0))
+    await index.insert_store(store)
+    await index.put_record(store.id, rec("k", b"hello"))
+    await index.close()
+
+    reopened = SqliteMetadataIndex(path)
+    try:
+        assert await reopened.get_user_by_name("ann") is not None
+        got = await reopened.get_store_by_name("user1", "kept")
+        assert got is not None and got.record_count == 1
+        record = await reopened.get_record(store.id, "k")
+        assert record is not None and record.inline == b"hello"
+    finally:
+        await reopened.close()
+
+
+async def test_two_instances_see_each_others_commits(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    a, b = SqliteMetadataIndex(path), SqliteMetadataIndex(path)
+    try:
+        store = make_store("shared")
+        await a.insert_store(store)
+        assert await b.get_store(store.id) is not None
+
+        await b.put_record(store.id, rec("k1"))
+        assert await a.get_record(store.id, "k1") == rec("k1")
+        page = await a.list_keys(store.id, after=None, prefix=None, limit=10)
+        assert [i.key for i in page.items] == ["k1"]
+
+        await a.delete_record(store.id, "k1", now_ms=T0 + 1)
+        assert await b.get_record(store.id, "k1") is None
+        seen = await b.get_store(store.id)
+        assert seen is not None and seen.stats.delete_count == 1
+
+        with pytest.raises(NameNotUniqueError):
+            await b.insert_store(make_store("shared"))
+        await b.delete_store(store.id)
+        assert await a.get_store(store.id) is None
+    finally:
+        await a.close()
+        await b.close()
+
+
+def test_processes_opening_a_new_file_at_once(tmp_path: Path) -> None:
+    """Several processes racing to create and migrate the same file all succeed."""
+    path = tmp_path / "index.sqlite3"
+    script = textwrap.dedent(
+        """
+        import asyncio, sys
+        from pathlib import Path
+        from kvbox.backends.sqlite.metadata import SqliteMetadataIndex
+        from kvbox.core.models import User
+
+        async def main(n):
+            index = SqliteMetadataIndex(Path(sys.argv[1]))
+            await index.insert_user(User(id=f"u{n}", username=f"user{n}", created_at=n))
+            await index.close()
+
+        asyncio.run(main(int(sys.argv[2])))
+        """
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(path), str(n)], stderr=subprocess.PIPE) for n in range(4)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()
+    conn = sqlite3.connect(path)
+    try:
+        assert user_version(conn) == SCHEMA_VERSION
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 4
+    finally:
+        conn.close()
+
+
+async def test_migration_is_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    await SqliteMetadataIndex(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        tables = conn.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
+        assert migrate(conn) == SCHEMA_VERSION  # already current: nothing to do
+        assert conn.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall() == tables
+        assert user_version(conn) == SCHEMA_VERSION
+    finally:
+        conn.close()
+    await SqliteMetadataIndex(path).close()
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StorageError):
+        SqliteMetadataIndex(path)
+
+
+@pytest.mark.parametrize(("durable", "synchronous"), [(False, 1), (True, 2)])
+async def test_connection_settings(tmp_path: Path, durable: bool, synchronous: int) -> None:
+    index = SqliteMetadataIndex(tmp_path / "index.sqlite3", durable=durable)
+    conn = index._conn
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == synchronous  # 1 NORMAL, 2 FULL
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+    finally:
+        await index.close()
+
+
+@pytest.mark.parametrize(("after", "prefix"), [(None, None), ("k5", None), (None, "k"), ("k5", "k"), ("a", "k")])
+async def test_key_listing_is_a_covering_index_range_scan(
+    tmp_path: Path, after: str | None, prefix: str | None
+) -> None:
+    index = SqliteMetadataIndex(tmp_path / "index.sqlite3")
+    store = make_store()
+    await index.insert_store(store)
+    statements: list[str] = []
+    index._conn.set_trace_callback(statements.append)
+    await index.list_keys(store.id, after=after, prefix=prefix, limit=10)
+    index._conn.set_trace_callback(None)
+    (listing,) = [s for s in statements if "FROM records" in s]
+    plan = " | ".join(row[3] for row in index._conn.execute("EXPLAIN QUERY PLAN " + listing))
+    await index.close()
+    assert "SEARCH records USING COVERING INDEX records_listing (store_pk=? AND key>" in plan
+    assert "SCAN" not in plan and "TEMP B-TREE" not in plan
+
+
+async def test_corrupt_rows_raise_storage_error_with_cause(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    index = SqliteMetadataIndex(path)
+    store = make_store("broken")
+    await index.insert_store(store)
+    raw = sqlite3.connect(path)
+    raw.execute("UPDATE stores SET general_access = 'NOT_A_LEVEL'")
+    raw.commit()
+    raw.close()
+    try:
+        with pytest.raises(StorageError) as caught:
+            await index.get_store(store.id)
+        assert isinstance(caught.value.__cause__, ValueError)
+    finally:
+        await index.close()
+    with pytest.raises(StorageError) as closed:
+        await index.get_store(store.id)
+    assert isinstance(closed.value.__cause__, sqlite3.Error)
+
+
+def test_unopenable_path_raises_storage_error(tmp_path: Path) -> None:
+    with pytest.raises(StorageError) as caught:
+        SqliteMetadataIndex(tmp_path / "no-such-dir" / "index.sqlite3")
+    assert isinstance(caught.value.__cause__, sqlite3.Error)
+
+
+# blob files
+
+
+async def read_all(blobs: FileBlobStore, blob_id: str) -> list[bytes]:
+    return [chunk async for chunk in blobs.read(blob_id)]
+
+
+async def test_blob_write_commit_read_delete(tmp_path: Path) -> None:
+    blobs = FileBlobStore(tmp_path / "blobs", chunk_size=4)
+    writer = await blobs.create()
+    await writer.write(b"hello ")
+    await writer.write(b"world")
+    blob_id = await writer.commit()
+
+    assert len(blob_id) == 32
+    path = tmp_path / "blobs" / blob_id[:2] / blob_id[2:4] / blob_id
+    assert path.read_bytes() == b"hello world"
+    assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
+    assert await read_all(blobs, blob_id) == [b"hell", b"o wo", b"rld"]
+
+    with pytest.raises(StorageError):
+        await writer.write(b"more")
+    await writer.abort()  # after commit: nothing to undo
+    assert path.exists()
+
+    await blobs.delete(blob_id)
+    assert not path.exists()
+    await blobs.delete(blob_id)  # missing: no-op
+    with pytest.raises(StorageError):
+        await read_all(blobs, blob_id)
+    await blobs.close()
+
+
+async def test_durable_blob_and_empty_body(tmp_path: Path) -> None:
+    blobs = FileBlobStore(tmp_path / "blobs", durable=True)
+    writer = await blobs.create()
+    blob_id = await writer.commit()
+    assert await read_all(blobs, blob_id) == []
+
+
+async def test_blob_abort_removes_temp_file(tmp_path: Path) -> None:
+    blobs = FileBlobStore(tmp_path / "blobs")
+    writer = await blobs.create()
+    await writer.write(b"partial")
+    assert len(list((tmp_path / "blobs" / "tmp").iterdir())) == 1
+    await writer.abort()
+    await writer.abort()
+    assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
+    assert [b async for b in blobs.list_ids(older_than_ms=2**62)] == []
+
+
+async def test_blob_reader_stops_early_cleanly(tmp_path: Path) -> None:
+    blobs = FileBlobStore(tmp_path / "blobs", chunk_size=2)
+    writer = await blobs.create()
+    await writer.write(b"abcdef")
+    blob_id = await writer.commit()
+    reader = blobs.read(blob_id)
+    assert await reader.__anext__() == b"ab"
+    await reader.aclose()  # type: ignore[attr-defined]
+    await blobs.delete(blob_id)
+
+
+def set_age(path: Path, ms_since_epoch: int) -> None:
+    os.utime(path, ns=(ms_since_epoch * 1_000_000, ms_since_epoch * 1_000_000))
+
+
+async def test_list_ids_filters_by_age_and_sweeps_stale_temp_files(tmp_path: Path) -> None:
+    blobs = FileBlobStore(tmp_path / "blobs")
+    ids = []
+    for body in (b"old", b"new"):
+        writer = await blobs.create()
+        await writer.write(body)
+        ids.append(await writer.commit())
+    old_id, new_id_ = ids
+    now = time.time_ns() // 1_000_000
+    set_age(blobs.path_of(old_id), now - 3_600_000)
+
+    stale = await blobs.create()
+    await stale.write(b"crashed writer")
+    (stale_path,) = (tmp_path / "blobs" / "tmp").iterdir()
+    set_age(stale_path, now - 3_600_000)
+    fresh = await blobs.create()
+    (tmp_path / "blobs" / "ab").mkdir(exist_ok=True)
+    (tmp_path / "blobs" / "ab" / "not-a-blob").write_bytes(b"")  # foreign files are ignored
+
+    cutoff = now - 60_000
+    assert [b async for b in blobs.list_ids(older_than_ms=cutoff)] == [old_id]
+    assert not stale_path.exists()
+    assert len(list((tmp_path / "blobs" / "tmp").iterdir())) == 1  # the fresh writer's file
+    assert sorted([b async for b in blobs.list_ids(older_than_ms=now + 60_000)]) == sorted(ids)
+    await fresh.abort()
+    assert new_id_ in ids
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    ["../../etc/passwd", "ABCDEF0123456789ABCDEF0123456789", "abc", "0123456789abcdef0123456789abcdeg",
+     "0123456789abcdef0123456789abcdef/", "/0123456789abcdef0123456789abcdef", ""],
+)  # fmt: skip
+async def test_bad_blob_ids_are_rejected(tmp_path: Path, bad_id: str) -> None:
+    blobs = FileBlobStore(tmp_path / "blobs")
+    with pytest.raises(StorageError):
+        await read_all(blobs, bad_id)
+    with pytest.raises(StorageError):
+        await blobs.delete(bad_id)
+    with pytest.raises(StorageError):
+        blobs.path_of(bad_id)
+
+
+async def test_missing_blob_read_raises(tmp_path: Path) -> None:
+    blobs = FileBlobStore(tmp_path / "blobs")
+    with pytest.raises(StorageError):
+        await read_all(blobs, new_blob_name())
+
+
+async def test_failed_commit_raises_storage_error_and_leaves_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blobs = FileBlobStore(tmp_path / "blobs")
+    writer = await blobs.create()
+    await writer.write(b"data")
+
+    def disk_full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(StorageError) as caught:
+        await writer.commit()
+    assert isinstance(caught.value.__cause__, OSError)
+    assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
