@@ -215,7 +215,7 @@ async def test_delete_store_frees_name_and_hides_records(index: MetadataIndex) -
 
 
 async def test_list_stores_filters_orders_and_pages(index: MetadataIndex) -> None:
-    # created_at ties are broken by id
+    # created_at ties are broken by creation order
     specs = [("id000000000000003", T0, "n3"), ("id000000000000001", T0, None), ("id000000000000002", T0 + 1, "n2"),
              ("id000000000000000", T0 + 2, None), ("id000000000000004", T0 - 1, "n4")]  # fmt: skip
     for store_id, created, name in specs:
@@ -225,7 +225,7 @@ async def test_list_stores_filters_orders_and_pages(index: MetadataIndex) -> Non
     everything = await index.list_stores("user1", include_unnamed=True, offset=0, limit=100, desc=False)
     assert everything.total == 5
     asc = [s.id[-1] for s in everything.items]
-    assert asc == ["4", "1", "3", "2", "0"]
+    assert asc == ["4", "3", "1", "2", "0"]
 
     desc = await index.list_stores("user1", include_unnamed=True, offset=0, limit=100, desc=True)
     assert [s.id[-1] for s in desc.items] == asc[::-1]
@@ -234,7 +234,7 @@ async def test_list_stores_filters_orders_and_pages(index: MetadataIndex) -> Non
     assert (named.total, [s.id[-1] for s in named.items]) == (3, ["4", "3", "2"])
 
     page = await index.list_stores("user1", include_unnamed=True, offset=1, limit=2, desc=False)
-    assert (page.total, [s.id[-1] for s in page.items]) == (5, ["1", "3"])
+    assert (page.total, [s.id[-1] for s in page.items]) == (5, ["3", "1"])
     page = await index.list_stores("user1", include_unnamed=True, offset=4, limit=2, desc=True)
     assert (page.total, [s.id[-1] for s in page.items]) == (5, ["4"])
     past = await index.list_stores("user1", include_unnamed=True, offset=10, limit=2, desc=False)

@@ -6,9 +6,8 @@ from typing import Any
 from urllib.parse import quote
 
 from kvbox.core.clock import iso_ms
-from kvbox.core.models import KeyPage, Store, User
+from kvbox.core.models import KeyPage, Permission, Store, User
 from kvbox.core.signatures import sign_record, sign_storage
-from kvbox.service.principal import Permission
 
 KEYS_URL_TTL_MS = 14 * 86_400_000
 

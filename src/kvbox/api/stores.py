@@ -51,10 +51,7 @@ async def list_stores(req: Request, send: Send, svc: Services, who: Principal) -
     page = await svc.stores.list(
         who, offset=offset, limit=limit, desc=desc, unnamed=unnamed, ownership=req.query.get("ownership") or None
     )
-    items = []
-    for store in page.items:
-        owner = await svc.stores.users.get(store.user_id)
-        items.append(_view(svc, Resolved(store, owner, svc.stores.permission(who, store))))
+    items = [_view(svc, resolved) for resolved in page.items]
     await send_json(
         send,
         200,
@@ -77,12 +74,10 @@ async def create_store(req: Request, send: Send, svc: Services, who: Principal) 
     body = await read_json_object(req)
     if not name and isinstance(body.get("name"), str):
         name = body["name"] or None
-    store, created = await svc.stores.get_or_create(who, name=name, schema=body.get("schema"))
-    owner = who.user
-    resolved = Resolved(store, owner, svc.stores.permission(who, store))
+    resolved, created = await svc.stores.get_or_create(who, name=name, schema=body.get("schema"))
     headers = []
     if created:
-        headers.append((b"location", f"{svc.settings.base_url}/v2/key-value-stores/{store.id}".encode()))
+        headers.append((b"location", f"{svc.settings.base_url}/v2/key-value-stores/{resolved.store.id}".encode()))
     await send_json(send, 201 if created else 200, {"data": _view(svc, resolved)}, headers)
 
 

@@ -11,7 +11,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
-from kvbox.core.models import GeneralAccess, KeyPage, RecordMeta, StatsDelta, Store, StorePage, Token, User
+from kvbox.core.models import (
+    GeneralAccess,
+    Grant,
+    KeyPage,
+    RecordMeta,
+    StatsDelta,
+    Store,
+    StorePage,
+    Token,
+    User,
+)
 
 
 class _Unset:
@@ -37,6 +47,10 @@ class MetadataIndex(Protocol):
       deleted row. Either way it counts one delete.
     - `delete_store` hides the store and all its records at once; the rows are reclaimed
       later by `purge_deleted`, which returns the blob ids that are no longer referenced.
+    - `list_stores` lists stores owned by the user (`owned`), shared with the user through a
+      grant (`shared`), or both; `total` counts all matches.
+    - `delete_store` also removes the store's grants. `set_grant` replaces the user's grant.
+    - `list_expired_stores` returns IDs of unnamed stores last accessed before the cutoff.
     - `list_keys` returns keys strictly greater than `after` that start with `prefix`, in
       UTF-8 byte order, at most `limit` of them, and says whether more follow.
     """
@@ -68,8 +82,23 @@ class MetadataIndex(Protocol):
     ) -> Store | None: ...
     async def delete_store(self, store_id: str) -> bool: ...
     async def list_stores(
-        self, user_id: str, *, include_unnamed: bool, offset: int, limit: int, desc: bool
+        self,
+        user_id: str,
+        *,
+        include_unnamed: bool,
+        offset: int,
+        limit: int,
+        desc: bool,
+        owned: bool = True,
+        shared: bool = False,
     ) -> StorePage: ...
+    async def list_expired_stores(self, *, accessed_before: int, limit: int) -> list[str]: ...
+
+    # sharing
+    async def set_grant(self, grant: Grant) -> None: ...
+    async def get_grant(self, store_id: str, user_id: str) -> Grant | None: ...
+    async def list_grants(self, store_id: str) -> list[Grant]: ...
+    async def delete_grant(self, store_id: str, user_id: str) -> bool: ...
     async def apply_stats(self, deltas: Mapping[str, StatsDelta]) -> None: ...
 
     # records

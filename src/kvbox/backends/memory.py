@@ -11,6 +11,7 @@ from kvbox.core.errors import NameNotUniqueError, StorageError
 from kvbox.core.ids import new_blob_name
 from kvbox.core.models import (
     GeneralAccess,
+    Grant,
     KeyItem,
     KeyPage,
     RecordMeta,
@@ -37,6 +38,7 @@ class MemoryMetadataIndex:
         self._stores: dict[str, Store] = {}
         self._records: dict[str, _StoreRecords] = {}
         self._deleted: dict[str, _StoreRecords] = {}
+        self._grants: dict[tuple[str, str], Grant] = {}
 
     async def close(self) -> None:
         return None
@@ -129,16 +131,51 @@ class MemoryMetadataIndex:
         if self._stores.pop(store_id, None) is None:
             return False
         self._deleted[store_id] = self._records.pop(store_id)
+        for key in [k for k in self._grants if k[0] == store_id]:
+            del self._grants[key]
         return True
 
     async def list_stores(
-        self, user_id: str, *, include_unnamed: bool, offset: int, limit: int, desc: bool
+        self,
+        user_id: str,
+        *,
+        include_unnamed: bool,
+        offset: int,
+        limit: int,
+        desc: bool,
+        owned: bool = True,
+        shared: bool = False,
     ) -> StorePage:
+        granted = {g.store_id for g in self._grants.values() if g.user_id == user_id} if shared else set()
         matching = [
-            s for s in self._stores.values() if s.user_id == user_id and (include_unnamed or s.name is not None)
+            s
+            for s in self._stores.values()
+            if ((owned and s.user_id == user_id) or s.id in granted) and (include_unnamed or s.name is not None)
         ]
-        matching.sort(key=lambda s: (s.created_at, s.id), reverse=desc)
+        order = {store_id: i for i, store_id in enumerate(self._stores)}
+        matching.sort(key=lambda s: (s.created_at, order[s.id]), reverse=desc)
         return StorePage(total=len(matching), items=[self._copy(s) for s in matching[offset : offset + limit]])
+
+    async def list_expired_stores(self, *, accessed_before: int, limit: int) -> list[str]:
+        expired = [s for s in self._stores.values() if s.name is None and s.accessed_at < accessed_before]
+        expired.sort(key=lambda s: (s.accessed_at, s.id))
+        return [s.id for s in expired[: max(limit, 0)]]
+
+    # sharing
+    async def set_grant(self, grant: Grant) -> None:
+        if grant.store_id in self._stores:
+            self._grants[(grant.store_id, grant.user_id)] = dataclasses.replace(grant)
+
+    async def get_grant(self, store_id: str, user_id: str) -> Grant | None:
+        g = self._grants.get((store_id, user_id))
+        return dataclasses.replace(g) if g else None
+
+    async def list_grants(self, store_id: str) -> list[Grant]:
+        found = [dataclasses.replace(g) for (sid, _), g in self._grants.items() if sid == store_id]
+        return sorted(found, key=lambda g: (g.created_at, g.user_id))
+
+    async def delete_grant(self, store_id: str, user_id: str) -> bool:
+        return self._grants.pop((store_id, user_id), None) is not None
 
     async def apply_stats(self, deltas: Mapping[str, StatsDelta]) -> None:
         for store_id, d in deltas.items():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
 
@@ -24,12 +24,42 @@ class User:
 
 @dataclass(slots=True)
 class Token:
-    """An API token. Only `token_hash` (SHA-256 of the secret) is ever stored."""
+    """An API token. Only `token_hash` (SHA-256 of the secret) is ever stored.
+
+    A scoped token can be limited to reading (`read_only`) and/or to a list of stores
+    (`store_ids`); it never grants more than its user holds.
+    """
 
     id: str
     user_id: str
     token_hash: str
     name: str
+    created_at: int
+    read_only: bool = False
+    store_ids: tuple[str, ...] | None = None
+
+
+class Permission(IntEnum):
+    """What a caller may do with a store; each level includes the ones below it.
+
+    READ: get the store, list keys, read records, download the ZIP. WRITE: also put and
+    delete records and rename the store. MANAGE: also change general access, share and
+    unshare, delete the store. The owner holds MANAGE.
+    """
+
+    NONE = 0
+    READ = 1
+    WRITE = 2
+    MANAGE = 3
+
+
+@dataclass(slots=True)
+class Grant:
+    """A store shared with a user."""
+
+    store_id: str
+    user_id: str
+    permission: Permission
     created_at: int
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kvbox.core.errors import InsufficientPermissionsError, TokenNotProvidedError
-from kvbox.core.models import GeneralAccess, Store, User
-from kvbox.service.principal import Permission, Principal
+from kvbox.core.models import GeneralAccess, Grant, Permission, Store, User
+from kvbox.service.principal import Principal
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,11 +29,30 @@ class StoreRef:
         return cls(store_id=segment)
 
 
-def permission_of(principal: Principal, store: Store) -> Permission:
-    """The caller's own rights on the store, before general access and signatures."""
-    if principal.user is not None and principal.user.id == store.user_id:
+def permission_of(principal: Principal, store: Store, grant: Grant | None = None) -> Permission:
+    """The caller's own rights on the store (ownership or a grant), capped by the token's scope.
+
+    General access and signatures come on top of this, in `authorize`.
+    """
+    if principal.user is None:
+        return Permission.NONE
+    if principal.user.id == store.user_id:
+        have = Permission.MANAGE
+    elif grant is not None and grant.user_id == principal.user.id and grant.store_id == store.id:
+        have = grant.permission
+    else:
+        return Permission.NONE
+    return min(have, token_cap(principal, store.id))
+
+
+def token_cap(principal: Principal, store_id: str | None) -> Permission:
+    """The most a token lets its user do on a store (`store_id=None`: on a store not yet created)."""
+    token = principal.token
+    if token is None:
         return Permission.MANAGE
-    return Permission.NONE
+    if token.store_ids is not None and (store_id is None or store_id not in token.store_ids):
+        return Permission.NONE
+    return Permission.READ if token.read_only else Permission.MANAGE
 
 
 def effective_access(store: Store, owner: User | None) -> GeneralAccess:
@@ -50,12 +69,13 @@ def authorize(
     owner: User | None,
     by_name: bool,
     signed: bool = False,
+    grant: Grant | None = None,
 ) -> Permission:
     """Return the caller's permission if it covers `need`, else raise 401/403.
 
     A valid signature or a public general access grants READ only, never more.
     """
-    have = permission_of(principal, store)
+    have = permission_of(principal, store, grant)
     if have >= need:
         return have
     if need is Permission.READ:

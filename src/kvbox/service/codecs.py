@@ -37,6 +37,8 @@ class _ZlibDecoder:
         wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
         self._d = zlib.decompressobj(wbits)
         self._started = False
+        # Input fed before zlib has seen its 2-byte header: replayed if we fall back to raw DEFLATE.
+        self._head = b""
 
     def feed(self, data: bytes) -> Iterable[bytes]:
         buf = data
@@ -48,9 +50,12 @@ class _ZlibDecoder:
                     # Some senders use raw DEFLATE for "deflate"; accept it as browsers do.
                     self._raw_fallback = False
                     self._d = zlib.decompressobj(-zlib.MAX_WBITS)
+                    buf, self._head = self._head + buf, b""
                     continue
                 raise InvalidBodyEncodingError(f"The body is not valid {self._encoding} data ({err}).") from err
-            self._started = True
+            if not self._started:
+                self._head += buf[:2]
+                self._started = len(self._head) >= 2
             if out:
                 yield out
             if self._d.eof:
@@ -77,13 +82,13 @@ class _BrotliDecoder:
     def feed(self, data: bytes) -> Iterable[bytes]:
         try:
             out = self._d.process(data, output_buffer_limit=_STEP_OUTPUT)
-            if out:
+            # Drain until a step yields nothing: `can_accept_more_data()` reports True even while
+            # output is still pending once all input is consumed, so it cannot end this loop.
+            while out:
                 yield out
-            while not self._d.can_accept_more_data():
-                out = self._d.process(b"", output_buffer_limit=_STEP_OUTPUT)
-                if not out:
+                if self._d.is_finished():
                     break
-                yield out
+                out = self._d.process(b"", output_buffer_limit=_STEP_OUTPUT)
         except brotli.error as err:
             raise InvalidBodyEncodingError(f"The body is not valid br data ({err}).") from err
 

@@ -5,18 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from enum import IntEnum
 
 from kvbox.backends.base import MetadataIndex
 from kvbox.core.errors import InvalidTokenError
 from kvbox.core.models import Token, User
-
-
-class Permission(IntEnum):
-    NONE = 0
-    READ = 1
-    WRITE = 2
-    MANAGE = 3
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,9 +19,9 @@ from kvbox.core.errors import (
     StoreNotFoundError,
 )
 from kvbox.core.keys import validate_key
-from kvbox.core.models import KeyPage, RecordMeta, Store
+from kvbox.core.models import KeyPage, Permission, RecordMeta, Store
 from kvbox.service.codecs import InflationGuard, decode_bytes
-from kvbox.service.principal import Permission, Principal
+from kvbox.service.principal import Principal
 from kvbox.service.schemas import (
     check_content_type,
     check_json_body,

@@ -8,6 +8,7 @@ from typing import Any
 from kvbox.backends.base import UNSET, MetadataIndex, _Unset
 from kvbox.core.clock import Clock
 from kvbox.core.errors import (
+    InsufficientPermissionsError,
     InvalidParameterError,
     InvalidValueError,
     NameNotUniqueError,
@@ -15,11 +16,11 @@ from kvbox.core.errors import (
     TokenNotProvidedError,
 )
 from kvbox.core.ids import new_id, new_secret
-from kvbox.core.models import GeneralAccess, Store, StorePage, User
+from kvbox.core.models import GeneralAccess, Permission, Store, User
 from kvbox.core.names import validate_store_name
 from kvbox.core.signatures import verify_record, verify_storage
-from kvbox.service.access import StoreRef, authorize, permission_of
-from kvbox.service.principal import Permission, Principal
+from kvbox.service.access import StoreRef, authorize, permission_of, token_cap
+from kvbox.service.principal import Principal
 from kvbox.service.schemas import validate_schema
 from kvbox.service.stats import StatsBuffer
 
@@ -34,6 +35,12 @@ class Resolved:
     store: Store
     owner: User | None
     permission: Permission
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedPage:
+    total: int
+    items: list[Resolved]
 
 
 class UserDirectory:
@@ -99,19 +106,28 @@ class StoreService:
         store = await self._find(principal, ref)
         if store is None:
             raise StoreNotFoundError()
-        owner = await self.users.fresh(store.user_id) if principal.user is None or (
-            principal.user.id != store.user_id
-        ) else principal.user
+        if principal.user is not None and principal.user.id == store.user_id:
+            owner: User | None = principal.user
+            grant = None
+        else:
+            owner = await self.users.fresh(store.user_id)
+            grant = await self._index.get_grant(store.id, principal.user.id) if principal.user else None
         signed = False
         if need is Permission.READ and signature:
             signed = (record_key is not None and verify_record(store.url_signing_secret, record_key, signature)) or (
                 verify_storage(store.url_signing_secret, store.id, signature, now_ms=self._clock.now_ms())
             )
-        permission = authorize(principal, store, need=need, owner=owner, by_name=ref.by_name, signed=signed)
+        permission = authorize(
+            principal, store, need=need, owner=owner, by_name=ref.by_name, signed=signed, grant=grant
+        )
         return Resolved(store=store, owner=owner, permission=permission)
 
-    def permission(self, principal: Principal, store: Store) -> Permission:
-        return permission_of(principal, store)
+    async def _with_permission(self, principal: Principal, store: Store) -> Resolved:
+        owner = await self.users.get(store.user_id)
+        grant = None
+        if principal.user is not None and principal.user.id != store.user_id:
+            grant = await self._index.get_grant(store.id, principal.user.id)
+        return Resolved(store=store, owner=owner, permission=permission_of(principal, store, grant))
 
     async def get(self, principal: Principal, segment: str, *, signature: str | None = None) -> Resolved:
         resolved = await self.resolve(principal, segment, need=Permission.READ, signature=signature)
@@ -131,23 +147,43 @@ class StoreService:
         desc: bool = False,
         unnamed: bool = False,
         ownership: str | None = None,
-    ) -> StorePage:
+    ) -> ResolvedPage:
+        """The stores the caller may see: owned, shared with them, or both (`ownership=None`)."""
         user = _require_user(principal)
         if ownership is not None and ownership not in OWNERSHIP_VALUES:
             raise InvalidParameterError(
                 f"Invalid value for parameter 'ownership': {ownership!r} (use ownedByMe or sharedWithMe)."
             )
-        if ownership == "sharedWithMe":
-            return StorePage(total=0, items=[])
+        owned = ownership in (None, "ownedByMe")
+        shared = ownership in (None, "sharedWithMe")
         await self._stats.flush()
-        return await self._index.list_stores(
-            user.id, include_unnamed=unnamed, offset=offset, limit=limit, desc=desc
+        token = principal.token
+        if token is not None and token.store_ids is not None:
+            # A store-scoped token sees only its stores: few, so filter and page them here.
+            found: list[Resolved] = []
+            for store_id in token.store_ids:
+                store = await self._index.get_store(store_id)
+                if store is None or (store.name is None and not unnamed):
+                    continue
+                r = await self._with_permission(principal, store)
+                is_owner = store.user_id == user.id
+                if r.permission >= Permission.READ and ((owned and is_owner) or (shared and not is_owner)):
+                    found.append(r)
+            found.sort(key=lambda r: (r.store.created_at, r.store.id), reverse=desc)
+            return ResolvedPage(total=len(found), items=found[offset : offset + limit])
+        page = await self._index.list_stores(
+            user.id, include_unnamed=unnamed, offset=offset, limit=limit, desc=desc, owned=owned, shared=shared
         )
+        return ResolvedPage(total=page.total, items=[await self._with_permission(principal, s) for s in page.items])
 
     async def get_or_create(
         self, principal: Principal, *, name: str | None = None, schema: Any = None
-    ) -> tuple[Store, bool]:
-        """Return the caller's store named `name` (created=False) or a new store (created=True)."""
+    ) -> tuple[Resolved, bool]:
+        """Return the caller's store named `name` (created=False) or a new store (created=True).
+
+        Read-only and store-scoped tokens may open an existing store they can see but never
+        create one.
+        """
         user = _require_user(principal)
         if name is not None:
             validate_store_name(name)
@@ -156,7 +192,9 @@ class StoreService:
         if name is not None:
             existing = await self._index.get_store_by_name(user.id, name)
             if existing is not None:
-                return existing, False
+                return await self._visible(principal, existing), False
+        if token_cap(principal, None) < Permission.MANAGE:
+            raise InsufficientPermissionsError("This API token may not create key-value stores.")
         now = self._clock.now_ms()
         store = Store(
             id=new_id(),
@@ -175,8 +213,14 @@ class StoreService:
             existing = await self._index.get_store_by_name(user.id, name or "")
             if existing is None:
                 raise
-            return existing, False
-        return store, True
+            return await self._visible(principal, existing), False
+        return Resolved(store=store, owner=user, permission=Permission.MANAGE), True
+
+    async def _visible(self, principal: Principal, store: Store) -> Resolved:
+        resolved = await self._with_permission(principal, store)
+        if resolved.permission < Permission.READ:
+            raise InsufficientPermissionsError()
+        return resolved
 
     async def update(
         self,

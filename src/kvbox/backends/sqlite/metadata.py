@@ -20,8 +20,10 @@ from kvbox.backends.sqlite.schema import migrate
 from kvbox.core.errors import NameNotUniqueError, StorageError
 from kvbox.core.models import (
     GeneralAccess,
+    Grant,
     KeyItem,
     KeyPage,
+    Permission,
     RecordMeta,
     StatsDelta,
     Store,
@@ -36,7 +38,8 @@ _PREFIX_END = "\U0010ffff"
 _IN_CHUNK = 500  # well below SQLite's bound-parameter limit
 
 _USER = "id, username, created_at, default_general_access"
-_TOKEN = "id, user_id, token_hash, name, created_at"
+_TOKEN = "id, user_id, token_hash, name, created_at, read_only, store_ids"
+_GRANT = "store_id, user_id, permission, created_at"
 _STORE = (
     "id, name, user_id, created_at, modified_at, accessed_at, url_signing_secret, general_access, "
     "schema_json, read_count, write_count, delete_count, list_count, storage_bytes, record_count"
@@ -50,7 +53,19 @@ def _user(row: Any) -> User:
 
 
 def _token(row: Any) -> Token:
-    return Token(id=row[0], user_id=row[1], token_hash=row[2], name=row[3], created_at=row[4])
+    return Token(
+        id=row[0],
+        user_id=row[1],
+        token_hash=row[2],
+        name=row[3],
+        created_at=row[4],
+        read_only=bool(row[5]),
+        store_ids=tuple(json.loads(row[6])) if row[6] is not None else None,
+    )
+
+
+def _grant(row: Any) -> Grant:
+    return Grant(store_id=row[0], user_id=row[1], permission=Permission[row[2]], created_at=row[3])
 
 
 def _store(row: Any) -> Store:
@@ -176,10 +191,18 @@ class SqliteMetadataIndex:
         # Re-inserting an id replaces the token in place, as the reference backend does.
         with self._write("insert a token") as conn:
             conn.execute(
-                f"INSERT INTO tokens ({_TOKEN}) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                f"INSERT INTO tokens ({_TOKEN}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
                 "user_id = excluded.user_id, token_hash = excluded.token_hash, name = excluded.name, "
-                "created_at = excluded.created_at",
-                (token.id, token.user_id, token.token_hash, token.name, token.created_at),
+                "created_at = excluded.created_at, read_only = excluded.read_only, store_ids = excluded.store_ids",
+                (
+                    token.id,
+                    token.user_id,
+                    token.token_hash,
+                    token.name,
+                    token.created_at,
+                    int(token.read_only),
+                    json.dumps(list(token.store_ids)) if token.store_ids is not None else None,
+                ),
             )
 
     async def get_token_by_hash(self, token_hash: str) -> Token | None:
@@ -258,18 +281,67 @@ class SqliteMetadataIndex:
                 return False
             # The records stay behind, unreachable without the store row, until purge_deleted.
             conn.execute("INSERT INTO deleted_stores VALUES (?, ?)", (rows[0][0], store_id))
+            conn.execute("DELETE FROM grants WHERE store_id = ?", (store_id,))
             return True
 
     async def list_stores(
-        self, user_id: str, *, include_unnamed: bool, offset: int, limit: int, desc: bool
+        self,
+        user_id: str,
+        *,
+        include_unnamed: bool,
+        offset: int,
+        limit: int,
+        desc: bool,
+        owned: bool = True,
+        shared: bool = False,
     ) -> StorePage:
-        where = "user_id = ?" if include_unnamed else "user_id = ? AND name IS NOT NULL"
+        who: list[str] = []
+        params: list[Any] = []
+        if owned:
+            who.append("user_id = ?")
+            params.append(user_id)
+        if shared:
+            who.append("id IN (SELECT store_id FROM grants WHERE user_id = ?)")
+            params.append(user_id)
+        if not who:
+            return StorePage(total=0, items=[])
+        where = f"({' OR '.join(who)})" + ("" if include_unnamed else " AND name IS NOT NULL")
         order = "DESC" if desc else "ASC"
-        page_sql = f"SELECT {_STORE} FROM stores WHERE {where} ORDER BY created_at {order}, id {order} LIMIT ? OFFSET ?"
+        page_sql = f"SELECT {_STORE} FROM stores WHERE {where} ORDER BY created_at {order}, pk {order} LIMIT ? OFFSET ?"
         with self._snapshot("list stores") as conn:
-            total = conn.execute(f"SELECT count(*) FROM stores WHERE {where}", (user_id,)).fetchone()[0]
-            rows = conn.execute(page_sql, (user_id, max(limit, 0), max(offset, 0))).fetchall()
+            total = conn.execute(f"SELECT count(*) FROM stores WHERE {where}", params).fetchone()[0]
+            rows = conn.execute(page_sql, (*params, max(limit, 0), max(offset, 0))).fetchall()
             return StorePage(total=total, items=[_store(r) for r in rows])
+
+    async def list_expired_stores(self, *, accessed_before: int, limit: int) -> list[str]:
+        sql = "SELECT id FROM stores WHERE name IS NULL AND accessed_at < ? ORDER BY accessed_at, id LIMIT ?"
+        with _storage_errors("list expired stores"):
+            return [r[0] for r in self._conn.execute(sql, (accessed_before, max(limit, 0))).fetchall()]
+
+    # sharing
+    async def set_grant(self, grant: Grant) -> None:
+        with self._write("share a store") as conn:
+            conn.execute(
+                f"INSERT INTO grants ({_GRANT}) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM stores WHERE id = ?) "
+                "ON CONFLICT (store_id, user_id) DO UPDATE SET permission = excluded.permission",
+                (grant.store_id, grant.user_id, grant.permission.name, grant.created_at, grant.store_id),
+            )
+
+    async def get_grant(self, store_id: str, user_id: str) -> Grant | None:
+        with _storage_errors("read a grant"):
+            sql = f"SELECT {_GRANT} FROM grants WHERE store_id = ? AND user_id = ?"
+            row = self._conn.execute(sql, (store_id, user_id)).fetchone()
+            return _grant(row) if row else None
+
+    async def list_grants(self, store_id: str) -> list[Grant]:
+        with _storage_errors("list grants"):
+            sql = f"SELECT {_GRANT} FROM grants WHERE store_id = ? ORDER BY created_at, user_id"
+            return [_grant(r) for r in self._conn.execute(sql, (store_id,)).fetchall()]
+
+    async def delete_grant(self, store_id: str, user_id: str) -> bool:
+        with self._write("unshare a store") as conn:
+            sql = "DELETE FROM grants WHERE store_id = ? AND user_id = ? RETURNING store_id"
+            return bool(conn.execute(sql, (store_id, user_id)).fetchall())
 
     async def apply_stats(self, deltas: Mapping[str, StatsDelta]) -> None:
         if not deltas:

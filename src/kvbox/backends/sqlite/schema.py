@@ -86,8 +86,26 @@ _V1: tuple[str, ...] = (
     """,
 )
 
+# Sharing, scoped tokens and retention.
+_V2: tuple[str, ...] = (
+    """
+    CREATE TABLE grants (
+        store_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        permission TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (store_id, user_id)
+    )
+    """,
+    "CREATE INDEX grants_by_user ON grants (user_id, store_id)",
+    "ALTER TABLE tokens ADD COLUMN read_only INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE tokens ADD COLUMN store_ids TEXT",
+    # The retention sweeper walks unnamed stores from the least recently accessed.
+    "CREATE INDEX stores_unnamed_by_access ON stores (accessed_at) WHERE name IS NULL",
+)
+
 # Index i holds the statements that take a database from version i to version i + 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
