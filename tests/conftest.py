@@ -44,6 +44,7 @@ async def services(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeCl
         public_url="http://kvbox.test",
         inline_threshold=1024,
         max_record_size=4 * 1024 * 1024,
+        rate_limits=False,
     )
     svc = build_services(settings, clock=clock)
     await svc.users.create_user("alice", token=ALICE_TOKEN)
@@ -114,6 +115,8 @@ def start_server(data_dir: Path, *, workers: int = 1, extra_env: dict[str, str] 
         **os.environ,
         "KVBOX_ADMIN_TOKEN": ADMIN_TOKEN,
         "KVBOX_PUBLIC_URL": url,
+        # Rate limits have their own tests; elsewhere they would only slow the suites down.
+        "KVBOX_RATE_LIMITS": "false",
         **(extra_env or {}),
     }
     log = open(data_dir.parent / f"server-{port}.log", "ab")  # noqa: SIM115

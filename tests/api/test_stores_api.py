@@ -73,7 +73,12 @@ async def test_list_pages_through_named_stores_in_creation_order(api: Api, clock
     data = r.json()["data"]
     assert [s["name"] for s in data["items"]] == names
     assert {k: data[k] for k in ("total", "offset", "limit", "count", "desc", "unnamed")} == {
-        "total": 5, "offset": 0, "limit": 1000, "count": 5, "desc": False, "unnamed": False,
+        "total": 5,
+        "offset": 0,
+        "limit": 1000,
+        "count": 5,
+        "desc": False,
+        "unnamed": False,
     }
 
     page = (await list_stores(api, offset=1, limit=2)).json()["data"]
@@ -106,8 +111,9 @@ async def test_list_ownership_filter(api: Api) -> None:
     assert shared["items"] == [] and shared["total"] == 0
 
 
-@pytest.mark.parametrize(("requested", "effective"), [("0", 1000), ("", 1000), ("1", 1), ("1000", 1000),
-                                                      ("1001", 1000), ("99999999", 1000)])
+@pytest.mark.parametrize(
+    ("requested", "effective"), [("0", 1000), ("", 1000), ("1", 1), ("1000", 1000), ("1001", 1000), ("99999999", 1000)]
+)
 async def test_list_limit_defaults_and_clamps(api: Api, requested: str, effective: int) -> None:
     r = await list_stores(api, limit=requested)
     assert r.status_code == 200
@@ -116,8 +122,15 @@ async def test_list_limit_defaults_and_clamps(api: Api, requested: str, effectiv
 
 @pytest.mark.parametrize(
     "params",
-    [{"limit": "-1"}, {"limit": "ten"}, {"offset": "-5"}, {"offset": "1.5"}, {"desc": "maybe"},
-     {"unnamed": "yes please"}, {"ownership": "everyone"}],
+    [
+        {"limit": "-1"},
+        {"limit": "ten"},
+        {"offset": "-5"},
+        {"offset": "1.5"},
+        {"desc": "maybe"},
+        {"unnamed": "yes please"},
+        {"ownership": "everyone"},
+    ],
 )
 async def test_list_rejects_bad_parameters(api: Api, params: dict[str, str]) -> None:
     assert_error(await list_stores(api, **params), 400, "invalid-parameter")
@@ -238,7 +251,12 @@ async def test_store_object_has_every_contract_field(api: Api, services: Service
     assert data["generalAccess"] == "FOLLOW_USER_SETTING"
     assert isinstance(data["urlSigningSecretKey"], str) and data["urlSigningSecretKey"]
     assert data["stats"] == {
-        "readCount": 0, "writeCount": 0, "deleteCount": 0, "listCount": 0, "storageBytes": 0, "s3StorageBytes": 0,
+        "readCount": 0,
+        "writeCount": 0,
+        "deleteCount": 0,
+        "listCount": 0,
+        "storageBytes": 0,
+        "s3StorageBytes": 0,
     }
 
 
@@ -271,7 +289,12 @@ async def test_stats_and_timestamps_follow_operations(api: Api, clock: FakeClock
 
     data = (await get_store(api, sid)).json()["data"]
     assert data["stats"] == {
-        "readCount": 2, "writeCount": 2, "deleteCount": 2, "listCount": 1, "storageBytes": 5, "s3StorageBytes": 5,
+        "readCount": 2,
+        "writeCount": 2,
+        "deleteCount": 2,
+        "listCount": 1,
+        "storageBytes": 5,
+        "s3StorageBytes": 5,
     }
     assert data["createdAt"] == created
     assert data["modifiedAt"] > created
@@ -323,8 +346,13 @@ async def test_rename_to_a_taken_name_is_refused(api: Api) -> None:
 
 @pytest.mark.parametrize(
     ("name", "type_"),
-    [("bad name", "invalid-value"), ("x" * 64, "invalid-value"), ("-x", "invalid-value"), ("", "invalid-value"),
-     (42, "invalid-request")],
+    [
+        ("bad name", "invalid-value"),
+        ("x" * 64, "invalid-value"),
+        ("-x", "invalid-value"),
+        ("", "invalid-value"),
+        (42, "invalid-request"),
+    ],
 )
 async def test_rename_to_an_invalid_name_is_refused(api: Api, name: Any, type_: str) -> None:
     store = await api.create_store("valid")
@@ -404,9 +432,11 @@ async def test_token_required_for_list_create_and_writes(api: Api) -> None:
 async def test_bad_token_is_401_even_where_no_token_is_needed(api: Api) -> None:
     store = await api.create_store("open")
     await set_access(api, store["id"], "ANYONE_WITH_ID_CAN_READ")
-    for headers, params in [({"Authorization": "Bearer nope-nope-nope-nope"}, {}),
-                            ({"Authorization": "Basic YWxpY2U6cHc="}, {}),
-                            ({}, {"token": "nope-nope-nope-nope"})]:
+    for headers, params in [
+        ({"Authorization": "Bearer nope-nope-nope-nope"}, {}),
+        ({"Authorization": "Basic YWxpY2U6cHc="}, {}),
+        ({}, {"token": "nope-nope-nope-nope"}),
+    ]:
         r = await api.client.get(f"{STORES}/{store['id']}", headers=headers, params=params)
         assert_error(r, 401, "invalid-token")
     assert (await api.client.get(f"{STORES}/{store['id']}")).status_code == 200

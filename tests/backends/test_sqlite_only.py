@@ -213,7 +213,7 @@ def test_unopenable_path_raises_storage_error(tmp_path: Path) -> None:
 
 
 async def read_all(blobs: FileBlobStore, blob_id: str) -> list[bytes]:
-    return [chunk async for chunk in blobs.read(blob_id)]
+    return [chunk async for chunk in await blobs.open(blob_id)]
 
 
 async def test_blob_write_commit_read_delete(tmp_path: Path) -> None:
@@ -265,10 +265,22 @@ async def test_blob_reader_stops_early_cleanly(tmp_path: Path) -> None:
     writer = await blobs.create()
     await writer.write(b"abcdef")
     blob_id = await writer.commit()
-    reader = blobs.read(blob_id)
+    reader = await blobs.open(blob_id)
     assert await reader.__anext__() == b"ab"
     await reader.aclose()  # type: ignore[attr-defined]
     await blobs.delete(blob_id)
+
+
+async def test_an_open_blob_stays_readable_after_delete(tmp_path: Path) -> None:
+    blobs = FileBlobStore(tmp_path / "blobs", chunk_size=2)
+    writer = await blobs.create()
+    await writer.write(b"abcdef")
+    blob_id = await writer.commit()
+    reader = await blobs.open(blob_id)
+    await blobs.delete(blob_id)  # a newer write replaced it while this read was starting
+    assert b"".join([chunk async for chunk in reader]) == b"abcdef"
+    with pytest.raises(StorageError):
+        await blobs.open(blob_id)
 
 
 def set_age(path: Path, ms_since_epoch: int) -> None:

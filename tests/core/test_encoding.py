@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import tracemalloc
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -68,8 +69,17 @@ def test_accepts(header: str | None, encoding: str, expected: bool) -> None:
 
 @pytest.mark.parametrize(
     ("header", "expected"),
-    [(None, "identity"), ("", "identity"), ("identity", "identity"), ("gzip", "gzip"), (" GZip ", "gzip"),
-     ("x-gzip", "gzip"), ("deflate", "deflate"), ("br", "br"), ("BR", "br")],
+    [
+        (None, "identity"),
+        ("", "identity"),
+        ("identity", "identity"),
+        ("gzip", "gzip"),
+        (" GZip ", "gzip"),
+        ("x-gzip", "gzip"),
+        ("deflate", "deflate"),
+        ("br", "br"),
+        ("BR", "br"),
+    ],
 )
 def test_normalize_encoding(header: str | None, expected: str) -> None:
     assert normalize_encoding(header) == expected
@@ -101,7 +111,7 @@ def feed_all(encoding: str, chunks: list[bytes]) -> bytes:
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({min(c, len(data)) for c in cuts})
     bounds = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 @pytest.mark.parametrize("codec", list(ENCODERS))

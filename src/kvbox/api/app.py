@@ -1,4 +1,4 @@
-"""The ASGI application: routing, CORS preflight, health, lifespan.
+"""The ASGI application: routing, rate limits, CORS preflight, health, lifespan.
 
 Routing is a direct match on path segments: the record GET/PUT path carries no framework.
 """
@@ -9,24 +9,54 @@ import asyncio
 import contextlib
 import logging
 
-from kvbox.api import records, stores
+from kvbox.api import records, sharing, stores
 from kvbox.api.errors import send_error
-from kvbox.api.http import Receive, Request, Scope, Send, send_empty, send_json
+from kvbox.api.http import Message, Receive, Request, Scope, Send, send_empty, send_json
 from kvbox.core.errors import MethodNotAllowedError, PageNotFoundError
 from kvbox.service.container import Services, build_services
+from kvbox.service.principal import Principal
 from kvbox.service.settings import Settings
 
 log = logging.getLogger("kvbox.api")
 
-COLLECTION_METHODS = ("GET", "POST")
-STORE_METHODS = ("GET", "PUT", "DELETE")
-LIST_METHODS = ("GET",)
-RECORD_METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE")
 PREFLIGHT_HEADERS = [
     (b"access-control-allow-methods", b"GET, HEAD, POST, PUT, DELETE, OPTIONS"),
     (b"access-control-allow-headers", b"Authorization, Content-Type, Content-Encoding, If-None-Match"),
     (b"access-control-max-age", b"86400"),
 ]
+
+# Route kinds: which methods they answer and which rate-limit bucket they draw from.
+COLLECTION, STORE, KEYS, ZIP, RECORD, GRANTS, GRANT, ME = range(8)
+METHODS: dict[int, tuple[str, ...]] = {
+    COLLECTION: ("GET", "POST"),
+    STORE: ("GET", "PUT", "DELETE"),
+    KEYS: ("GET",),
+    ZIP: ("GET",),
+    RECORD: ("GET", "HEAD", "PUT", "POST", "DELETE"),
+    GRANTS: ("GET",),
+    GRANT: ("PUT", "DELETE"),
+    ME: ("GET", "PUT"),
+}
+
+
+def match(seg: list[str]) -> int | None:
+    """The route kind for a path, or None."""
+    n = len(seg)
+    if n < 2 or seg[0] != "v2":
+        return None
+    if seg[1] == "key-value-stores":
+        if n == 2:
+            return COLLECTION
+        if n == 3:
+            return STORE
+        if n == 4:
+            return {"keys": KEYS, "records": ZIP, "grants": GRANTS}.get(seg[3])
+        if n == 5:
+            return {"records": RECORD, "grants": GRANT}.get(seg[3])
+        return None
+    if seg[1] == "users" and n == 3 and seg[2] == "me":
+        return ME
+    return None
 
 
 class KvboxApp:
@@ -66,66 +96,98 @@ class KvboxApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         req = Request(scope, receive)
+        kind = match(req.segments)
+        limiter = self.services.limiter
+        if limiter.limits.enabled:
+            limit = str(limiter.limit_for(record_op=kind == RECORD, store_op=kind not in (None, COLLECTION, ME)))
+            header = (b"x-ratelimit-limit", limit.encode())
+            inner = send
+
+            async def send_with_limit(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message["headers"], header]
+                await inner(message)
+
+            send = send_with_limit
         try:
-            await self._route(req, send)
+            await self._route(req, send, kind)
         except Exception as exc:  # every failure leaves as an error envelope
             await send_error(send, exc, head=req.method == "HEAD")
 
-    async def _route(self, req: Request, send: Send) -> None:
-        seg = req.segments
-        n = len(seg)
+    def _limit(self, req: Request, who: Principal, kind: int) -> None:
+        limiter = self.services.limiter
+        if not limiter.limits.enabled:
+            return
+        if who.user is not None:
+            user_key = who.user.id
+        else:
+            client = req.scope.get("client")
+            user_key = "ip:" + (client[0] if client else "unknown")
+        store_key = None
+        if kind not in (COLLECTION, ME):
+            segment = req.segments[2]
+            store_key = f"{user_key}{segment}" if segment.startswith("~") else segment
+        limiter.check(user_key=user_key, store_key=store_key, record_op=kind == RECORD)
+
+    async def _route(self, req: Request, send: Send, kind: int | None) -> None:
         method = req.method
-        if n >= 2 and seg[0] == "v2" and seg[1] == "key-value-stores":
-            if n == 2:
-                allowed = COLLECTION_METHODS
-            elif n == 3:
-                allowed = STORE_METHODS
-            elif n == 4 and seg[3] in ("keys", "records"):
-                allowed = LIST_METHODS
-            elif n == 5 and seg[3] == "records":
-                allowed = RECORD_METHODS
-            else:
-                raise PageNotFoundError()
-            if method == "OPTIONS":
-                await send_empty(send, 204, [*PREFLIGHT_HEADERS, (b"allow", ", ".join(allowed).encode())])
+        if kind is None:
+            if req.segments == ["health"]:
+                if method == "OPTIONS":
+                    await send_empty(send, 204, [*PREFLIGHT_HEADERS, (b"allow", b"GET, HEAD")])
+                    return
+                if method not in ("GET", "HEAD"):
+                    raise MethodNotAllowedError(("GET", "HEAD", "OPTIONS"))
+                await send_json(send, 200, {"data": {"status": "ok"}})
                 return
-            if method not in allowed:
-                raise MethodNotAllowedError((*allowed, "OPTIONS"))
-            svc = self.services
-            who = await svc.auth.authenticate(req.token())
-            if n == 5:
-                if method in ("GET", "HEAD"):
-                    await records.get_record(req, send, svc, who, seg[2], seg[4])
-                elif method == "DELETE":
-                    await records.delete_record(req, send, svc, who, seg[2], seg[4])
-                else:
-                    await records.put_record(req, send, svc, who, seg[2], seg[4])
-            elif n == 4:
-                if seg[3] == "keys":
-                    await records.list_keys(req, send, svc, who, seg[2])
-                else:
-                    await records.download_records(req, send, svc, who, seg[2])
-            elif n == 3:
-                if method == "GET":
-                    await stores.get_store(req, send, svc, who, seg[2])
-                elif method == "PUT":
-                    await stores.update_store(req, send, svc, who, seg[2])
-                else:
-                    await stores.delete_store(req, send, svc, who, seg[2])
-            elif method == "GET":
+            if method == "OPTIONS":
+                await send_empty(send, 204, PREFLIGHT_HEADERS)
+                return
+            raise PageNotFoundError()
+        allowed = METHODS[kind]
+        if method == "OPTIONS":
+            await send_empty(send, 204, [*PREFLIGHT_HEADERS, (b"allow", ", ".join(allowed).encode())])
+            return
+        if method not in allowed:
+            raise MethodNotAllowedError((*allowed, "OPTIONS"))
+        svc = self.services
+        who = await svc.auth.authenticate(req.token())
+        self._limit(req, who, kind)
+        seg = req.segments
+        if kind == RECORD:
+            if method in ("GET", "HEAD"):
+                await records.get_record(req, send, svc, who, seg[2], seg[4])
+            elif method == "DELETE":
+                await records.delete_record(req, send, svc, who, seg[2], seg[4])
+            else:
+                await records.put_record(req, send, svc, who, seg[2], seg[4])
+        elif kind == KEYS:
+            await records.list_keys(req, send, svc, who, seg[2])
+        elif kind == ZIP:
+            await records.download_records(req, send, svc, who, seg[2])
+        elif kind == STORE:
+            if method == "GET":
+                await stores.get_store(req, send, svc, who, seg[2])
+            elif method == "PUT":
+                await stores.update_store(req, send, svc, who, seg[2])
+            else:
+                await stores.delete_store(req, send, svc, who, seg[2])
+        elif kind == COLLECTION:
+            if method == "GET":
                 await stores.list_stores(req, send, svc, who)
             else:
                 await stores.create_store(req, send, svc, who)
-            return
-        if n == 1 and seg[0] == "health":
-            if method not in ("GET", "HEAD"):
-                raise MethodNotAllowedError(("GET", "HEAD"))
-            await send_json(send, 200, {"data": {"status": "ok"}})
-            return
-        if method == "OPTIONS":
-            await send_empty(send, 204, PREFLIGHT_HEADERS)
-            return
-        raise PageNotFoundError()
+        elif kind == GRANTS:
+            await sharing.list_grants(req, send, svc, who, seg[2])
+        elif kind == GRANT:
+            if method == "PUT":
+                await sharing.put_grant(req, send, svc, who, seg[2], seg[4])
+            else:
+                await sharing.delete_grant(req, send, svc, who, seg[2], seg[4])
+        elif method == "GET":
+            await sharing.get_me(req, send, svc, who)
+        else:
+            await sharing.update_me(req, send, svc, who)
 
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> KvboxApp:

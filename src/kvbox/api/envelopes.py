@@ -17,7 +17,13 @@ def _key_path(key: str) -> str:
 
 
 def store_view(
-    store: Store, *, owner: User | None, permission: Permission, base_url: str, now_ms: int
+    store: Store,
+    *,
+    owner: User | None,
+    permission: Permission,
+    base_url: str,
+    now_ms: int,
+    expires_at: int | None = None,
 ) -> dict[str, Any]:
     """The platform's KeyValueStore object. Signed URLs and the signing secret go to writers only."""
     writer = permission >= Permission.WRITE
@@ -35,7 +41,7 @@ def store_view(
     return {
         "id": store.id,
         "name": store.name,
-        "title": None,
+        "title": store.title,
         "userId": store.user_id,
         "username": owner.username if owner else None,
         "createdAt": iso_ms(store.created_at),
@@ -50,6 +56,7 @@ def store_view(
         "generalAccess": store.general_access.value,
         "urlSigningSecretKey": store.url_signing_secret if writer else None,
         "recordCount": store.record_count,
+        "expiresAt": iso_ms(expires_at) if expires_at is not None else None,
         "stats": {
             "readCount": stats.read_count,
             "writeCount": stats.write_count,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 import zipfile
 from collections.abc import AsyncIterator
+from typing import IO, cast
 
 from kvbox.api.envelopes import keys_view, record_url
 from kvbox.api.http import Request, Send, send_empty, send_json, send_stream
@@ -13,7 +15,6 @@ from kvbox.core.models import RecordMeta, Store
 from kvbox.service.codecs import decode_stream
 from kvbox.service.container import Services
 from kvbox.service.principal import Principal
-from kvbox.service.records import RecordRead
 from kvbox.service.stores import MAX_PAGE
 
 # Stored HTML or SVG must never run script in this server's origin.
@@ -56,11 +57,11 @@ def _not_modified(req: Request, meta: RecordMeta) -> bool:
 async def get_record(req: Request, send: Send, svc: Services, who: Principal, segment: str, key: str) -> None:
     signature = req.query.get("signature") or None
     if req.method == "HEAD":
-        read = await svc.records.head(who, segment, key, signature=signature)
-        headers, _ = _record_headers(req, read.meta)
+        head = await svc.records.head(who, segment, key, signature=signature)
+        headers, _ = _record_headers(req, head.meta)
         await send_stream(send, 200, headers, None)
         return
-    read: RecordRead = await svc.records.get(who, segment, key, signature=signature)
+    read = await svc.records.get(who, segment, key, signature=signature)
     headers, decode = _record_headers(req, read.meta)
     if _not_modified(req, read.meta):
         await send_stream(send, 304, [h for h in headers if h[0] != b"content-length"], None)
@@ -131,6 +132,10 @@ class _Spool:
     def flush(self) -> None:
         return None
 
+    @property
+    def pending(self) -> bool:
+        return bool(self._parts)
+
     def take(self) -> bytes:
         out = b"".join(self._parts)
         self._parts.clear()
@@ -139,7 +144,8 @@ class _Spool:
 
 async def _zip_stream(svc: Services, store: Store, prefix: str | None, collection: str | None) -> AsyncIterator[bytes]:
     spool = _Spool()
-    with zipfile.ZipFile(spool, mode="w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:  # type: ignore[arg-type]
+    sink = cast(IO[bytes], spool)  # zipfile only writes, tells and flushes on a non-seekable sink
+    with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         async for meta, chunks in svc.records.iterate_for_export(store, prefix=prefix, collection=collection):
             info = zipfile.ZipInfo(meta.key, date_time=_zip_time(meta.modified_at))
             info.compress_type = zipfile.ZIP_DEFLATED
@@ -147,15 +153,13 @@ async def _zip_stream(svc: Services, store: Store, prefix: str | None, collectio
             with zf.open(info, mode="w", force_zip64=True) as entry:
                 async for chunk in body:
                     entry.write(chunk)
-                    if spool.tell() and spool._parts:
+                    if spool.pending:
                         yield spool.take()
             yield spool.take()
     yield spool.take()
 
 
 def _zip_time(ms: int) -> tuple[int, int, int, int, int, int]:
-    import time
-
     t = time.gmtime(ms / 1000)
     return (max(t.tm_year, 1980), t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
 

@@ -40,6 +40,7 @@ def _view(svc: Services, resolved: Resolved) -> dict[str, Any]:
         permission=resolved.permission,
         base_url=svc.settings.base_url,
         now_ms=svc.clock.now_ms(),
+        expires_at=svc.retention.expires_at(resolved.store),
     )
 
 
@@ -88,13 +89,16 @@ async def get_store(req: Request, send: Send, svc: Services, who: Principal, seg
 
 async def update_store(req: Request, send: Send, svc: Services, who: Principal, segment: str) -> None:
     body = await read_json_object(req)
-    name = body["name"] if "name" in body else UNSET
+    name = body.get("name", UNSET)
     if name is not UNSET and name is not None and not isinstance(name, str):
         raise InvalidRequestError("Invalid value provided: name must be a string or null.")
     access = body["generalAccess"] if body.get("generalAccess") is not None else UNSET
     if access is not UNSET and not isinstance(access, str):
         raise InvalidRequestError("Invalid value provided: generalAccess must be a string.")
-    resolved = await svc.stores.update(who, segment, name=name, general_access=access)
+    title = body.get("title", UNSET)
+    if title is not UNSET and title is not None and not isinstance(title, str):
+        raise InvalidRequestError("Invalid value provided: title must be a string or null.")
+    resolved = await svc.stores.update(who, segment, name=name, general_access=access, title=title)
     await send_json(send, 200, {"data": _view(svc, resolved)})
 
 

@@ -49,7 +49,9 @@ class MetadataIndex(Protocol):
       later by `purge_deleted`, which returns the blob ids that are no longer referenced.
     - `list_stores` lists stores owned by the user (`owned`), shared with the user through a
       grant (`shared`), or both; `total` counts all matches.
-    - `delete_store` also removes the store's grants. `set_grant` replaces the user's grant.
+    - `delete_store` also removes the store's grants. With `expired_before` it deletes only an
+      unnamed store last accessed before that time, checked in the same transaction.
+    - `set_grant` replaces the user's grant on the store.
     - `list_expired_stores` returns IDs of unnamed stores last accessed before the cutoff.
     - `list_keys` returns keys strictly greater than `after` that start with `prefix`, in
       UTF-8 byte order, at most `limit` of them, and says whether more follow.
@@ -79,8 +81,9 @@ class MetadataIndex(Protocol):
         modified_at: int,
         name: str | _Unset | None = UNSET,
         general_access: GeneralAccess | _Unset = UNSET,
+        title: str | _Unset | None = UNSET,
     ) -> Store | None: ...
-    async def delete_store(self, store_id: str) -> bool: ...
+    async def delete_store(self, store_id: str, *, expired_before: int | None = None) -> bool: ...
     async def list_stores(
         self,
         user_id: str,
@@ -109,6 +112,7 @@ class MetadataIndex(Protocol):
 
     # housekeeping
     async def purge_deleted(self, *, max_rows: int) -> list[str]: ...
+    async def purge_pending(self) -> bool: ...
     async def referenced_blob_ids(self, blob_ids: list[str]) -> set[str]: ...
 
 
@@ -121,10 +125,14 @@ class BlobWriter(Protocol):
 
 
 class BlobStore(Protocol):
-    """Bodies by opaque id. Deleting a missing blob is a no-op; reading one raises `StorageError`."""
+    """Bodies by opaque id. Deleting a missing blob is a no-op; opening one raises `StorageError`.
+
+    `open` starts the read before it returns: a body being streamed stays readable even when
+    a newer write replaces and deletes the blob meanwhile.
+    """
 
     async def create(self) -> BlobWriter: ...
-    def read(self, blob_id: str) -> AsyncIterator[bytes]: ...
+    async def open(self, blob_id: str) -> AsyncIterator[bytes]: ...
     async def delete(self, blob_id: str) -> None: ...
     def list_ids(self, *, older_than_ms: int) -> AsyncIterator[str]: ...
     async def close(self) -> None: ...

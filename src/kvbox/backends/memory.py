@@ -113,6 +113,7 @@ class MemoryMetadataIndex:
         modified_at: int,
         name: str | _Unset | None = UNSET,
         general_access: GeneralAccess | _Unset = UNSET,
+        title: str | _Unset | None = UNSET,
     ) -> Store | None:
         s = self._stores.get(store_id)
         if s is None:
@@ -123,13 +124,19 @@ class MemoryMetadataIndex:
             s.name = name
         if not isinstance(general_access, _Unset):
             s.general_access = general_access
+        if not isinstance(title, _Unset):
+            s.title = title
         s.modified_at = max(s.modified_at, modified_at)
         s.accessed_at = max(s.accessed_at, modified_at)
         return self._copy(s)
 
-    async def delete_store(self, store_id: str) -> bool:
-        if self._stores.pop(store_id, None) is None:
+    async def delete_store(self, store_id: str, *, expired_before: int | None = None) -> bool:
+        store = self._stores.get(store_id)
+        if store is None:
             return False
+        if expired_before is not None and (store.name is not None or store.accessed_at >= expired_before):
+            return False
+        del self._stores[store_id]
         self._deleted[store_id] = self._records.pop(store_id)
         for key in [k for k in self._grants if k[0] == store_id]:
             del self._grants[key]
@@ -253,6 +260,9 @@ class MemoryMetadataIndex:
                 break
         return freed
 
+    async def purge_pending(self) -> bool:
+        return bool(self._deleted)
+
     async def referenced_blob_ids(self, blob_ids: list[str]) -> set[str]:
         wanted = set(blob_ids)
         found: set[str] = set()
@@ -288,10 +298,13 @@ class MemoryBlobStore:
     async def create(self) -> _MemoryBlobWriter:
         return _MemoryBlobWriter(self)
 
-    async def read(self, blob_id: str) -> AsyncIterator[bytes]:
+    async def open(self, blob_id: str) -> AsyncIterator[bytes]:
         data = self.blobs.get(blob_id)
         if data is None:
             raise StorageError(f"Blob {blob_id} is missing.")
+        return self._chunks(data)
+
+    async def _chunks(self, data: bytes) -> AsyncIterator[bytes]:
         for i in range(0, len(data), self._chunk):
             yield data[i : i + self._chunk]
 

@@ -8,12 +8,15 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 from kvbox.cli.options import BACKEND_SETTINGS, settings_from, with_settings
 from kvbox.core.clock import iso_ms
-from kvbox.core.errors import KvboxError
+from kvbox.core.errors import KvboxError, StoreNotFoundError
+from kvbox.core.models import GeneralAccess
 from kvbox.service.container import Services, build_services
+from kvbox.service.principal import Principal
 
 T = TypeVar("T")
 
@@ -77,16 +80,133 @@ def tokens() -> None:
     """Create, list and revoke API tokens."""
 
 
+@users.command("set-access")
+@click.argument("username")
+@click.argument("access", type=click.Choice(["RESTRICTED", "ANYONE_WITH_ID_CAN_READ"]))
+@with_settings(*BACKEND_SETTINGS)
+def users_set_access(username: str, access: str, **options: Any) -> None:
+    """Set USERNAME's default general access, followed by stores set to FOLLOW_USER_SETTING."""
+    user = run_with_services(options, lambda s: s.users.set_default_access(username, GeneralAccess(access)))
+    click.echo(f"{user.username}: default general access is now {user.default_general_access.value}.")
+
+
+@users.command("share")
+@click.argument("store")
+@click.argument("username")
+@click.argument("permission", type=click.Choice(["READ", "WRITE", "MANAGE"], case_sensitive=False))
+@with_settings(*BACKEND_SETTINGS)
+def users_share(store: str, username: str, permission: str, **options: Any) -> None:
+    """Share STORE (an ID, or OWNER~NAME) with USERNAME at PERMISSION, or change it."""
+
+    async def go(s: Services) -> str:
+        view = await s.sharing.grant(await _owner_of(s, store), store, username, permission)
+        return f"{view.user.username} now has {view.grant.permission.name} on {store}."
+
+    click.echo(run_with_services(options, go))
+
+
+@users.command("unshare")
+@click.argument("store")
+@click.argument("username")
+@with_settings(*BACKEND_SETTINGS)
+def users_unshare(store: str, username: str, **options: Any) -> None:
+    """Stop sharing STORE with USERNAME."""
+
+    async def go(s: Services) -> bool:
+        return await s.sharing.revoke(await _owner_of(s, store), store, username)
+
+    if not run_with_services(options, go):
+        raise click.ClickException(f"{store} is not shared with {username}.")
+    click.echo(f"{store} is no longer shared with {username}.")
+
+
+@users.command("grants")
+@click.argument("store")
+@with_settings(*BACKEND_SETTINGS)
+def users_grants(store: str, **options: Any) -> None:
+    """List the users STORE is shared with."""
+
+    async def go(s: Services) -> list[tuple[str, str, str]]:
+        views = await s.sharing.list(await _owner_of(s, store), store)
+        return [(v.user.username, v.grant.permission.name, iso_ms(v.grant.created_at)) for v in views]
+
+    table = Table("User", "Permission", "Since")
+    for row in run_with_services(options, go):
+        table.add_row(*row)
+    Console().print(table)
+
+
+async def _owner_of(s: Services, store: str) -> Principal:
+    """Administration acts as the store's owner."""
+    if "~" in store:
+        owner_name = store.split("~", 1)[0]
+        if not owner_name:
+            raise click.UsageError("Name a store by ID or as OWNER~NAME.")
+        return Principal(user=await s.users.find_user(owner_name))
+    found = await s.index.get_store(store)
+    if found is None:
+        raise StoreNotFoundError()
+    return Principal(user=await s.users.find_user(found.user_id))
+
+
 @tokens.command("create")
 @click.argument("username")
 @click.option("--name", default="default", help="A label for the token.")
 @click.option("--token", default=None, help="Use this token instead of generating one.")
+@click.option("--read-only", is_flag=True, help="The token can only read.")
+@click.option("--store", "stores", multiple=True, metavar="STORE_ID",
+              help="Limit the token to this store (repeat for several).")
 @with_settings(*BACKEND_SETTINGS)
-def tokens_create(username: str, name: str, token: str | None, **options: Any) -> None:
+def tokens_create(
+    username: str, name: str, token: str | None, read_only: bool, stores: tuple[str, ...], **options: Any
+) -> None:
     """Create another API token for USERNAME and print it (the last line of output)."""
-    issued = run_with_services(options, lambda s: s.users.create_token(username, name=name, token=token))
-    click.echo(f"Created token {issued.token.id} for {issued.user.username}:", err=True)
+    issued = run_with_services(
+        options,
+        lambda s: s.users.create_token(
+            username, name=name, token=token, read_only=read_only, store_ids=stores or None
+        ),
+    )
+    scope = []
+    if read_only:
+        scope.append("read-only")
+    if stores:
+        scope.append("stores " + ", ".join(stores))
+    note = f" ({'; '.join(scope)})" if scope else ""
+    click.echo(f"Created token {issued.token.id} for {issued.user.username}{note}:", err=True)
     click.echo(issued.secret)
+
+
+@click.command("sweep")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@with_settings(*BACKEND_SETTINGS, "unnamed_retention")
+def sweep_command(as_json: bool, **options: Any) -> None:
+    """Delete unnamed stores past their retention and reclaim space of deleted stores (for cron)."""
+
+    async def go(s: Services) -> tuple[int, int]:
+        stores_deleted = 0
+        blobs_freed = 0
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True,
+                      disable=as_json) as progress:  # fmt: skip
+            task = progress.add_task("Sweeping expired stores")
+            while (n := await s.retention.sweep()) > 0:
+                stores_deleted += n
+                progress.update(task, description=f"Deleted {stores_deleted} expired stores")
+            progress.update(task, description="Reclaiming records of deleted stores")
+            for _ in range(1_000_000):  # bounded: each pass removes up to a batch of rows
+                freed = await s.housekeeping()
+                blobs_freed += freed
+                if not await s.index.purge_pending():
+                    break
+        return stores_deleted, blobs_freed
+
+    deleted, freed = run_with_services(options, go)
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"storesDeleted": deleted, "blobsFreed": freed}))
+    else:
+        click.echo(f"Deleted {deleted} expired unnamed stores; freed {freed} record files.")
 
 
 @tokens.command("list")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from kvbox import __version__
-from kvbox.cli.admin import tokens, users
+from kvbox.cli.admin import sweep_command, tokens, users
 from kvbox.cli.serve import serve
 
 
@@ -18,6 +18,7 @@ def cli() -> None:
 cli.add_command(serve)
 cli.add_command(users)
 cli.add_command(tokens)
+cli.add_command(sweep_command)
 
 
 def main() -> None:

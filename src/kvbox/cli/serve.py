@@ -46,6 +46,12 @@ def _free_port(host: str) -> int:
     "inline_threshold",
     "durable",
     "backend",
+    "unnamed_retention",
+    "sweep_interval",
+    "rate_limits",
+    "rate_limit_store",
+    "rate_limit_records",
+    "rate_limit_user",
 )
 def serve(**options: Any) -> None:
     """Start the API server."""

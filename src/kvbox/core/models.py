@@ -85,6 +85,7 @@ class Store:
     schema: dict[str, Any] | None = None
     stats: StoreStats = field(default_factory=StoreStats)
     record_count: int = 0
+    title: str | None = None
 
 
 @dataclass(slots=True)

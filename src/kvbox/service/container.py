@@ -11,8 +11,11 @@ from kvbox.backends.base import BlobStore, MetadataIndex
 from kvbox.backends.registry import open_backend
 from kvbox.core.clock import Clock, SystemClock
 from kvbox.service.principal import Authenticator
+from kvbox.service.ratelimit import Limits, RateLimiter
 from kvbox.service.records import RecordService
-from kvbox.service.settings import Settings
+from kvbox.service.retention import RetentionService
+from kvbox.service.settings import Settings, parse_duration_ms
+from kvbox.service.sharing import SharingService
 from kvbox.service.stats import StatsBuffer
 from kvbox.service.stores import StoreService, UserDirectory
 from kvbox.service.users import UserService
@@ -34,6 +37,9 @@ class Services:
     records: RecordService
     users: UserService
     stats: StatsBuffer
+    sharing: SharingService
+    retention: RetentionService
+    limiter: RateLimiter
 
     async def housekeeping(self) -> int:
         """One bounded pass: reclaim rows and blobs of deleted stores. Returns blobs freed."""
@@ -64,15 +70,26 @@ class Services:
         return len(gone)
 
     async def background(self) -> None:
-        """Runs for the life of a server process: flush counters, reclaim deleted stores."""
+        """Runs for the life of a server process: flush counters, sweep expired stores,
+        reclaim deleted ones. Each pass does bounded work and yields between batches."""
         interval = max(0.05, self.settings.stats_flush_interval)
+        sweep_every = self.settings.sweep_interval
+        next_sweep = self.clock.now_ms()
         with contextlib.suppress(Exception):
             await self.collect_orphans()
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.stats.flush()
-                while await self.housekeeping() >= PURGE_BATCH:
+                if sweep_every > 0 and self.clock.now_ms() >= next_sweep:
+                    next_sweep = self.clock.now_ms() + int(sweep_every * 1000)
+                    while await self.retention.sweep() > 0:
+                        await asyncio.sleep(0)
+                # A bounded number of purge batches per tick, yielding to requests in between.
+                for _ in range(20):
+                    await self.housekeeping()
+                    if not await self.index.purge_pending():
+                        break
                     await asyncio.sleep(0)
             except Exception:
                 log.exception("background housekeeping failed; retrying")
@@ -107,6 +124,12 @@ def build_services(
         max_record_size=settings.max_record_size,
         inline_threshold=settings.inline_threshold,
     )
+    limits = Limits(
+        enabled=settings.rate_limits,
+        store_per_second=settings.rate_limit_store,
+        records_per_second=settings.rate_limit_records,
+        user_per_second=settings.rate_limit_user,
+    )
     return Services(
         settings=settings,
         clock=clock,
@@ -117,4 +140,9 @@ def build_services(
         records=records,
         users=UserService(index, clock),
         stats=stats,
+        sharing=SharingService(index, stores, clock),
+        retention=RetentionService(
+            index, clock, stats, retention_ms=parse_duration_ms(settings.unnamed_retention)
+        ),
+        limiter=RateLimiter(clock, limits, processes=settings.workers),
     )

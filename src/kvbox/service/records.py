@@ -16,6 +16,7 @@ from kvbox.core.errors import (
     KvboxError,
     RecordNotFoundError,
     RequestTooLargeError,
+    StorageError,
     StoreNotFoundError,
 )
 from kvbox.core.keys import validate_key
@@ -33,6 +34,7 @@ from kvbox.service.stats import StatsBuffer
 from kvbox.service.stores import MAX_PAGE, Resolved, StoreService
 
 MAX_CONTENT_TYPE_LENGTH = 1024
+OPEN_ATTEMPTS = 5
 
 
 @dataclass(slots=True)
@@ -159,8 +161,27 @@ class RecordService:
     async def get(self, principal: Principal, segment: str, key: str, *, signature: str | None = None) -> RecordRead:
         resolved, meta = await self._read_meta(principal, segment, key, signature)
         self._stats.read(resolved.store.id, self._clock.now_ms())
-        body = _one(meta.inline) if meta.blob_id is None else self._blobs.read(meta.blob_id)
-        return RecordRead(resolved=resolved, meta=meta, body=body)
+        found, body = await self._open(resolved.store.id, meta)
+        if found is None:
+            raise RecordNotFoundError()
+        return RecordRead(resolved=resolved, meta=found, body=body)
+
+    async def _open(self, store_id: str, meta: RecordMeta | None) -> tuple[RecordMeta | None, AsyncIterator[bytes]]:
+        """Open a record's body. A concurrent write may replace (and delete) the blob between
+        reading the row and opening it: then read the row again and open the newer body."""
+        for _ in range(OPEN_ATTEMPTS):
+            if meta is None:
+                return None, _one(None)
+            if meta.blob_id is None:
+                return meta, _one(meta.inline)
+            try:
+                return meta, await self._blobs.open(meta.blob_id)
+            except StorageError:
+                fresh = await self._index.get_record(store_id, meta.key)
+                if fresh is not None and fresh.blob_id == meta.blob_id:
+                    raise  # the row still points at it: the blob is really lost
+                meta = fresh
+        raise StorageError(f"Record {meta.key if meta else ''!r} kept changing while it was being opened.")
 
     async def head(self, principal: Principal, segment: str, key: str, *, signature: str | None = None) -> RecordRead:
         resolved, meta = await self._read_meta(principal, segment, key, signature)
@@ -222,11 +243,10 @@ class RecordService:
         while True:
             page = await self._page(store, after, MAX_PAGE, prefix, collection)
             for item in page.items:
-                meta = await self._index.get_record(store.id, item.key)
-                if meta is None:
+                found, body = await self._open(store.id, await self._index.get_record(store.id, item.key))
+                if found is None:
                     continue  # deleted while exporting
-                body = _one(meta.inline) if meta.blob_id is None else self._blobs.read(meta.blob_id)
-                yield meta, body
+                yield found, body
             if not page.is_truncated:
                 return
             after = page.next_key

@@ -27,6 +27,25 @@ def parse_size(value: str | int) -> int:
     return int(m.group(1)) * _SIZE_UNITS[unit]
 
 
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def parse_duration_ms(value: str | int | float) -> int:
+    """`7d`, `12h`, `30m`, `1s`, `250ms` or a number of seconds -> milliseconds."""
+    if isinstance(value, int | float):
+        return int(value * 1000)
+    m = _DURATION_RE.match(value)
+    if not m:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 7d, 12h, 30m, 1s)")
+    return int(float(m.group(1)) * _UNIT_MS[m.group(2) or "s"])
+
+
+def _duration(value: str) -> str:
+    parse_duration_ms(value)
+    return str(value).strip()
+
+
 def parse_bool(value: str | bool) -> bool:
     if isinstance(value, bool):
         return value
@@ -66,6 +85,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("backend", "KVBOX_BACKEND", "sqlite", "Storage backend: sqlite (default) or memory.", str, "NAME"),
     Setting("stats_flush_interval", "KVBOX_STATS_FLUSH_INTERVAL", 1.0,
             "Seconds between flushes of read/list counters to the database.", float, "SECONDS"),
+    Setting("unnamed_retention", "KVBOX_UNNAMED_RETENTION", "7d",
+            "How long an unnamed store is kept after its last write or access (e.g. 7d, 12h, 1s).",
+            _duration, "DURATION"),
+    Setting("sweep_interval", "KVBOX_SWEEP_INTERVAL", 60.0,
+            "Seconds between retention sweeps inside the server (0 turns the in-server sweeper off).",
+            float, "SECONDS"),
+    Setting("rate_limits", "KVBOX_RATE_LIMITS", True, "Enforce rate limits (true/false).", parse_bool, "BOOL"),
+    Setting("rate_limit_store", "KVBOX_RATE_LIMIT_STORE", 60,
+            "Requests per second per store for store-level operations.", int, "N"),
+    Setting("rate_limit_records", "KVBOX_RATE_LIMIT_RECORDS", 200,
+            "Requests per second per store for record reads, writes and deletes.", int, "N"),
+    Setting("rate_limit_user", "KVBOX_RATE_LIMIT_USER", 4000,
+            "Requests per second per user (per client address when anonymous), across all stores.", int, "N"),
 )
 
 SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
@@ -83,6 +115,12 @@ class Settings:
     durable: bool = False
     backend: str = "sqlite"
     stats_flush_interval: float = 1.0
+    unnamed_retention: str = "7d"
+    sweep_interval: float = 60.0
+    rate_limits: bool = True
+    rate_limit_store: int = 60
+    rate_limit_records: int = 200
+    rate_limit_user: int = 4000
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

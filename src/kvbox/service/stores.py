@@ -25,6 +25,7 @@ from kvbox.service.schemas import validate_schema
 from kvbox.service.stats import StatsBuffer
 
 MAX_PAGE = 1000
+MAX_TITLE_LENGTH = 1000
 OWNERSHIP_VALUES = ("ownedByMe", "sharedWithMe")
 
 
@@ -229,7 +230,10 @@ class StoreService:
         *,
         name: str | _Unset | None = UNSET,
         general_access: str | _Unset = UNSET,
+        title: str | _Unset | None = UNSET,
     ) -> Resolved:
+        """Rename (WRITE; `None` makes the store unnamed and starts its retention clock), retitle
+        (WRITE) or change general access (MANAGE)."""
         access: GeneralAccess | _Unset = UNSET
         if not isinstance(general_access, _Unset):
             try:
@@ -241,10 +245,12 @@ class StoreService:
                 ) from None
         if not isinstance(name, _Unset) and name is not None:
             validate_store_name(name)
+        if isinstance(title, str) and len(title) > MAX_TITLE_LENGTH:
+            raise InvalidValueError(f"Invalid value provided: title is longer than {MAX_TITLE_LENGTH} characters.")
         need = Permission.MANAGE if not isinstance(access, _Unset) else Permission.WRITE
         resolved = await self.resolve(principal, segment, need=need)
         updated = await self._index.update_store(
-            resolved.store.id, modified_at=self._clock.now_ms(), name=name, general_access=access
+            resolved.store.id, modified_at=self._clock.now_ms(), name=name, general_access=access, title=title
         )
         if updated is None:
             raise StoreNotFoundError()

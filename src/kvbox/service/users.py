@@ -46,8 +46,19 @@ class UserService:
     async def list_users(self) -> list[User]:
         return await self._index.list_users()
 
-    async def create_token(self, username: str, *, name: str = "default", token: str | None = None) -> IssuedToken:
-        return await self._issue(await self.find_user(username), token, name=name)
+    async def create_token(
+        self,
+        username: str,
+        *,
+        name: str = "default",
+        token: str | None = None,
+        read_only: bool = False,
+        store_ids: tuple[str, ...] | None = None,
+    ) -> IssuedToken:
+        """Issue a token; `read_only` and `store_ids` scope it (it never exceeds its user)."""
+        return await self._issue(
+            await self.find_user(username), token, name=name, read_only=read_only, store_ids=store_ids
+        )
 
     async def list_tokens(self, username: str) -> list[Token]:
         return await self._index.list_tokens((await self.find_user(username)).id)
@@ -66,14 +77,28 @@ class UserService:
         await self._index.set_user_default_access(user.id, access)
         return await self.find_user(user.id)
 
-    async def _issue(self, user: User, secret: str | None, *, name: str) -> IssuedToken:
+    async def _issue(
+        self,
+        user: User,
+        secret: str | None,
+        *,
+        name: str,
+        read_only: bool = False,
+        store_ids: tuple[str, ...] | None = None,
+    ) -> IssuedToken:
         if secret is not None and len(secret) < MIN_TOKEN_LENGTH:
             raise InvalidValueError(f"A token must be at least {MIN_TOKEN_LENGTH} characters long.")
         secret = secret or new_token()
         if await self._index.get_token_by_hash(hash_token(secret)) is not None:
             raise NameNotUniqueError("This token is already in use.")
         token = Token(
-            id=new_id(), user_id=user.id, token_hash=hash_token(secret), name=name, created_at=self._clock.now_ms()
+            id=new_id(),
+            user_id=user.id,
+            token_hash=hash_token(secret),
+            name=name,
+            created_at=self._clock.now_ms(),
+            read_only=read_only,
+            store_ids=tuple(store_ids) if store_ids is not None else None,
         )
         await self._index.insert_token(token)
         return IssuedToken(user=user, token=token, secret=secret)

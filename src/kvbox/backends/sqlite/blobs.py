@@ -136,13 +136,20 @@ class FileBlobStore:
             for d in sorted(to_sync, key=lambda p: len(p.parts), reverse=True):
                 await asyncio.to_thread(_fsync_dir, d)
 
-    async def read(self, blob_id: str) -> AsyncIterator[bytes]:
-        """The body in chunks of `chunk_size`; `StorageError` if it is missing or unreadable."""
+    async def open(self, blob_id: str) -> AsyncIterator[bytes]:
+        """Open the body now and return it as chunks of `chunk_size`.
+
+        `StorageError` if it is missing. Once open, the body stays readable even if the blob
+        is deleted (a newer write replaced it) while it streams.
+        """
         path = self.path_of(blob_id)
         try:
             file = path.open("rb")
         except OSError as e:
             raise StorageError(f"Blob {blob_id} is missing or unreadable.") from e
+        return self._chunks(blob_id, file)
+
+    async def _chunks(self, blob_id: str, file: BinaryIO) -> AsyncIterator[bytes]:
         with file:
             while True:
                 try:

@@ -42,7 +42,7 @@ _TOKEN = "id, user_id, token_hash, name, created_at, read_only, store_ids"
 _GRANT = "store_id, user_id, permission, created_at"
 _STORE = (
     "id, name, user_id, created_at, modified_at, accessed_at, url_signing_secret, general_access, "
-    "schema_json, read_count, write_count, delete_count, list_count, storage_bytes, record_count"
+    "schema_json, read_count, write_count, delete_count, list_count, storage_bytes, record_count, title"
 )
 _RECORD = "key, content_type, encoding, size, etag, modified_at, inline_body, blob_id"
 _STORE_PK = "(SELECT pk FROM stores WHERE id = ?)"
@@ -81,6 +81,7 @@ def _store(row: Any) -> Store:
         schema=json.loads(row[8]) if row[8] is not None else None,
         stats=StoreStats(*row[9:14]),
         record_count=row[14],
+        title=row[15],
     )
 
 
@@ -228,6 +229,7 @@ class SqliteMetadataIndex:
             store.url_signing_secret, store.general_access.value,
             json.dumps(store.schema) if store.schema is not None else None,
             s.read_count, s.write_count, s.delete_count, s.list_count, s.storage_bytes, store.record_count,
+            store.title,
         )  # fmt: skip
         with self._write("insert a store") as conn:
             try:
@@ -255,6 +257,7 @@ class SqliteMetadataIndex:
         modified_at: int,
         name: str | _Unset | None = UNSET,
         general_access: GeneralAccess | _Unset = UNSET,
+        title: str | _Unset | None = UNSET,
     ) -> Store | None:
         sets = ["modified_at = max(modified_at, ?)", "accessed_at = max(accessed_at, ?)"]
         params: list[Any] = [modified_at, modified_at]
@@ -264,6 +267,9 @@ class SqliteMetadataIndex:
         if not isinstance(general_access, _Unset):
             sets.append("general_access = ?")
             params.append(general_access.value)
+        if not isinstance(title, _Unset):
+            sets.append("title = ?")
+            params.append(title)
         sql = f"UPDATE stores SET {', '.join(sets)} WHERE id = ? RETURNING {_STORE}"
         with self._write("update a store") as conn:
             try:
@@ -274,9 +280,14 @@ class SqliteMetadataIndex:
                 raise
             return _store(rows[0]) if rows else None
 
-    async def delete_store(self, store_id: str) -> bool:
+    async def delete_store(self, store_id: str, *, expired_before: int | None = None) -> bool:
+        sql = "DELETE FROM stores WHERE id = ?"
+        params: list[Any] = [store_id]
+        if expired_before is not None:
+            sql += " AND name IS NULL AND accessed_at < ?"
+            params.append(expired_before)
         with self._write("delete a store") as conn:
-            rows = conn.execute("DELETE FROM stores WHERE id = ? RETURNING pk", (store_id,)).fetchall()
+            rows = conn.execute(sql + " RETURNING pk", params).fetchall()
             if not rows:
                 return False
             # The records stay behind, unreachable without the store row, until purge_deleted.
@@ -453,6 +464,10 @@ class SqliteMetadataIndex:
                 "(SELECT 1 FROM records WHERE records.store_pk = deleted_stores.store_pk)"
             )
             return freed
+
+    async def purge_pending(self) -> bool:
+        with _storage_errors("look up deleted stores"):
+            return self._conn.execute("SELECT 1 FROM deleted_stores LIMIT 1").fetchone() is not None
 
     async def referenced_blob_ids(self, blob_ids: list[str]) -> set[str]:
         wanted = list(dict.fromkeys(blob_ids))

@@ -102,6 +102,7 @@ _V2: tuple[str, ...] = (
     "ALTER TABLE tokens ADD COLUMN store_ids TEXT",
     # The retention sweeper walks unnamed stores from the least recently accessed.
     "CREATE INDEX stores_unnamed_by_access ON stores (accessed_at) WHERE name IS NULL",
+    "ALTER TABLE stores ADD COLUMN title TEXT",
 )
 
 # Index i holds the statements that take a database from version i to version i + 1.
