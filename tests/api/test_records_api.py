@@ -508,6 +508,10 @@ async def test_keys_public_url_lets_anyone_list_until_it_expires(
     r = await api.client.get(url)
     assert r.status_code == 200
     assert [i["key"] for i in r.json()["data"]["items"]] == ["k"]
+    # The listed record URLs are signed too, so the anonymous caller can follow them.
+    record_url = r.json()["data"]["items"][0]["recordPublicUrl"]
+    assert "signature=" in record_url
+    assert (await api.client.get(record_url)).content == b"v"
     # Other query parameters are not covered by the signature.
     r = await api.client.get(url + "&prefix=z&limit=1")
     assert r.status_code == 200 and r.json()["data"]["items"] == []

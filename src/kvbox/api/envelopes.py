@@ -76,9 +76,18 @@ def record_url(base_url: str, store: Store, key: str, *, signed: bool) -> str:
 
 
 def keys_view(
-    page: KeyPage, *, store: Store, permission: Permission, base_url: str, limit: int, exclusive_start_key: str | None
+    page: KeyPage,
+    *,
+    store: Store,
+    permission: Permission,
+    base_url: str,
+    limit: int,
+    exclusive_start_key: str | None,
+    by_signature: bool = False,
 ) -> dict[str, Any]:
-    signed = permission >= Permission.WRITE
+    """A key page. Record URLs are signed for writers, and for callers who listed with a valid
+    storage signature (it already lets them read every record)."""
+    signed = permission >= Permission.WRITE or by_signature
     prefix = f"{base_url}/v2/key-value-stores/{store.id}/records/"
     secret = store.url_signing_secret
     items = []

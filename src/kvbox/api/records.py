@@ -110,6 +110,7 @@ async def list_keys(req: Request, send: Send, svc: Services, who: Principal, seg
         base_url=svc.settings.base_url,
         limit=limit,
         exclusive_start_key=start,
+        by_signature=resolved.by_signature,
     )
     await send_json(send, 200, {"data": data})
 

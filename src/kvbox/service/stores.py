@@ -36,6 +36,7 @@ class Resolved:
     store: Store
     owner: User | None
     permission: Permission
+    by_signature: bool = False  # READ came from a valid signature rather than the caller's rights
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +122,8 @@ class StoreService:
         permission = authorize(
             principal, store, need=need, owner=owner, by_name=ref.by_name, signed=signed, grant=grant
         )
-        return Resolved(store=store, owner=owner, permission=permission)
+        by_signature = signed and permission_of(principal, store, grant) < Permission.READ
+        return Resolved(store=store, owner=owner, permission=permission, by_signature=by_signature)
 
     async def _with_permission(self, principal: Principal, store: Store) -> Resolved:
         owner = await self.users.get(store.user_id)

@@ -1,0 +1,55 @@
+"""HTTP client for the key-value-store endpoints of kvbox (and of the Apify API v2).
+
+`KvboxClient` and `KvboxClientAsync` are twins: the same calls, one blocking and one async.
+"""
+
+from kvbox.client._async import KvboxClientAsync, StoreClientAsync, StoreCollectionClientAsync
+from kvbox.client._base import DEFAULT_API_URL, UNSET, RetryPolicy
+from kvbox.client._errors import (
+    ApiError,
+    ConflictError,
+    ForbiddenError,
+    InvalidRequestError,
+    InvalidResponseBodyError,
+    KvboxClientError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    UnauthorizedError,
+    UnsupportedContentEncodingError,
+)
+from kvbox.client._sync import KvboxClient, StoreClient, StoreCollectionClient
+from kvbox.client.models import KeyItem, KeyList, Record, RecordStream, StoreInfo, StoreList
+
+__all__ = [
+    "DEFAULT_API_URL",
+    "UNSET",
+    "ApiError",
+    "ConflictError",
+    "ForbiddenError",
+    "InvalidRequestError",
+    "InvalidResponseBodyError",
+    "KeyItem",
+    "KeyList",
+    "KvboxClient",
+    "KvboxClientAsync",
+    "KvboxClientError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "RateLimitError",
+    "Record",
+    "RecordStream",
+    "RetryPolicy",
+    "ServerError",
+    "StoreClient",
+    "StoreClientAsync",
+    "StoreCollectionClient",
+    "StoreCollectionClientAsync",
+    "StoreInfo",
+    "StoreList",
+    "TransportError",
+    "UnauthorizedError",
+    "UnsupportedContentEncodingError",
+]

@@ -1,0 +1,333 @@
+"""The asynchronous client: `KvboxClientAsync`, the twin of `KvboxClient` (same calls, same parsing)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any, BinaryIO
+
+import anyio
+import anyio.to_thread
+import httpx
+
+from kvbox.client import _base as base
+from kvbox.client._base import UNSET, Call, RetryPolicy, _Unset
+from kvbox.client._body import aprepare_body
+from kvbox.client._compression import Compression
+from kvbox.client._errors import NotFoundError, TransportError, api_error
+from kvbox.client.models import KeyItem, KeyList, Record, RecordStream, StoreInfo, StoreList
+
+
+class KvboxClientAsync:
+    """A client for the key-value-store endpoints of a kvbox (or Apify) API v2 server.
+
+    Retries 429, 5xx and connection errors with exponential backoff and jitter, compresses
+    request bodies of 1 KiB or more, and streams large uploads and downloads.
+    """
+
+    def __init__(
+        self,
+        token: str | None = None,
+        *,
+        api_url: str = base.DEFAULT_API_URL,
+        public_url: str | None = None,
+        max_retries: int = 8,
+        min_delay_between_retries: float = 0.5,
+        max_delay_between_retries: float = 60.0,
+        timeout: float = 60.0,
+        compression: Compression | None = "gzip",
+        headers: dict[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.api_url = base.api_root(api_url)
+        self.public_url = base.api_root(public_url or api_url)
+        self.retry = RetryPolicy(max_retries, min_delay_between_retries, max_delay_between_retries)
+        self.compression: Compression | None = compression
+        self._http = httpx.AsyncClient(
+            base_url=self.api_url,
+            headers=base.client_headers(token, headers),
+            timeout=base.timeout_of(timeout),
+            transport=transport,
+            follow_redirects=True,
+        )
+
+    def key_value_stores(self) -> StoreCollectionClientAsync:
+        return StoreCollectionClientAsync(self)
+
+    def key_value_store(self, id_or_name: str) -> StoreClientAsync:
+        """A store by ID, `~name` (the caller's store) or `username/name`."""
+        return StoreClientAsync(self, id_or_name)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> KvboxClientAsync:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def send(self, call: Call) -> httpx.Response | None:
+        """Send a call with retries. Returns the response (open when `call.stream`), or None
+        for an allowed 404; raises `ApiError` or `TransportError` otherwise."""
+        attempt = 0
+        while True:
+            attempt += 1
+            can_retry = attempt <= self.retry.max_retries and (call.body is None or call.body.replayable)
+            headers = {**(call.body.headers if call.body else {}), **call.headers}
+            content = call.body.content() if call.body else None
+            request = self._http.build_request(
+                call.method, call.path, params=call.params, headers=headers, content=content
+            )
+            try:
+                response = await self._http.send(request, stream=True)
+                status = response.status_code
+                if status < 300 and call.stream:
+                    return response
+                await response.aread()
+            except httpx.TransportError as err:
+                if not can_retry:
+                    raise TransportError(
+                        str(err) or type(err).__name__, method=call.method, url=str(request.url), attempt=attempt
+                    ) from err
+                await anyio.sleep(self.retry.delay(attempt))
+                continue
+            await response.aclose()
+            if status < 300:
+                return response
+            if status == 404 and call.allow_404:
+                return None
+            if base.is_retryable_status(status) and can_retry:
+                await anyio.sleep(self.retry.delay(attempt, retry_after=base.retry_after(response)))
+                continue
+            raise api_error(response, attempt=attempt)
+
+    async def send_data(self, call: Call) -> Any:
+        response = await self.send(call)
+        return None if response is None else base.data_of(response)
+
+
+class StoreCollectionClientAsync:
+    """`/v2/key-value-stores`: list the caller's stores, get or create one."""
+
+    def __init__(self, client: KvboxClientAsync) -> None:
+        self._client = client
+
+    async def list(
+        self,
+        *,
+        unnamed: bool | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        desc: bool | None = None,
+        ownership: str | None = None,
+    ) -> StoreList:
+        params = base.query(unnamed=unnamed, limit=limit, offset=offset, desc=desc, ownership=ownership)
+        return StoreList.from_api(await self._client.send_data(Call("GET", "/v2/key-value-stores", params)))
+
+    async def iterate(
+        self,
+        *,
+        unnamed: bool | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        desc: bool | None = None,
+        ownership: str | None = None,
+        chunk_size: int = 1000,
+    ) -> AsyncIterator[StoreInfo]:
+        """Every matching store, page by page (`limit` caps the total)."""
+        offset = offset or 0
+        while limit is None or limit > 0:
+            page_size = chunk_size if limit is None else min(chunk_size, limit)
+            page = await self.list(unnamed=unnamed, limit=page_size, offset=offset, desc=desc, ownership=ownership)
+            for item in page.items:
+                yield item
+            offset += len(page.items)
+            limit = None if limit is None else limit - len(page.items)
+            if not page.items or offset >= page.total:
+                return
+
+    async def get_or_create(self, name: str | None = None, *, schema: dict[str, Any] | None = None) -> StoreInfo:
+        """The caller's store called `name`, created if missing; a new unnamed store without a name."""
+        payload = {"schema": schema} if schema is not None else {}
+        call = base.json_call(
+            "POST", "/v2/key-value-stores", payload, self._client.compression, params=base.query(name=name)
+        )
+        return StoreInfo.from_api(await self._client.send_data(call))
+
+
+class StoreClientAsync:
+    """One store: its metadata, keys and records."""
+
+    def __init__(self, client: KvboxClientAsync, id_or_name: str) -> None:
+        self._client = client
+        self.path = base.store_path(id_or_name)
+
+    async def get(self) -> StoreInfo | None:
+        data = await self._client.send_data(Call("GET", self.path, allow_404=True))
+        return None if data is None else StoreInfo.from_api(data)
+
+    async def update(self, *, name: str | _Unset | None = UNSET, general_access: str | None = None) -> StoreInfo:
+        """Rename (`name=None` makes the store unnamed) or change its general access."""
+        payload = base.update_payload(name, general_access)
+        call = base.json_call("PUT", self.path, payload, self._client.compression)
+        return StoreInfo.from_api(await self._client.send_data(call))
+
+    async def delete(self) -> None:
+        """Delete the store; a store that is already gone is not an error."""
+        await self._client.send(Call("DELETE", self.path, allow_404=True))
+
+    async def list_keys(
+        self,
+        *,
+        limit: int | None = None,
+        exclusive_start_key: str | None = None,
+        prefix: str | None = None,
+        collection: str | None = None,
+        signature: str | None = None,
+    ) -> KeyList:
+        params = base.query(
+            limit=limit,
+            exclusiveStartKey=exclusive_start_key,
+            prefix=prefix,
+            collection=collection,
+            signature=signature,
+        )
+        return KeyList.from_api(await self._client.send_data(Call("GET", f"{self.path}/keys", params)))
+
+    async def iterate_keys(
+        self,
+        *,
+        limit: int | None = None,
+        exclusive_start_key: str | None = None,
+        prefix: str | None = None,
+        collection: str | None = None,
+        signature: str | None = None,
+        chunk_size: int = 1000,
+    ) -> AsyncIterator[KeyItem]:
+        """Every key after `exclusive_start_key` in order, following the cursor (`limit` caps the total)."""
+        cursor = exclusive_start_key
+        while limit is None or limit > 0:
+            page_size = chunk_size if limit is None else min(chunk_size, limit)
+            page = await self.list_keys(
+                limit=page_size, exclusive_start_key=cursor, prefix=prefix, collection=collection, signature=signature
+            )
+            for item in page.items:
+                yield item
+            limit = None if limit is None else limit - len(page.items)
+            if not page.is_truncated or not page.next_exclusive_start_key or not page.items:
+                return
+            cursor = page.next_exclusive_start_key
+
+    async def _get(self, key: str, signature: str | None, *, stream: bool = False) -> httpx.Response | None:
+        params = base.query(attachment=True, signature=signature)
+        return await self._client.send(
+            Call("GET", base.record_path(self.path, key), params, allow_404=True, stream=stream)
+        )
+
+    async def get_record(self, key: str, *, signature: str | None = None) -> Record | None:
+        """The record, its value parsed: JSON to dicts/lists, text to str, anything else bytes."""
+        response = await self._get(key, signature)
+        return None if response is None else base.record_from(key, response, parse=True)
+
+    async def get_record_as_bytes(self, key: str, *, signature: str | None = None) -> Record | None:
+        response = await self._get(key, signature)
+        return None if response is None else base.record_from(key, response, parse=False)
+
+    @contextlib.asynccontextmanager
+    async def stream_record(self, key: str, *, signature: str | None = None) -> AsyncIterator[RecordStream | None]:
+        """`async with store.stream_record(key) as rec:` gives the record to read in chunks, or None."""
+        response = await self._get(key, signature, stream=True)
+        if response is None:
+            yield None
+            return
+        try:
+            yield RecordStream(key=key, content_type=response.headers.get("content-type", ""), response=response)
+        finally:
+            await response.aclose()
+
+    async def record_exists(self, key: str) -> bool:
+        return await self._client.send(Call("HEAD", base.record_path(self.path, key), allow_404=True)) is not None
+
+    async def set_record(
+        self, key: str, value: Any, content_type: str | None = None, *, content_encoding: str | None = None
+    ) -> None:
+        """Store a value, a path, a binary file or an iterator of bytes (the last three are streamed).
+
+        Without a content type: bytes and streams are `application/octet-stream`, str is
+        text, anything else JSON. `content_encoding` declares bytes that are already encoded.
+        """
+        body = await aprepare_body(value, content_type, content_encoding, self._client.compression)
+        await self._client.send(Call("PUT", base.record_path(self.path, key), body=body))
+
+    async def delete_record(self, key: str) -> None:
+        await self._client.send(Call("DELETE", base.record_path(self.path, key)))
+
+    async def _info(self) -> StoreInfo:
+        info = await self.get()
+        if info is None:
+            raise NotFoundError(
+                "Key-value store was not found",
+                status=404,
+                type="record-not-found",
+                method="GET",
+                url=self._client.api_url + self.path,
+            )
+        return info
+
+    async def get_record_public_url(self, key: str) -> str:
+        """A permanent URL for one record, signed when the caller may write the store."""
+        return base.record_public_url(self._client.public_url, await self._info(), key)
+
+    async def create_keys_public_url(
+        self,
+        *,
+        limit: int | None = None,
+        exclusive_start_key: str | None = None,
+        prefix: str | None = None,
+        collection: str | None = None,
+        expires_in: timedelta | None = None,
+    ) -> str:
+        """A signed key-listing URL that anyone can open, expiring after `expires_in` (or never)."""
+        return base.keys_public_url(
+            self._client.public_url,
+            await self._info(),
+            limit=limit,
+            exclusive_start_key=exclusive_start_key,
+            prefix=prefix,
+            collection=collection,
+            expires_in=expires_in,
+        )
+
+    async def download_zip(
+        self,
+        destination: str | os.PathLike[str] | BinaryIO,
+        *,
+        prefix: str | None = None,
+        collection: str | None = None,
+        signature: str | None = None,
+    ) -> int:
+        """Stream every record (or those matching `prefix`/`collection`) as one ZIP; returns its size."""
+        params = base.query(prefix=prefix, collection=collection, signature=signature)
+        response = await self._client.send(Call("GET", f"{self.path}/records", params, stream=True))
+        assert response is not None
+        written = 0
+        # File writes go to a worker thread: a slow disk must not stall the event loop.
+        out: BinaryIO
+        if isinstance(destination, str | os.PathLike):
+            path = destination
+            out = await anyio.to_thread.run_sync(lambda: open(path, "wb"))  # noqa: SIM115 - closed below
+            owned = True
+        else:
+            out, owned = destination, False
+        try:
+            async for chunk in response.aiter_bytes(64 * 1024):
+                await anyio.to_thread.run_sync(out.write, chunk)
+                written += len(chunk)
+        finally:
+            await response.aclose()
+            if owned:
+                out.close()
+        return written

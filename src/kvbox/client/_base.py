@@ -1,0 +1,187 @@
+"""What the sync and async clients share: URLs, the retry policy, request specs, response parsing.
+
+Every operation is described once as a `Call` (method, path, query, body) and its response
+is parsed once here; `_sync.py` and `_async.py` only send calls and sleep between attempts.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, Final
+from urllib.parse import quote, urlencode
+
+import httpx
+
+from kvbox.client._body import Body, encode_body
+from kvbox.client._compression import Compression
+from kvbox.client._errors import InvalidResponseBodyError
+from kvbox.client.models import Record, StoreInfo
+from kvbox.core.clock import SystemClock
+from kvbox.core.content import BINARY_TYPE, decode_value
+from kvbox.core.signatures import sign_record, sign_storage
+
+DEFAULT_API_URL = "http://127.0.0.1:8790"
+USER_AGENT = "kvbox-client/0.1 (python)"
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = _Unset()
+
+
+def api_root(url: str) -> str:
+    """`http://host:8790`, `http://host:8790/` and `http://host:8790/v2` all give `http://host:8790`."""
+    return url.strip().rstrip("/").removesuffix("/v2").rstrip("/")
+
+
+def store_path(id_or_name: str) -> str:
+    """The path of a store; `username/name` is sent as `username~name`, as the official client does."""
+    return "/v2/key-value-stores/" + quote(id_or_name.replace("/", "~"), safe="~")
+
+
+def record_path(store: str, key: str) -> str:
+    # One path segment, whatever the key holds: the server decodes it after splitting the path.
+    return f"{store}/records/{quote(key, safe='')}"
+
+
+def query(**params: Any) -> dict[str, str]:
+    """Query parameters without the unset ones; booleans as `true`/`false` like the official client."""
+    out: dict[str, str] = {}
+    for name, value in params.items():
+        if value is None:
+            continue
+        out[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with jitter for 429, 5xx and connection errors.
+
+    Attempt n waits `min_delay * 2**(n-1)`, times a random factor in [1, 2), capped at
+    `max_delay`; a 429's `Retry-After` is honoured when it asks for longer.
+    """
+
+    max_retries: int = 8
+    min_delay: float = 0.5
+    max_delay: float = 60.0
+
+    def delay(self, attempt: int, *, retry_after: float | None = None, rand: float | None = None) -> float:
+        factor = 1.0 + (random.random() if rand is None else rand)
+        wait = min(self.max_delay, self.min_delay * (2.0 ** (attempt - 1)) * factor)
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, self.max_delay))
+        return wait
+
+
+def is_retryable_status(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a `Retry-After` header (delta seconds or an HTTP date), if any."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, float(when.timestamp()) - SystemClock().now_ms() / 1000)
+
+
+@dataclass(slots=True)
+class Call:
+    """One API request as data. `allow_404` makes a 404 a result (None) instead of an error."""
+
+    method: str
+    path: str
+    params: dict[str, str] | None = None
+    body: Body | None = None
+    allow_404: bool = False
+    stream: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_call(method: str, path: str, payload: Any, compression: Compression | None, **kwargs: Any) -> Call:
+    """A call with a JSON body, compressed by the same rule as record bodies."""
+    return Call(method, path, body=encode_body(payload, "application/json", None, compression), **kwargs)
+
+
+def data_of(response: httpx.Response) -> Any:
+    """The `data` of an API envelope."""
+    try:
+        return response.json()["data"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise InvalidResponseBodyError(f"Expected a JSON {{'data': ...}} envelope from {response.url}") from err
+
+
+def update_payload(name: str | _Unset | None, general_access: str | None) -> dict[str, Any]:
+    payload: dict[str, Any] = {}
+    if not isinstance(name, _Unset):
+        payload["name"] = name
+    if general_access is not None:
+        payload["generalAccess"] = general_access
+    return payload
+
+
+def record_from(key: str, response: httpx.Response, *, parse: bool) -> Record:
+    """A record from a GET response: parsed by content type when `parse`, raw bytes otherwise."""
+    ctype = response.headers.get("content-type") or BINARY_TYPE
+    if response.status_code == 204:
+        return Record(key=key, value=None, content_type=ctype)
+    if not parse:
+        return Record(key=key, value=response.content, content_type=ctype)
+    try:
+        value = decode_value(response.content, ctype)
+    except (ValueError, LookupError) as err:
+        raise InvalidResponseBodyError(f"Record {key!r} is not valid {ctype}: {err}") from err
+    return Record(key=key, value=value, content_type=ctype)
+
+
+def record_public_url(public_root: str, store: StoreInfo, key: str) -> str:
+    """A record's URL, signed when the store's signing secret is known (callers who may write)."""
+    url = f"{public_root}{record_path(store_path(store.id), key)}"
+    if store.url_signing_secret_key:
+        url += "?signature=" + sign_record(store.url_signing_secret_key, key)
+    return url
+
+
+def keys_public_url(
+    public_root: str,
+    store: StoreInfo,
+    *,
+    limit: int | None,
+    exclusive_start_key: str | None,
+    prefix: str | None,
+    collection: str | None,
+    expires_in: timedelta | None,
+) -> str:
+    """A key-listing URL with a storage signature (expiring after `expires_in`, or never)."""
+    params = query(limit=limit, exclusiveStartKey=exclusive_start_key, prefix=prefix, collection=collection)
+    if store.url_signing_secret_key:
+        expires = 0 if expires_in is None else SystemClock().now_ms() + int(expires_in.total_seconds() * 1000)
+        params["signature"] = sign_storage(store.url_signing_secret_key, store.id, expires_at_ms=expires)
+    url = f"{public_root}{store_path(store.id)}/keys"
+    return f"{url}?{urlencode(params)}" if params else url
+
+
+def client_headers(token: str | None, extra: dict[str, str] | None) -> dict[str, str]:
+    headers = {"user-agent": USER_AGENT, "accept": "application/json, */*"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    headers.update(extra or {})
+    return headers
+
+
+def timeout_of(seconds: float) -> httpx.Timeout:
+    # Connecting should be quick; reading a large record may legitimately take a while.
+    return httpx.Timeout(seconds, connect=min(seconds, 10.0))

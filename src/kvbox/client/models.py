@@ -1,0 +1,152 @@
+"""What the client returns: stores, pages of stores and keys, records.
+
+Built from the API's camelCase JSON; fields the server adds beyond these stay in `raw`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An API timestamp (`2026-01-01T00:00:00.000Z`) as an aware datetime."""
+    if not isinstance(value, str) or not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True, slots=True)
+class StoreInfo:
+    """A key-value store as the API describes it (the platform's `KeyValueStore` object)."""
+
+    id: str
+    name: str | None
+    user_id: str | None
+    username: str | None
+    created_at: datetime | None
+    modified_at: datetime | None
+    accessed_at: datetime | None
+    general_access: str | None
+    url_signing_secret_key: str | None
+    keys_public_url: str | None
+    records_public_url: str | None
+    schema: dict[str, Any] | None
+    stats: dict[str, Any]
+    raw: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> StoreInfo:
+        return cls(
+            id=data["id"],
+            name=data.get("name"),
+            user_id=data.get("userId"),
+            username=data.get("username"),
+            created_at=parse_time(data.get("createdAt")),
+            modified_at=parse_time(data.get("modifiedAt")),
+            accessed_at=parse_time(data.get("accessedAt")),
+            general_access=data.get("generalAccess"),
+            url_signing_secret_key=data.get("urlSigningSecretKey"),
+            keys_public_url=data.get("keysPublicUrl"),
+            records_public_url=data.get("recordsPublicUrl"),
+            schema=data.get("schema"),
+            stats=data.get("stats") or {},
+            raw=data,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreList:
+    """One page of `GET /v2/key-value-stores`."""
+
+    items: list[StoreInfo]
+    total: int
+    offset: int
+    limit: int
+    count: int
+    desc: bool
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> StoreList:
+        items = [StoreInfo.from_api(item) for item in data.get("items", [])]
+        return cls(
+            items=items,
+            total=int(data.get("total", len(items))),
+            offset=int(data.get("offset", 0)),
+            limit=int(data.get("limit", len(items))),
+            count=int(data.get("count", len(items))),
+            desc=bool(data.get("desc", False)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyItem:
+    """One entry of a key listing."""
+
+    key: str
+    size: int
+    record_public_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyList:
+    """One page of `GET /v2/key-value-stores/{id}/keys`."""
+
+    items: list[KeyItem]
+    count: int
+    limit: int
+    is_truncated: bool
+    exclusive_start_key: str | None
+    next_exclusive_start_key: str | None
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> KeyList:
+        items = [
+            KeyItem(key=item["key"], size=int(item.get("size") or 0), record_public_url=item.get("recordPublicUrl"))
+            for item in data.get("items", [])
+        ]
+        return cls(
+            items=items,
+            count=int(data.get("count", len(items))),
+            limit=int(data.get("limit", len(items))),
+            is_truncated=bool(data.get("isTruncated", False)),
+            exclusive_start_key=data.get("exclusiveStartKey"),
+            next_exclusive_start_key=data.get("nextExclusiveStartKey"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A record read in full. `value` is parsed JSON, decoded text or bytes (see `get_record`)."""
+
+    key: str
+    value: Any
+    content_type: str
+
+
+@dataclass(slots=True)
+class RecordStream:
+    """A record being downloaded. Read it with `iter_bytes()` (sync) or `aiter_bytes()` (async).
+
+    Only valid inside the `stream_record` context that produced it; memory use is one chunk.
+    """
+
+    key: str
+    content_type: str
+    response: httpx.Response = field(repr=False)
+
+    @property
+    def size(self) -> int | None:
+        """The length announced by the server, when it sent one (not when decoding on the fly)."""
+        value = self.response.headers.get("content-length")
+        return int(value) if value and value.isdigit() else None
+
+    def iter_bytes(self, chunk_size: int | None = 64 * 1024) -> Iterator[bytes]:
+        return self.response.iter_bytes(chunk_size)
+
+    def aiter_bytes(self, chunk_size: int | None = 64 * 1024) -> AsyncIterator[bytes]:
+        return self.response.aiter_bytes(chunk_size)

@@ -1,0 +1,254 @@
+"""`KeyValueStore`: the async store of the SDK, in local or remote mode (`KeyValueStoreSync` is its twin).
+
+Opening the same store twice (by name or by ID, with an equal configuration, in the same
+event loop) gives the same object, as in crawlee.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio.to_thread
+
+from kvbox.client import KvboxClientAsync
+from kvbox.sdk import _values as values
+from kvbox.sdk.config import Configuration
+from kvbox.sdk.local import LocalStore, open_folder
+from kvbox.sdk.models import RecordMetadata, StoreMetadata
+from kvbox.sdk.remote import DEFAULT_STORE_NAME, RemoteStoreAsync
+
+# Local files at least this large are read and written in a worker thread; smaller ones
+# inline, where a thread hop would cost more than the I/O itself.
+OFFLOAD_BYTES = 1024 * 1024
+
+KeyCallback = Callable[[str, int, RecordMetadata], Awaitable[None] | None]
+
+
+class AsyncBackend(Protocol):
+    meta: StoreMetadata
+
+    async def read(self, key: str) -> tuple[bytes, str | None] | None: ...
+    async def write(self, key: str, data: bytes, content_type: str) -> None: ...
+    async def delete(self, key: str) -> None: ...
+    async def exists(self, key: str) -> bool: ...
+    def keys(self, exclusive_start_key: str | None, limit: int | None) -> AsyncIterator[RecordMetadata]: ...
+    async def public_url(self, key: str) -> str: ...
+    async def metadata(self) -> StoreMetadata: ...
+    async def drop(self) -> None: ...
+
+
+class LocalStoreAsync:
+    """A `LocalStore` behind the async interface."""
+
+    def __init__(self, store: LocalStore) -> None:
+        self.store = store
+        self.meta = store.meta
+
+    async def read(self, key: str) -> tuple[bytes, str | None] | None:
+        found = self.store.locate(key)
+        if found is None:
+            return None
+        if found.size >= OFFLOAD_BYTES:
+            return await anyio.to_thread.run_sync(self.store.read, key)
+        data = self.store.read_located(found)
+        return (data, found.content_type) if data is not None else self.store.read(key, moving=True)
+
+    async def write(self, key: str, data: bytes, content_type: str) -> None:
+        if len(data) >= OFFLOAD_BYTES:
+            await anyio.to_thread.run_sync(self.store.write, key, data, content_type)
+        else:
+            self.store.write(key, data, content_type)
+
+    async def delete(self, key: str) -> None:
+        self.store.delete(key)
+
+    async def exists(self, key: str) -> bool:
+        return self.store.exists(key)
+
+    async def keys(self, exclusive_start_key: str | None, limit: int | None) -> AsyncIterator[RecordMetadata]:
+        for item in self.store.keys(exclusive_start_key, limit):
+            yield item
+
+    async def public_url(self, key: str) -> str:
+        return self.store.public_url(key)
+
+    async def metadata(self) -> StoreMetadata:
+        return self.store.metadata()
+
+    async def drop(self) -> None:
+        await anyio.to_thread.run_sync(self.store.drop)
+
+
+@dataclass
+class _Registry:
+    """Open stores and HTTP clients of one event loop."""
+
+    stores: dict[tuple[Configuration, str, str], KeyValueStore] = field(default_factory=dict)
+    clients: dict[Configuration, KvboxClientAsync] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def client(self, config: Configuration) -> KvboxClientAsync:
+        if config not in self.clients:
+            self.clients[config] = KvboxClientAsync(
+                config.token,
+                api_url=config.api_url or "",
+                public_url=config.public_url,
+                compression=config.compression,
+                max_retries=config.max_retries,
+            )
+        return self.clients[config]
+
+
+# An httpx client belongs to the loop it was first used in, so each loop has its own registry.
+_registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Registry] = weakref.WeakKeyDictionary()
+
+
+def _registry() -> _Registry:
+    loop = asyncio.get_running_loop()
+    if loop not in _registries:
+        _registries[loop] = _Registry()
+    return _registries[loop]
+
+
+def cache_key(config: Configuration, name: str | None, id: str | None) -> tuple[Configuration, str, str]:
+    if id is not None:
+        return (config, "id", id)
+    return (config, "name", name or DEFAULT_STORE_NAME)
+
+
+class KeyValueStore:
+    """A store of records: JSON values, text, bytes. Open it with `await KeyValueStore.open(...)`."""
+
+    def __init__(self, backend: AsyncBackend, *, configuration: Configuration) -> None:
+        self._backend = backend
+        self._config = configuration
+        self._remote = configuration.remote
+        self._dropped = False
+
+    @property
+    def id(self) -> str:
+        return self._backend.meta.id
+
+    @property
+    def name(self) -> str | None:
+        return self._backend.meta.name
+
+    @classmethod
+    async def open(
+        cls,
+        *,
+        id: str | None = None,
+        name: str | None = None,
+        configuration: Configuration | None = None,
+        force_cloud: bool = False,
+    ) -> KeyValueStore:
+        """The store called `name` (created if missing), the store with `id`, or the default store."""
+        values.check_open_args(name, id)
+        config = configuration or Configuration.from_env()
+        if force_cloud:
+            config = config.for_cloud()
+        registry = _registry()
+        key = cache_key(config, name, id)
+        async with registry.lock:
+            if key not in registry.stores:
+                store = cls(await _open_backend(config, registry, name=name, id=id), configuration=config)
+                registry.stores[key] = store
+                registry.stores.setdefault(cache_key(config, None, store.id), store)
+                if store.name:
+                    registry.stores.setdefault(cache_key(config, store.name, None), store)
+            return registry.stores[key]
+
+    @classmethod
+    async def close_all(cls) -> None:
+        """Forget every open store of this event loop, save local timestamps, close HTTP clients."""
+        registry = _registries.pop(asyncio.get_running_loop(), None)
+        if registry is None:
+            return
+        for store in set(registry.stores.values()):
+            if isinstance(store._backend, LocalStoreAsync) and not store._dropped:
+                store._backend.store.flush()
+        for client in registry.clients.values():
+            await client.aclose()
+
+    async def get_metadata(self) -> StoreMetadata:
+        return await self._backend.metadata()
+
+    async def get_value(self, key: str, default_value: Any = None) -> Any:
+        """The value of `key`; `default_value` only when the record does not exist."""
+        values.check_read_key(key, remote=self._remote)
+        found = await self._backend.read(key)
+        return default_value if found is None else values.decode(key, found[0], found[1])
+
+    async def set_value(self, key: str, value: Any, content_type: str | None = None) -> None:
+        """Store a value (see `_values` for the rules); `None` deletes the record."""
+        if value is None:
+            values.encode(key, b"", None)  # same key check as a write
+            await self._backend.delete(key)
+            return
+        data, ctype = values.encode(key, value, content_type)
+        await self._backend.write(key, data, ctype)
+
+    async def delete_value(self, key: str) -> None:
+        """Delete the record; a missing record is not an error."""
+        values.check_read_key(key, remote=self._remote)
+        await self._backend.delete(key)
+
+    async def record_exists(self, key: str) -> bool:
+        values.check_read_key(key, remote=self._remote)
+        return await self._backend.exists(key)
+
+    def iterate_keys(
+        self, exclusive_start_key: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[RecordMetadata]:
+        """Keys in ascending order after `exclusive_start_key`; `limit` None or 0 means all."""
+        return self._backend.keys(exclusive_start_key, limit or None)
+
+    async def list_keys(self, exclusive_start_key: str | None = None, limit: int = 1000) -> list[RecordMetadata]:
+        return [item async for item in self.iterate_keys(exclusive_start_key, limit)]
+
+    async def for_each_key(self, callback: KeyCallback, *, exclusive_start_key: str | None = None) -> None:
+        """Call `callback(key, index, metadata)` for every key in order (awaited when async)."""
+        index = 0
+        async for item in self.iterate_keys(exclusive_start_key):
+            result = callback(item.key, index, item)
+            if inspect.isawaitable(result):
+                await result
+            index += 1
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return (item.key async for item in self.iterate_keys())
+
+    async def get_public_url(self, key: str) -> str:
+        """Local: the record file's `file://` URI (the record must exist). Remote: its (signed) URL."""
+        values.check_read_key(key, remote=self._remote)
+        return await self._backend.public_url(key)
+
+    async def drop(self) -> None:
+        """Delete the store with all its records; later opens start a new, empty store."""
+        await self._backend.drop()
+        self._dropped = True
+        registry = _registry()
+        for alias in [k for k, v in registry.stores.items() if v is self]:
+            del registry.stores[alias]
+
+
+async def _open_backend(
+    config: Configuration, registry: _Registry, *, name: str | None, id: str | None
+) -> AsyncBackend:
+    if config.remote:
+        return await RemoteStoreAsync.open(
+            registry.client(config), name=name, id=id, default_store_id=config.default_store_id
+        )
+    local = open_folder(
+        config.storage_dir,
+        name=None if name == DEFAULT_STORE_NAME else name,
+        id=id,
+        durable=config.durable,
+        input_keys=frozenset({config.input_key, "INPUT"}),
+    )
+    return LocalStoreAsync(local)

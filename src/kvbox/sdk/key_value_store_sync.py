@@ -1,0 +1,180 @@
+"""`KeyValueStoreSync`: the blocking twin of `KeyValueStore`, for scripts without an event loop.
+
+Same methods, same value rules (`_values.py`), same local and remote backends. Safe to use
+from several threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kvbox.client import KvboxClient
+from kvbox.sdk import _values as values
+from kvbox.sdk.config import Configuration
+from kvbox.sdk.key_value_store import cache_key
+from kvbox.sdk.local import LocalStore, open_folder
+from kvbox.sdk.models import RecordMetadata, StoreMetadata
+from kvbox.sdk.remote import DEFAULT_STORE_NAME, RemoteStore
+
+
+class SyncBackend(Protocol):
+    meta: StoreMetadata
+
+    def read(self, key: str) -> tuple[bytes, str | None] | None: ...
+    def write(self, key: str, data: bytes, content_type: str) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def exists(self, key: str) -> bool: ...
+    def keys(self, exclusive_start_key: str | None, limit: int | None) -> Iterator[RecordMetadata]: ...
+    def public_url(self, key: str) -> str: ...
+    def metadata(self) -> StoreMetadata: ...
+    def drop(self) -> None: ...
+
+
+@dataclass
+class _Registry:
+    stores: dict[tuple[Configuration, str, str], KeyValueStoreSync] = field(default_factory=dict)
+    clients: dict[Configuration, KvboxClient] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def client(self, config: Configuration) -> KvboxClient:
+        if config not in self.clients:
+            self.clients[config] = KvboxClient(
+                config.token,
+                api_url=config.api_url or "",
+                public_url=config.public_url,
+                compression=config.compression,
+                max_retries=config.max_retries,
+            )
+        return self.clients[config]
+
+
+_registry = _Registry()
+
+
+class KeyValueStoreSync:
+    """A store of records: JSON values, text, bytes. Open it with `KeyValueStoreSync.open(...)`."""
+
+    def __init__(self, backend: SyncBackend, *, configuration: Configuration) -> None:
+        self._backend = backend
+        self._config = configuration
+        self._remote = configuration.remote
+        self._dropped = False
+
+    @property
+    def id(self) -> str:
+        return self._backend.meta.id
+
+    @property
+    def name(self) -> str | None:
+        return self._backend.meta.name
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        id: str | None = None,
+        name: str | None = None,
+        configuration: Configuration | None = None,
+        force_cloud: bool = False,
+    ) -> KeyValueStoreSync:
+        """The store called `name` (created if missing), the store with `id`, or the default store."""
+        values.check_open_args(name, id)
+        config = configuration or Configuration.from_env()
+        if force_cloud:
+            config = config.for_cloud()
+        key = cache_key(config, name, id)
+        with _registry.lock:
+            if key not in _registry.stores:
+                store = cls(_open_backend(config, name=name, id=id), configuration=config)
+                _registry.stores[key] = store
+                _registry.stores.setdefault(cache_key(config, None, store.id), store)
+                if store.name:
+                    _registry.stores.setdefault(cache_key(config, store.name, None), store)
+            return _registry.stores[key]
+
+    @classmethod
+    def close_all(cls) -> None:
+        """Forget every open store, save local timestamps, close HTTP clients."""
+        with _registry.lock:
+            for store in set(_registry.stores.values()):
+                if isinstance(store._backend, LocalStore) and not store._dropped:
+                    store._backend.flush()
+            for client in _registry.clients.values():
+                client.close()
+            _registry.stores.clear()
+            _registry.clients.clear()
+
+    def get_metadata(self) -> StoreMetadata:
+        return self._backend.metadata()
+
+    def get_value(self, key: str, default_value: Any = None) -> Any:
+        """The value of `key`; `default_value` only when the record does not exist."""
+        values.check_read_key(key, remote=self._remote)
+        found = self._backend.read(key)
+        return default_value if found is None else values.decode(key, found[0], found[1])
+
+    def set_value(self, key: str, value: Any, content_type: str | None = None) -> None:
+        """Store a value (see `_values` for the rules); `None` deletes the record."""
+        if value is None:
+            values.encode(key, b"", None)  # same key check as a write
+            self._backend.delete(key)
+            return
+        data, ctype = values.encode(key, value, content_type)
+        self._backend.write(key, data, ctype)
+
+    def delete_value(self, key: str) -> None:
+        """Delete the record; a missing record is not an error."""
+        values.check_read_key(key, remote=self._remote)
+        self._backend.delete(key)
+
+    def record_exists(self, key: str) -> bool:
+        values.check_read_key(key, remote=self._remote)
+        return self._backend.exists(key)
+
+    def iterate_keys(
+        self, exclusive_start_key: str | None = None, limit: int | None = None
+    ) -> Iterator[RecordMetadata]:
+        """Keys in ascending order after `exclusive_start_key`; `limit` None or 0 means all."""
+        return self._backend.keys(exclusive_start_key, limit or None)
+
+    def list_keys(self, exclusive_start_key: str | None = None, limit: int = 1000) -> list[RecordMetadata]:
+        return list(self.iterate_keys(exclusive_start_key, limit))
+
+    def for_each_key(
+        self, callback: Callable[[str, int, RecordMetadata], Any], *, exclusive_start_key: str | None = None
+    ) -> None:
+        """Call `callback(key, index, metadata)` for every key in order."""
+        for index, item in enumerate(self.iterate_keys(exclusive_start_key)):
+            callback(item.key, index, item)
+
+    def __iter__(self) -> Iterator[str]:
+        return (item.key for item in self.iterate_keys())
+
+    def get_public_url(self, key: str) -> str:
+        """Local: the record file's `file://` URI (the record must exist). Remote: its (signed) URL."""
+        values.check_read_key(key, remote=self._remote)
+        return self._backend.public_url(key)
+
+    def drop(self) -> None:
+        """Delete the store with all its records; later opens start a new, empty store."""
+        self._backend.drop()
+        self._dropped = True
+        with _registry.lock:
+            for alias in [k for k, v in _registry.stores.items() if v is self]:
+                del _registry.stores[alias]
+
+
+def _open_backend(config: Configuration, *, name: str | None, id: str | None) -> SyncBackend:
+    if config.remote:
+        client = _registry.client(config)
+        return RemoteStore.open(client, name=name, id=id, default_store_id=config.default_store_id)
+    return open_folder(
+        config.storage_dir,
+        name=None if name == DEFAULT_STORE_NAME else name,
+        id=id,
+        durable=config.durable,
+        input_keys=frozenset({config.input_key, "INPUT"}),
+    )

@@ -1,0 +1,314 @@
+"""One local store: a folder of record files (see `layout.py`), read and written in place.
+
+Which file holds a key is remembered after the first directory listing, and checked on
+every read: a file another process removed sends the lookup back to the disk, and a key
+another process created is found by probing its possible file names. Every write is one
+atomic file replacement, so concurrent writers never leave a torn or half-written file.
+
+Several processes may share a folder. Values written with the same content type behave as
+one store (the last write wins). When a process changes a key's content type, and so its
+extension, it removes the old file only if it knew of it; a key whose type another process
+changed since this one last listed the folder can be left with two files. A listing then
+takes the newer one, but a process that had already read the older one keeps reading it
+until it lists the folder or writes the key.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote
+
+from kvbox.core.content import BINARY_TYPE
+from kvbox.core.errors import InvalidRecordKeyError, RecordNotFoundError
+from kvbox.sdk.local import files, layout
+from kvbox.sdk.local.layout import SIDECAR_SUFFIX
+from kvbox.sdk.models import RecordMetadata, StoreMetadata
+
+# Store timestamps are rewritten at most this often (crawlee rewrites them on every call).
+METADATA_PERSIST_INTERVAL = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """Where a record is. `content_type` None means "sniff": a bare input file (JSON or bytes)."""
+
+    filename: str
+    content_type: str | None
+    size: int
+    mtime_ns: int
+
+
+class LocalStore:
+    """The synchronous local backend behind `KeyValueStore` and `KeyValueStoreSync`."""
+
+    def __init__(self, directory: str, meta: StoreMetadata, *, durable: bool, input_keys: frozenset[str]) -> None:
+        self.directory = directory
+        self.meta = meta
+        self._durable = durable
+        self._input_keys = input_keys
+        self._files: dict[str, str] = {}
+        self._indexed = False
+        self._created = meta.created_at or datetime.now(UTC)
+        self._accessed = time.time()
+        self._modified = meta.modified_at.timestamp() if meta.modified_at else self._accessed
+        self._persisted = time.monotonic()
+
+    # records
+
+    def locate(self, key: str, *, moving: bool = False) -> Located | None:
+        """The file holding `key`, or None. `moving`: the record was just seen to move."""
+        if not self._indexed:
+            self._index()
+        name = self._files.get(key)
+        if name is not None and not moving:
+            found = self._inspect(key, name)
+            if found is not None:
+                return found
+            moving = True  # the file we knew is gone: another process is moving the record
+        found = self._settled(key) if moving else self._probe(key)
+        if found is None:
+            self._files.pop(key, None)
+        else:
+            self._files[key] = found.filename
+        return found
+
+    def _settled(self, key: str) -> Located | None:
+        """Find a record that another process is moving to a file of another type.
+
+        Probing names one by one can fall between the writer's two steps (write the new file,
+        remove the old one). One directory listing sees either file or both, so the lookup
+        works from listings, repeated while the files it names keep vanishing.
+        """
+        found: Located | None = None
+        for _ in range(10):
+            try:
+                present = set(os.listdir(self.directory))
+            except FileNotFoundError:
+                return None
+            names = [n for n in layout.candidate_filenames(key) if n in present]
+            if not names:
+                return None
+            inspected = [f for n in names if (f := self._inspect(key, n)) is not None]
+            if inspected:
+                found = max(inspected, key=lambda f: f.mtime_ns)
+                break
+        return found
+
+    def read_located(self, found: Located) -> bytes | None:
+        """A located record's bytes; None if it vanished since."""
+        self._touch(modified=False)
+        return files.read_file(f"{self.directory}/{found.filename}")
+
+    def read(self, key: str, *, moving: bool = False) -> tuple[bytes, str | None] | None:
+        """The record's bytes and content type (None: sniff JSON), or None when missing."""
+        for _ in range(3):  # a writer in another process may move the record under us
+            found = self.locate(key, moving=moving)
+            if found is None:
+                return None
+            data = self.read_located(found)
+            if data is not None:
+                return data, found.content_type
+            self._files.pop(key, None)
+            moving = True
+        return None
+
+    def exists(self, key: str) -> bool:
+        return self.locate(key) is not None
+
+    def write(self, key: str, data: bytes, content_type: str) -> None:
+        filename, needs_sidecar = layout.value_filename(key, content_type)
+        if layout.is_reserved(filename):
+            raise InvalidRecordKeyError(f"Record key {key!r} is reserved by the local folder layout")
+        if not self._indexed:
+            self._index()
+        old = self._files.get(key)
+        # A file of another type is removed only if it is still the one we knew: a writer in
+        # another process may have just put a newer value there, and that one must survive.
+        old_id = files.identity(f"{self.directory}/{old}") if old is not None and old != filename else None
+        files.write_atomic(self.directory, filename, data, durable=self._durable)
+        sidecar = filename + SIDECAR_SUFFIX
+        if needs_sidecar:
+            meta = files.sidecar_bytes(key, content_type, len(data))
+            files.write_atomic(self.directory, sidecar, meta, durable=self._durable)
+        else:
+            files.remove(f"{self.directory}/{sidecar}")
+        if old_id is not None and old is not None and files.identity(f"{self.directory}/{old}") == old_id:
+            self._remove_file(old)
+        self._files[key] = filename
+        self._touch(modified=True)
+
+    def delete(self, key: str) -> None:
+        """Remove every file holding `key`; a missing key is a no-op."""
+        names = {f.filename for f in self._inspect_all(key)}
+        hinted = self._files.pop(key, None)
+        if hinted is not None and self._inspect(key, hinted) is not None:
+            names.add(hinted)
+        for name in names:
+            self._remove_file(name)
+        if names:
+            self._touch(modified=True)
+
+    def keys(self, exclusive_start_key: str | None = None, limit: int | None = None) -> Iterator[RecordMetadata]:
+        """Keys in ascending order after `exclusive_start_key`; `limit` None or 0 means all."""
+        found = self._scan()
+        self._files = {key: entry[0] for key, entry in found.items()}
+        self._indexed = True
+        self._touch(modified=False)
+        ordered = sorted(found)
+        start = 0 if exclusive_start_key is None else bisect.bisect_right(ordered, exclusive_start_key)
+        count = 0
+        try:
+            # Names resolved against the folder's descriptor: the kernel walks one component, not the whole path.
+            dir_fd = os.open(self.directory, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            for key in ordered[start:]:
+                filename, ctype = found[key]
+                try:
+                    size = os.stat(filename, dir_fd=dir_fd).st_size
+                except FileNotFoundError:
+                    continue  # deleted by someone else since the listing
+                yield RecordMetadata(key, size, ctype or BINARY_TYPE)
+                count += 1
+                if limit and count >= limit:
+                    return
+        finally:
+            os.close(dir_fd)
+
+    def public_url(self, key: str) -> str:
+        """The `file://` URI of the record's file."""
+        found = self.locate(key)
+        if found is None:
+            raise RecordNotFoundError(f"Record {key!r} was not found in {self.directory}")
+        return Path(os.path.abspath(f"{self.directory}/{found.filename}")).as_uri()
+
+    # the store
+
+    def metadata(self) -> StoreMetadata:
+        return StoreMetadata(
+            id=self.meta.id,
+            name=self.meta.name,
+            created_at=self._created,
+            accessed_at=datetime.fromtimestamp(self._accessed, UTC),
+            modified_at=datetime.fromtimestamp(self._modified, UTC),
+        )
+
+    def flush(self) -> None:
+        """Write the store's timestamps now (they are otherwise written at most once a second)."""
+        meta = self.metadata()
+        data = files.store_metadata_bytes(
+            meta.id, meta.name, self._created, meta.accessed_at or self._created, meta.modified_at or self._created
+        )
+        if os.path.isdir(self.directory):
+            files.write_atomic(self.directory, layout.METADATA_FILE, data, durable=self._durable)
+        self._persisted = time.monotonic()
+
+    def drop(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=not os.path.isdir(self.directory))
+        self._files.clear()
+
+    # internals
+
+    def _touch(self, *, modified: bool) -> None:
+        now = time.time()
+        self._accessed = now
+        if modified:
+            self._modified = now
+        if time.monotonic() - self._persisted >= METADATA_PERSIST_INTERVAL:
+            self.flush()
+
+    def _remove_file(self, filename: str) -> None:
+        files.remove(f"{self.directory}/{filename}")
+        files.remove(f"{self.directory}/{filename}{SIDECAR_SUFFIX}")
+
+    def _inspect(self, key: str, filename: str) -> Located | None:
+        """The record in `filename`, if that file exists and holds `key`."""
+        path = f"{self.directory}/{filename}"
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        side = files.read_json(path + SIDECAR_SUFFIX)
+        ctype: str | None
+        if side is not None:
+            side_key, ctype = files.sidecar_fields(side)
+            if side_key is not None and side_key != key:
+                return None
+            if ctype is None:
+                entry = layout.classify(filename)
+                ctype = entry.content_type if entry is not None else BINARY_TYPE
+        else:
+            entry = layout.classify(filename)
+            if entry is None:
+                return None
+            if entry.key == key:
+                ctype = entry.content_type
+            elif filename in (key, layout.crawlee_filename(key)):
+                ctype = BINARY_TYPE
+            else:
+                return None
+            if not entry.extension_known and key in self._input_keys:
+                ctype = None  # a bare INPUT file: JSON if it parses, bytes otherwise
+        return Located(filename, ctype, st.st_size, st.st_mtime_ns)
+
+    def _inspect_all(self, key: str) -> list[Located]:
+        return [f for name in layout.candidate_filenames(key) if (f := self._inspect(key, name)) is not None]
+
+    def _probe(self, key: str) -> Located | None:
+        """The newest of the files that may hold `key` (several only after racing writers)."""
+        found = self._inspect_all(key)
+        return max(found, key=lambda f: f.mtime_ns) if found else None
+
+    def _index(self) -> None:
+        self._files = {key: entry[0] for key, entry in self._scan().items()}
+        self._indexed = True
+
+    def _scan(self) -> dict[str, tuple[str, str | None]]:
+        """Every record in the folder: key -> (file name, content type)."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return {}
+        present = set(names)
+        found: dict[str, tuple[str, str | None]] = {}
+        clashes: dict[str, list[str]] = {}
+        for name in names:
+            if layout.is_reserved(name):
+                continue
+            if name + SIDECAR_SUFFIX in present:
+                key, ctype = self._sidecar_entry(name)
+                if key is None:
+                    continue
+            else:
+                pair = layout.key_and_type(name)
+                if pair is None:
+                    continue
+                key, ctype = pair
+            if key in found:
+                clashes.setdefault(key, [found[key][0]]).append(name)
+            found[key] = (name, ctype)
+        for key in clashes:
+            newest = self._probe(key)
+            if newest is not None:
+                found[key] = (newest.filename, newest.content_type)
+        return found
+
+    def _sidecar_entry(self, filename: str) -> tuple[str | None, str | None]:
+        side = files.read_json(f"{self.directory}/{filename}{SIDECAR_SUFFIX}")
+        if side is None:
+            return None, None  # removed while we were listing
+        key, ctype = files.sidecar_fields(side)
+        entry = layout.classify(filename)
+        if key is None:  # a sidecar without its key: the name is the key, as crawlee encodes it
+            key = entry.key if entry is not None and entry.extension_known else unquote(filename)
+        if ctype is None:
+            ctype = entry.content_type if entry is not None else BINARY_TYPE
+        return key, ctype

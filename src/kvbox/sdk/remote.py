@@ -1,0 +1,141 @@
+"""Remote mode: a store on a kvbox (or Apify) server, through `kvbox.client`.
+
+`RemoteStore` and `RemoteStoreAsync` are twins over `KvboxClient` and `KvboxClientAsync`.
+They move bytes and content types; the value rules live in `key_value_store.py`, shared
+with local mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+from kvbox.client import KvboxClient, KvboxClientAsync, StoreInfo
+from kvbox.core.errors import StoreNotFoundError
+from kvbox.sdk.models import RecordMetadata, StoreMetadata
+
+# The store a process gets by default when no default store ID is configured: the same
+# name as the local default folder, so `default/` and the `default` store correspond.
+DEFAULT_STORE_NAME = "default"
+
+
+def _metadata(info: StoreInfo) -> StoreMetadata:
+    return StoreMetadata(
+        id=info.id,
+        name=info.name,
+        created_at=info.created_at,
+        accessed_at=info.accessed_at,
+        modified_at=info.modified_at,
+    )
+
+
+def _missing(what: str) -> StoreNotFoundError:
+    return StoreNotFoundError(f"Key-value store {what} was not found on the server")
+
+
+class RemoteStore:
+    """The synchronous remote backend behind `KeyValueStoreSync`."""
+
+    def __init__(self, client: KvboxClient, info: StoreInfo) -> None:
+        self.meta = _metadata(info)
+        self._store = client.key_value_store(info.id)
+
+    @classmethod
+    def open(
+        cls, client: KvboxClient, *, name: str | None = None, id: str | None = None, default_store_id: str | None = None
+    ) -> RemoteStore:
+        """Open by ID (must exist), by name (created if missing), or the default store."""
+        wanted = id or (None if name else default_store_id)
+        if wanted is not None:
+            info = client.key_value_store(wanted).get()
+            if info is None:
+                raise _missing(f'with ID "{wanted}"')
+        else:
+            info = client.key_value_stores().get_or_create(name or DEFAULT_STORE_NAME)
+        return cls(client, info)
+
+    def read(self, key: str) -> tuple[bytes, str] | None:
+        record = self._store.get_record_as_bytes(key)
+        return None if record is None else (record.value, record.content_type)
+
+    def write(self, key: str, data: bytes, content_type: str) -> None:
+        self._store.set_record(key, data, content_type)
+
+    def delete(self, key: str) -> None:
+        self._store.delete_record(key)
+
+    def exists(self, key: str) -> bool:
+        return self._store.record_exists(key)
+
+    def keys(self, exclusive_start_key: str | None = None, limit: int | None = None) -> Iterator[RecordMetadata]:
+        for item in self._store.iterate_keys(exclusive_start_key=exclusive_start_key, limit=limit or None):
+            yield RecordMetadata(key=item.key, size=item.size)
+
+    def public_url(self, key: str) -> str:
+        return self._store.get_record_public_url(key)
+
+    def metadata(self) -> StoreMetadata:
+        info = self._store.get()
+        if info is None:
+            raise _missing(f'with ID "{self.meta.id}"')
+        return _metadata(info)
+
+    def drop(self) -> None:
+        self._store.delete()
+
+
+class RemoteStoreAsync:
+    """The asynchronous remote backend behind `KeyValueStore`."""
+
+    def __init__(self, client: KvboxClientAsync, info: StoreInfo) -> None:
+        self.meta = _metadata(info)
+        self._store = client.key_value_store(info.id)
+
+    @classmethod
+    async def open(
+        cls,
+        client: KvboxClientAsync,
+        *,
+        name: str | None = None,
+        id: str | None = None,
+        default_store_id: str | None = None,
+    ) -> RemoteStoreAsync:
+        """Open by ID (must exist), by name (created if missing), or the default store."""
+        wanted = id or (None if name else default_store_id)
+        if wanted is not None:
+            info = await client.key_value_store(wanted).get()
+            if info is None:
+                raise _missing(f'with ID "{wanted}"')
+        else:
+            info = await client.key_value_stores().get_or_create(name or DEFAULT_STORE_NAME)
+        return cls(client, info)
+
+    async def read(self, key: str) -> tuple[bytes, str] | None:
+        record = await self._store.get_record_as_bytes(key)
+        return None if record is None else (record.value, record.content_type)
+
+    async def write(self, key: str, data: bytes, content_type: str) -> None:
+        await self._store.set_record(key, data, content_type)
+
+    async def delete(self, key: str) -> None:
+        await self._store.delete_record(key)
+
+    async def exists(self, key: str) -> bool:
+        return await self._store.record_exists(key)
+
+    async def keys(
+        self, exclusive_start_key: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[RecordMetadata]:
+        async for item in self._store.iterate_keys(exclusive_start_key=exclusive_start_key, limit=limit or None):
+            yield RecordMetadata(key=item.key, size=item.size)
+
+    async def public_url(self, key: str) -> str:
+        return await self._store.get_record_public_url(key)
+
+    async def metadata(self) -> StoreMetadata:
+        info = await self._store.get()
+        if info is None:
+            raise _missing(f'with ID "{self.meta.id}"')
+        return _metadata(info)
+
+    async def drop(self) -> None:
+        await self._store.delete()
