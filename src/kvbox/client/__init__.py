@@ -21,7 +21,7 @@ from kvbox.client._errors import (
     UnsupportedContentEncodingError,
 )
 from kvbox.client._sync import KvboxClient, StoreClient, StoreCollectionClient
-from kvbox.client.models import KeyItem, KeyList, Record, RecordStream, StoreInfo, StoreList
+from kvbox.client.models import Grant, KeyItem, KeyList, Record, RecordStream, StoreInfo, StoreList, UserInfo
 
 __all__ = [
     "DEFAULT_API_URL",
@@ -29,6 +29,7 @@ __all__ = [
     "ApiError",
     "ConflictError",
     "ForbiddenError",
+    "Grant",
     "InvalidRequestError",
     "InvalidResponseBodyError",
     "KeyItem",
@@ -52,4 +53,5 @@ __all__ = [
     "TransportError",
     "UnauthorizedError",
     "UnsupportedContentEncodingError",
+    "UserInfo",
 ]

@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
@@ -17,7 +18,7 @@ from kvbox.client._base import UNSET, Call, RetryPolicy, _Unset
 from kvbox.client._body import aprepare_body
 from kvbox.client._compression import Compression
 from kvbox.client._errors import NotFoundError, TransportError, api_error
-from kvbox.client.models import KeyItem, KeyList, Record, RecordStream, StoreInfo, StoreList
+from kvbox.client.models import Grant, KeyItem, KeyList, Record, RecordStream, StoreInfo, StoreList, UserInfo
 
 
 class KvboxClientAsync:
@@ -59,6 +60,15 @@ class KvboxClientAsync:
     def key_value_store(self, id_or_name: str) -> StoreClientAsync:
         """A store by ID, `~name` (the caller's store) or `username/name`."""
         return StoreClientAsync(self, id_or_name)
+
+    async def me(self) -> UserInfo:
+        """The caller's account."""
+        return UserInfo.from_api(await self.send_data(Call("GET", "/v2/users/me")))
+
+    async def update_me(self, *, default_general_access: str) -> UserInfo:
+        """Change the general access that new stores of the caller follow by default."""
+        payload = {"defaultGeneralAccess": default_general_access}
+        return UserInfo.from_api(await self.send_data(base.json_call("PUT", "/v2/users/me", payload, self.compression)))
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -264,6 +274,21 @@ class StoreClientAsync:
 
     async def delete_record(self, key: str) -> None:
         await self._client.send(Call("DELETE", base.record_path(self.path, key)))
+
+    async def list_grants(self) -> list[Grant]:
+        """The users the store is shared with (kvbox extension; needs MANAGE)."""
+        data = await self._client.send_data(Call("GET", f"{self.path}/grants"))
+        return [Grant.from_api(item) for item in data.get("items", [])]
+
+    async def share(self, user: str, permission: str = "READ") -> Grant:
+        """Share the store with a user (name or ID): `READ`, `WRITE` or `MANAGE`."""
+        path = f"{self.path}/grants/{quote(user, safe='')}"
+        call = base.json_call("PUT", path, {"permission": permission}, self._client.compression)
+        return Grant.from_api(await self._client.send_data(call))
+
+    async def unshare(self, user: str) -> None:
+        """Stop sharing the store with a user; `NotFoundError` when it was not shared with them."""
+        await self._client.send(Call("DELETE", f"{self.path}/grants/{quote(user, safe='')}"))
 
     async def _info(self) -> StoreInfo:
         info = await self.get()

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 import httpx
 
@@ -16,7 +17,7 @@ from kvbox.client._base import UNSET, Call, RetryPolicy, _Unset
 from kvbox.client._body import prepare_body
 from kvbox.client._compression import Compression
 from kvbox.client._errors import NotFoundError, TransportError, api_error
-from kvbox.client.models import KeyItem, KeyList, Record, RecordStream, StoreInfo, StoreList
+from kvbox.client.models import Grant, KeyItem, KeyList, Record, RecordStream, StoreInfo, StoreList, UserInfo
 
 
 class KvboxClient:
@@ -58,6 +59,15 @@ class KvboxClient:
     def key_value_store(self, id_or_name: str) -> StoreClient:
         """A store by ID, `~name` (the caller's store) or `username/name`."""
         return StoreClient(self, id_or_name)
+
+    def me(self) -> UserInfo:
+        """The caller's account."""
+        return UserInfo.from_api(self.send_data(Call("GET", "/v2/users/me")))
+
+    def update_me(self, *, default_general_access: str) -> UserInfo:
+        """Change the general access that new stores of the caller follow by default."""
+        payload = {"defaultGeneralAccess": default_general_access}
+        return UserInfo.from_api(self.send_data(base.json_call("PUT", "/v2/users/me", payload, self.compression)))
 
     def close(self) -> None:
         self._http.close()
@@ -259,6 +269,21 @@ class StoreClient:
 
     def delete_record(self, key: str) -> None:
         self._client.send(Call("DELETE", base.record_path(self.path, key)))
+
+    def list_grants(self) -> list[Grant]:
+        """The users the store is shared with (kvbox extension; needs MANAGE)."""
+        data = self._client.send_data(Call("GET", f"{self.path}/grants"))
+        return [Grant.from_api(item) for item in data.get("items", [])]
+
+    def share(self, user: str, permission: str = "READ") -> Grant:
+        """Share the store with a user (name or ID): `READ`, `WRITE` or `MANAGE`."""
+        path = f"{self.path}/grants/{quote(user, safe='')}"
+        call = base.json_call("PUT", path, {"permission": permission}, self._client.compression)
+        return Grant.from_api(self._client.send_data(call))
+
+    def unshare(self, user: str) -> None:
+        """Stop sharing the store with a user; `NotFoundError` when it was not shared with them."""
+        self._client.send(Call("DELETE", f"{self.path}/grants/{quote(user, safe='')}"))
 
     def _info(self) -> StoreInfo:
         info = self.get()

@@ -150,3 +150,41 @@ class RecordStream:
 
     def aiter_bytes(self, chunk_size: int | None = 64 * 1024) -> AsyncIterator[bytes]:
         return self.response.aiter_bytes(chunk_size)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A user a store is shared with (kvbox's sharing extension)."""
+
+    user_id: str
+    username: str
+    permission: str
+    created_at: datetime | None
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> Grant:
+        return cls(
+            user_id=data["userId"],
+            username=data["username"],
+            permission=data["permission"],
+            created_at=parse_time(data.get("createdAt")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    """The caller's account (`/v2/users/me`)."""
+
+    id: str
+    username: str
+    created_at: datetime | None
+    default_general_access: str | None
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> UserInfo:
+        return cls(
+            id=data["id"],
+            username=data["username"],
+            created_at=parse_time(data.get("createdAt")),
+            default_general_access=data.get("defaultGeneralAccess"),
+        )
