@@ -114,20 +114,14 @@ class KvboxApp:
         except Exception as exc:  # every failure leaves as an error envelope
             await send_error(send, exc, head=req.method == "HEAD")
 
-    def _limit(self, req: Request, who: Principal, kind: int) -> None:
-        limiter = self.services.limiter
-        if not limiter.limits.enabled:
-            return
+    def _limit(self, req: Request, who: Principal) -> None:
+        """The per-user budget; per-store budgets are taken once the store is resolved."""
         if who.user is not None:
             user_key = who.user.id
         else:
             client = req.scope.get("client")
             user_key = "ip:" + (client[0] if client else "unknown")
-        store_key = None
-        if kind not in (COLLECTION, ME):
-            segment = req.segments[2]
-            store_key = f"{user_key}{segment}" if segment.startswith("~") else segment
-        limiter.check(user_key=user_key, store_key=store_key, record_op=kind == RECORD)
+        self.services.limiter.check_user(user_key)
 
     async def _route(self, req: Request, send: Send, kind: int | None) -> None:
         method = req.method
@@ -152,7 +146,7 @@ class KvboxApp:
             raise MethodNotAllowedError((*allowed, "OPTIONS"))
         svc = self.services
         who = await svc.auth.authenticate(req.token())
-        self._limit(req, who, kind)
+        self._limit(req, who)
         seg = req.segments
         if kind == RECORD:
             if method in ("GET", "HEAD"):

@@ -24,8 +24,13 @@ T = TypeVar("T")
 def run_with_services(options: dict[str, Any], action: Callable[[Services], Awaitable[T]]) -> T:
     """Open the configured backend, run one action, close it; errors become CLI errors."""
 
+    settings = settings_from(options)
+
     async def go() -> T:
-        services = build_services(settings_from(options))
+        try:
+            services = build_services(settings)
+        except ValueError as err:  # e.g. an unknown --backend
+            raise click.UsageError(str(err)) from err
         try:
             return await action(services)
         finally:
@@ -215,9 +220,10 @@ def sweep_command(as_json: bool, **options: Any) -> None:
 def tokens_list(username: str, **options: Any) -> None:
     """List USERNAME's tokens (IDs and labels; the secrets are never stored)."""
     found = run_with_services(options, lambda s: s.users.list_tokens(username))
-    table = Table("Token ID", "Name", "Created")
+    table = Table("Token ID", "Name", "Created", "Access", "Stores")
     for t in found:
-        table.add_row(t.id, t.name, iso_ms(t.created_at))
+        stores = ", ".join(t.store_ids) if t.store_ids is not None else "all"
+        table.add_row(t.id, t.name, iso_ms(t.created_at), "read-only" if t.read_only else "full", stores)
     Console().print(table)
 
 

@@ -39,4 +39,4 @@ def settings_from(options: dict[str, Any]) -> Settings:
         raise click.UsageError(str(err)) from err
 
 
-BACKEND_SETTINGS = ("data_dir", "backend", "durable")
+BACKEND_SETTINGS = ("data_dir", "backend", "durable", "metadata_url", "blob_url", "s3_endpoint", "metadata_pool_size")

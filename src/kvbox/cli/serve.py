@@ -62,7 +62,10 @@ def serve(**options: Any) -> None:
         settings.port = _free_port(settings.host)
     if settings.workers < 1:
         raise click.UsageError("--workers must be at least 1.")
-    token = asyncio.run(_bootstrap(settings))
+    try:
+        token = asyncio.run(_bootstrap(settings))
+    except ValueError as err:  # e.g. an unknown backend
+        raise click.UsageError(str(err)) from err
     if token:
         click.echo("=" * 72)
         click.echo("Created user 'admin'. Its API token (shown only this once):")

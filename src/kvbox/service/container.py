@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 
 from kvbox.backends.base import BlobStore, MetadataIndex
-from kvbox.backends.registry import open_backend
+from kvbox.backends.registry import exclusive, open_backend
 from kvbox.core.clock import Clock, SystemClock
 from kvbox.service.principal import Authenticator
 from kvbox.service.ratelimit import Limits, RateLimiter
@@ -75,6 +75,7 @@ class Services:
         interval = max(0.05, self.settings.stats_flush_interval)
         sweep_every = self.settings.sweep_interval
         next_sweep = self.clock.now_ms()
+        next_orphans = self.clock.now_ms() + ORPHAN_MIN_AGE_MS
         with contextlib.suppress(Exception):
             await self.collect_orphans()
         while True:
@@ -83,8 +84,14 @@ class Services:
                 await self.stats.flush()
                 if sweep_every > 0 and self.clock.now_ms() >= next_sweep:
                     next_sweep = self.clock.now_ms() + int(sweep_every * 1000)
-                    while await self.retention.sweep() > 0:
-                        await asyncio.sleep(0)
+                    # One node at a time: the lock is a PostgreSQL advisory lock when nodes share one.
+                    async with exclusive(self.index, "kvbox-sweeper") as leader:
+                        while leader and await self.retention.sweep() > 0:
+                            await asyncio.sleep(0)
+                        # Blobs a crashed writer left behind, also on nodes that never restart.
+                        if leader and self.clock.now_ms() >= next_orphans:
+                            next_orphans = self.clock.now_ms() + ORPHAN_MIN_AGE_MS
+                            await self.collect_orphans()
                 # A bounded number of purge batches per tick, yielding to requests in between.
                 for _ in range(20):
                     await self.housekeeping()
@@ -111,10 +118,25 @@ def build_services(
 ) -> Services:
     clock = clock or SystemClock()
     if index is None or blobs is None:
-        index, blobs = open_backend(settings.backend, data_dir=settings.data_dir, durable=settings.durable)
+        index, blobs = open_backend(
+            settings.backend,
+            data_dir=settings.data_dir,
+            durable=settings.durable,
+            metadata_url=settings.metadata_url,
+            blob_url=settings.blob_url,
+            s3_endpoint=settings.s3_endpoint,
+            pool_size=settings.metadata_pool_size,
+        )
     stats = StatsBuffer(index)
     users = UserDirectory(index)
-    stores = StoreService(index, clock, stats, users)
+    limits = Limits(
+        enabled=settings.rate_limits,
+        store_per_second=settings.rate_limit_store,
+        records_per_second=settings.rate_limit_records,
+        user_per_second=settings.rate_limit_user,
+    )
+    limiter = RateLimiter(clock, limits, processes=settings.workers)
+    stores = StoreService(index, clock, stats, users, limiter)
     records = RecordService(
         index,
         blobs,
@@ -123,12 +145,6 @@ def build_services(
         clock,
         max_record_size=settings.max_record_size,
         inline_threshold=settings.inline_threshold,
-    )
-    limits = Limits(
-        enabled=settings.rate_limits,
-        store_per_second=settings.rate_limit_store,
-        records_per_second=settings.rate_limit_records,
-        user_per_second=settings.rate_limit_user,
     )
     return Services(
         settings=settings,
@@ -144,5 +160,5 @@ def build_services(
         retention=RetentionService(
             index, clock, stats, retention_ms=parse_duration_ms(settings.unnamed_retention)
         ),
-        limiter=RateLimiter(clock, limits, processes=settings.workers),
+        limiter=limiter,
     )

@@ -46,14 +46,21 @@ class RateLimiter:
         return self.limits.user_per_second
 
     def check(self, *, user_key: str, store_key: str | None, record_op: bool) -> None:
-        """Take one token from the user's bucket and the store's; raise 429 when either is empty."""
-        if not self.limits.enabled:
-            return
-        now = self._clock.now_ms()
+        """Take one token from the store's bucket and the user's; raise 429 when either is empty."""
         if store_key is not None:
+            self.check_store(store_key, record_op=record_op)
+        self.check_user(user_key)
+
+    def check_user(self, user_key: str) -> None:
+        """The per-user (or per client address) budget, taken before anything else is done."""
+        if self.limits.enabled:
+            self._take(("user", user_key), self.limits.user_per_second, self._clock.now_ms())
+
+    def check_store(self, store_id: str, *, record_op: bool) -> None:
+        """The per-store budget: record reads/writes/deletes, or other store operations."""
+        if self.limits.enabled:
             limit = self.limits.records_per_second if record_op else self.limits.store_per_second
-            self._take(("records" if record_op else "store", store_key), limit, now)
-        self._take(("user", user_key), self.limits.user_per_second, now)
+            self._take(("records" if record_op else "store", store_id), limit, self._clock.now_ms())
 
     def _take(self, key: tuple[str, str], limit: int, now: int) -> None:
         rate = max(1.0, limit / self._share)  # tokens per second in this process

@@ -84,7 +84,7 @@ class RecordService:
         ctype = _clean_content_type(content_type)
         if content_length is not None and content_length > self.max_record_size:
             raise RequestTooLargeError(self.max_record_size, content_length)
-        resolved = await self._stores.resolve(principal, segment, need=Permission.WRITE)
+        resolved = await self._stores.resolve(principal, segment, need=Permission.WRITE, record_op=True)
         collections = collections_for_key(resolved.store.schema, key)
         check_content_type(collections, key, ctype)
         keep_for_check = needs_body_check(collections, ctype)
@@ -151,7 +151,7 @@ class RecordService:
     ) -> tuple[Resolved, RecordMeta]:
         validate_key(key)
         resolved = await self._stores.resolve(
-            principal, segment, need=Permission.READ, signature=signature, record_key=key
+            principal, segment, need=Permission.READ, signature=signature, record_key=key, record_op=True
         )
         meta = await self._index.get_record(resolved.store.id, key)
         if meta is None:
@@ -191,7 +191,7 @@ class RecordService:
     async def delete(self, principal: Principal, segment: str, key: str) -> None:
         """Deleting a missing record succeeds (idempotent, so `set_value(key, None)` never fails)."""
         validate_key(key)
-        resolved = await self._stores.resolve(principal, segment, need=Permission.WRITE)
+        resolved = await self._stores.resolve(principal, segment, need=Permission.WRITE, record_op=True)
         old = await self._index.delete_record(resolved.store.id, key, now_ms=self._clock.now_ms())
         if old is not None and old.blob_id:
             await self._blobs.delete(old.blob_id)

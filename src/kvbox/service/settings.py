@@ -82,7 +82,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("durable", "KVBOX_DURABLE", False,
             "fsync every write so it also survives power loss (writes always survive a process kill).",
             parse_bool, "BOOL"),
-    Setting("backend", "KVBOX_BACKEND", "sqlite", "Storage backend: sqlite (default) or memory.", str, "NAME"),
+    Setting("backend", "KVBOX_BACKEND", "sqlite",
+            "Storage backend: sqlite (default), postgres (set by --metadata-url) or memory.", str, "NAME"),
+    Setting("metadata_url", "KVBOX_METADATA_URL", None,
+            "PostgreSQL URL of the shared index (postgresql://USER:PASSWORD@HOST/DB); selects the scale-out "
+            "backend, with --blob-url.", str, "URL"),
+    Setting("blob_url", "KVBOX_BLOB_URL", None,
+            "Bucket and key prefix for record bodies of the scale-out backend (s3://BUCKET/PREFIX); credentials "
+            "and region come from the standard AWS variables.", str, "URL"),
+    Setting("s3_endpoint", "KVBOX_S3_ENDPOINT", None,
+            "S3 endpoint URL for stores other than AWS (MinIO, Ceph RGW, R2 ...); default: AWS or AWS_ENDPOINT_URL.",
+            str, "URL"),
+    Setting("metadata_pool_size", "KVBOX_METADATA_POOL_SIZE", 10,
+            "Most PostgreSQL connections each server process opens.", int, "N"),
     Setting("stats_flush_interval", "KVBOX_STATS_FLUSH_INTERVAL", 1.0,
             "Seconds between flushes of read/list counters to the database.", float, "SECONDS"),
     Setting("unnamed_retention", "KVBOX_UNNAMED_RETENTION", "7d",
@@ -114,6 +126,10 @@ class Settings:
     inline_threshold: int = 64 << 10
     durable: bool = False
     backend: str = "sqlite"
+    metadata_url: str | None = None
+    blob_url: str | None = None
+    s3_endpoint: str | None = None
+    metadata_pool_size: int = 10
     stats_flush_interval: float = 1.0
     unnamed_retention: str = "7d"
     sweep_interval: float = 60.0

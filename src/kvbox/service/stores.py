@@ -21,6 +21,7 @@ from kvbox.core.names import validate_store_name
 from kvbox.core.signatures import verify_record, verify_storage
 from kvbox.service.access import StoreRef, authorize, permission_of, token_cap
 from kvbox.service.principal import Principal
+from kvbox.service.ratelimit import RateLimiter
 from kvbox.service.schemas import validate_schema
 from kvbox.service.stats import StatsBuffer
 
@@ -69,7 +70,15 @@ class UserDirectory:
 
 
 class StoreService:
-    def __init__(self, index: MetadataIndex, clock: Clock, stats: StatsBuffer, users: UserDirectory) -> None:
+    def __init__(
+        self,
+        index: MetadataIndex,
+        clock: Clock,
+        stats: StatsBuffer,
+        users: UserDirectory,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self._limiter = limiter
         self._index = index
         self._clock = clock
         self._stats = stats
@@ -98,6 +107,7 @@ class StoreService:
         need: Permission,
         signature: str | None = None,
         record_key: str | None = None,
+        record_op: bool = False,
     ) -> Resolved:
         """Find a store and check the caller may do `need` on it (404 when it does not exist).
 
@@ -123,6 +133,9 @@ class StoreService:
             principal, store, need=need, owner=owner, by_name=ref.by_name, signed=signed, grant=grant
         )
         by_signature = signed and permission_of(principal, store, grant) < Permission.READ
+        if self._limiter is not None:
+            # Keyed by the store's ID however it was addressed, and only for allowed requests.
+            self._limiter.check_store(store.id, record_op=record_op)
         return Resolved(store=store, owner=owner, permission=permission, by_signature=by_signature)
 
     async def _with_permission(self, principal: Principal, store: Store) -> Resolved:

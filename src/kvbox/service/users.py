@@ -33,6 +33,8 @@ class UserService:
         validate_username(username)
         if await self._index.get_user_by_name(username) is not None:
             raise NameNotUniqueError(f"User {username!r} already exists.")
+        if token is not None:
+            await self._check_secret(token)  # before inserting: a refused token must leave no user behind
         user = User(id=new_id(), username=username, created_at=self._clock.now_ms())
         await self._index.insert_user(user)
         return await self._issue(user, token, name="default")
@@ -77,6 +79,12 @@ class UserService:
         await self._index.set_user_default_access(user.id, access)
         return await self.find_user(user.id)
 
+    async def _check_secret(self, secret: str) -> None:
+        if len(secret) < MIN_TOKEN_LENGTH:
+            raise InvalidValueError(f"A token must be at least {MIN_TOKEN_LENGTH} characters long.")
+        if await self._index.get_token_by_hash(hash_token(secret)) is not None:
+            raise NameNotUniqueError("This token is already in use.")
+
     async def _issue(
         self,
         user: User,
@@ -86,11 +94,9 @@ class UserService:
         read_only: bool = False,
         store_ids: tuple[str, ...] | None = None,
     ) -> IssuedToken:
-        if secret is not None and len(secret) < MIN_TOKEN_LENGTH:
-            raise InvalidValueError(f"A token must be at least {MIN_TOKEN_LENGTH} characters long.")
-        secret = secret or new_token()
-        if await self._index.get_token_by_hash(hash_token(secret)) is not None:
-            raise NameNotUniqueError("This token is already in use.")
+        if secret is None:
+            secret = new_token()
+        await self._check_secret(secret)
         token = Token(
             id=new_id(),
             user_id=user.id,
