@@ -39,12 +39,17 @@ class MemoryMetadataIndex:
         self._records: dict[str, _StoreRecords] = {}
         self._deleted: dict[str, _StoreRecords] = {}
         self._grants: dict[tuple[str, str], Grant] = {}
+        self._generation = 0
 
     async def close(self) -> None:
         return None
 
+    def read_generation(self) -> int:
+        return self._generation
+
     # users and tokens
     async def insert_user(self, user: User) -> None:
+        self._generation += 1
         if any(u.username == user.username for u in self._users.values()):
             raise NameNotUniqueError(f"User {user.username!r} already exists.")
         self._users[user.id] = dataclasses.replace(user)
@@ -63,10 +68,12 @@ class MemoryMetadataIndex:
         return sorted((dataclasses.replace(u) for u in self._users.values()), key=lambda u: (u.created_at, u.id))
 
     async def set_user_default_access(self, user_id: str, access: GeneralAccess) -> None:
+        self._generation += 1
         if user_id in self._users:
             self._users[user_id].default_general_access = access
 
     async def insert_token(self, token: Token) -> None:
+        self._generation += 1
         self._tokens[token.id] = dataclasses.replace(token)
 
     async def get_token_by_hash(self, token_hash: str) -> Token | None:
@@ -79,6 +86,7 @@ class MemoryMetadataIndex:
         return [dataclasses.replace(t) for t in self._tokens.values() if t.user_id == user_id]
 
     async def delete_token(self, token_id: str) -> bool:
+        self._generation += 1
         return self._tokens.pop(token_id, None) is not None
 
     # stores
@@ -91,6 +99,7 @@ class MemoryMetadataIndex:
         )
 
     async def insert_store(self, store: Store) -> None:
+        self._generation += 1
         if store.name is not None and self._name_taken(store.user_id, store.name):
             raise NameNotUniqueError(f"You already have a key-value store named {store.name!r}.")
         self._stores[store.id] = self._copy(store)
@@ -115,6 +124,7 @@ class MemoryMetadataIndex:
         general_access: GeneralAccess | _Unset = UNSET,
         title: str | _Unset | None = UNSET,
     ) -> Store | None:
+        self._generation += 1
         s = self._stores.get(store_id)
         if s is None:
             return None
@@ -131,6 +141,7 @@ class MemoryMetadataIndex:
         return self._copy(s)
 
     async def delete_store(self, store_id: str, *, expired_before: int | None = None) -> bool:
+        self._generation += 1
         store = self._stores.get(store_id)
         if store is None:
             return False
@@ -170,6 +181,7 @@ class MemoryMetadataIndex:
 
     # sharing
     async def set_grant(self, grant: Grant) -> None:
+        self._generation += 1
         if grant.store_id in self._stores:
             self._grants[(grant.store_id, grant.user_id)] = dataclasses.replace(grant)
 
@@ -182,9 +194,11 @@ class MemoryMetadataIndex:
         return sorted(found, key=lambda g: (g.created_at, g.user_id))
 
     async def delete_grant(self, store_id: str, user_id: str) -> bool:
+        self._generation += 1
         return self._grants.pop((store_id, user_id), None) is not None
 
     async def apply_stats(self, deltas: Mapping[str, StatsDelta]) -> None:
+        self._generation += 1
         for store_id, d in deltas.items():
             s = self._stores.get(store_id)
             if s is None:
@@ -200,6 +214,7 @@ class MemoryMetadataIndex:
         return dataclasses.replace(r) if r else None
 
     async def put_record(self, store_id: str, record: RecordMeta) -> RecordMeta | None:
+        self._generation += 1
         s = self._stores.get(store_id)
         if s is None:
             raise StorageError(f"Store {store_id} does not exist.")
@@ -216,6 +231,7 @@ class MemoryMetadataIndex:
         return old
 
     async def delete_record(self, store_id: str, key: str, *, now_ms: int) -> RecordMeta | None:
+        self._generation += 1
         s = self._stores.get(store_id)
         if s is None:
             return None
@@ -247,6 +263,7 @@ class MemoryMetadataIndex:
 
     # housekeeping
     async def purge_deleted(self, *, max_rows: int) -> list[str]:
+        self._generation += 1
         freed: list[str] = []
         for store_id in list(self._deleted):
             recs = self._deleted[store_id]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Protocol
 
 
@@ -36,5 +37,9 @@ def iso_ms(ms: int) -> str:
 
 
 def http_date(ms: int) -> str:
-    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return dt.strftime("%a, %d %b %Y %H:%M:%S GMT")
+    return _http_date_of_second(ms // 1000)
+
+
+@lru_cache(maxsize=4096)
+def _http_date_of_second(second: int) -> str:
+    return datetime.fromtimestamp(second, tz=UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")

@@ -12,6 +12,7 @@ from kvbox.backends.registry import exclusive, open_backend
 from kvbox.core.clock import Clock, SystemClock
 from kvbox.service.principal import Authenticator
 from kvbox.service.ratelimit import Limits, RateLimiter
+from kvbox.service.readcache import ReadCache
 from kvbox.service.records import RecordService
 from kvbox.service.retention import RetentionService
 from kvbox.service.settings import Settings, parse_duration_ms
@@ -136,7 +137,8 @@ def build_services(
         user_per_second=settings.rate_limit_user,
     )
     limiter = RateLimiter(clock, limits, processes=settings.workers)
-    stores = StoreService(index, clock, stats, users, limiter)
+    cache = ReadCache(index)
+    stores = StoreService(index, clock, stats, users, limiter, cache)
     records = RecordService(
         index,
         blobs,
@@ -151,7 +153,7 @@ def build_services(
         clock=clock,
         index=index,
         blobs=blobs,
-        auth=Authenticator(index),
+        auth=Authenticator(index, cache),
         stores=stores,
         records=records,
         users=UserService(index, clock),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from kvbox.backends.base import MetadataIndex
 from kvbox.core.errors import InvalidTokenError
 from kvbox.core.models import Token, User
+from kvbox.service.readcache import ReadCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +32,9 @@ def hash_token(token: str) -> str:
 class Authenticator:
     """Turns a presented API token into a Principal. Only token hashes are stored."""
 
-    def __init__(self, index: MetadataIndex) -> None:
+    def __init__(self, index: MetadataIndex, cache: ReadCache | None = None) -> None:
         self._index = index
+        self._cache = cache or ReadCache(index)
 
     async def authenticate(self, token: str | None) -> Principal:
         if token is None:
@@ -40,11 +42,15 @@ class Authenticator:
         if not token or len(token) > 512:
             raise InvalidTokenError()
         presented = hash_token(token)
+        principal = await self._cache.get(("principal", presented), lambda: self._load(presented))
+        if principal is None:
+            raise InvalidTokenError()
+        return principal
+
+    async def _load(self, presented: str) -> Principal | None:
         row = await self._index.get_token_by_hash(presented)
         # The lookup is by hash; the compare below keeps the final check constant-time as well.
         if row is None or not hmac.compare_digest(row.token_hash, presented):
-            raise InvalidTokenError()
+            return None
         user = await self._index.get_user(row.user_id)
-        if user is None:
-            raise InvalidTokenError()
-        return Principal(user=user, token=row)
+        return Principal(user=user, token=row) if user is not None else None

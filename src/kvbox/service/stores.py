@@ -22,6 +22,7 @@ from kvbox.core.signatures import verify_record, verify_storage
 from kvbox.service.access import StoreRef, authorize, permission_of, token_cap
 from kvbox.service.principal import Principal
 from kvbox.service.ratelimit import RateLimiter
+from kvbox.service.readcache import ReadCache
 from kvbox.service.schemas import validate_schema
 from kvbox.service.stats import StatsBuffer
 
@@ -77,8 +78,10 @@ class StoreService:
         stats: StatsBuffer,
         users: UserDirectory,
         limiter: RateLimiter | None = None,
+        cache: ReadCache | None = None,
     ) -> None:
         self._limiter = limiter
+        self._cache = cache or ReadCache(index)
         self._index = index
         self._clock = clock
         self._stats = stats
@@ -86,7 +89,8 @@ class StoreService:
 
     async def _find(self, principal: Principal, ref: StoreRef) -> Store | None:
         if ref.store_id is not None:
-            return await self._index.get_store(ref.store_id)
+            store_id = ref.store_id
+            return await self._cache.get(("store", store_id), lambda: self._index.get_store(store_id))
         if ref.username is None:
             if principal.user is None:
                 raise TokenNotProvidedError()
@@ -122,8 +126,13 @@ class StoreService:
             owner: User | None = principal.user
             grant = None
         else:
-            owner = await self.users.fresh(store.user_id)
-            grant = await self._index.get_grant(store.id, principal.user.id) if principal.user else None
+            owner = await self._cache.get(("user", store.user_id), lambda: self._index.get_user(store.user_id))
+            grant = None
+            if principal.user is not None:
+                user_id = principal.user.id
+                grant = await self._cache.get(
+                    ("grant", store.id, user_id), lambda: self._index.get_grant(store.id, user_id)
+                )
         signed = False
         if need is Permission.READ and signature:
             signed = (record_key is not None and verify_record(store.url_signing_secret, record_key, signature)) or (
@@ -255,8 +264,7 @@ class StoreService:
                 access = GeneralAccess(general_access)
             except ValueError:
                 raise InvalidValueError(
-                    f"Invalid value provided: generalAccess must be one of "
-                    f"{', '.join(a.value for a in GeneralAccess)}."
+                    f"Invalid value provided: generalAccess must be one of {', '.join(a.value for a in GeneralAccess)}."
                 ) from None
         if not isinstance(name, _Unset) and name is not None:
             validate_store_name(name)

@@ -126,13 +126,21 @@ class SqliteMetadataIndex:
                 conn.close()
                 raise
         self._conn = conn
+        self._local_writes = 0
 
     async def close(self) -> None:
         self._conn.close()
 
+    def read_generation(self) -> int:
+        """Changes whenever any process commits to the database (readers reuse rows until then)."""
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        return int(version) << 32 | self._local_writes
+
     @contextmanager
     def _write(self, action: str) -> Iterator[sqlite3.Connection]:
         """One write transaction; commits when the block ends, rolls back when it raises."""
+        # data_version does not move for this connection's own commits: count them here.
+        self._local_writes += 1
         with _storage_errors(action):
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
