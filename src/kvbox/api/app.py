@@ -25,6 +25,9 @@ PREFLIGHT_HEADERS = [
     (b"access-control-max-age", b"86400"),
 ]
 
+# After an error, up to this much of an unread request body is read and dropped.
+DISCARD_LIMIT = 16 * 1024 * 1024
+
 # Route kinds: which methods they answer and which rate-limit bucket they draw from.
 COLLECTION, STORE, KEYS, ZIP, RECORD, GRANTS, GRANT, ME = range(8)
 METHODS: dict[int, tuple[str, ...]] = {
@@ -113,6 +116,7 @@ class KvboxApp:
             await self._route(req, send, kind)
         except Exception as exc:  # every failure leaves as an error envelope
             await send_error(send, exc, head=req.method == "HEAD")
+            await req.discard_body(DISCARD_LIMIT)
 
     def _limit(self, req: Request, who: Principal) -> None:
         """The per-user budget; per-store budgets are taken once the store is resolved."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
@@ -29,7 +30,7 @@ class ClientDisconnectedError(Exception):
 
 
 class Request:
-    __slots__ = ("_headers", "_query", "method", "receive", "scope", "segments")
+    __slots__ = ("_headers", "_query", "body_done", "method", "receive", "scope", "segments")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.scope = scope
@@ -42,6 +43,7 @@ class Request:
         self.segments = [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
         self._query: dict[str, str] | None = None
         self._headers: dict[str, str] | None = None
+        self.body_done = False
 
     @property
     def query(self) -> dict[str, str]:
@@ -81,12 +83,36 @@ class Request:
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
+                self.body_done = True
                 raise ClientDisconnectedError()
             chunk = message.get("body", b"")
             if chunk:
                 yield chunk
             if not message.get("more_body", False):
+                self.body_done = True
                 return
+
+    async def discard_body(self, limit: int) -> None:
+        """Read and drop what is left of a body the handler refused, up to `limit` bytes.
+
+        A client still sending when the response arrives may otherwise see a reset
+        connection instead of the error; beyond the limit the connection is left to close.
+        """
+        if self.body_done or self.method in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            return
+        length = self.content_length_or_none()
+        if length is not None and length > limit:
+            return
+        seen = 0
+        with contextlib.suppress(ClientDisconnectedError):
+            async for chunk in self.body_chunks():
+                seen += len(chunk)
+                if seen > limit:
+                    return
+
+    def content_length_or_none(self) -> int | None:
+        value = self.headers.get("content-length")
+        return int(value) if value is not None and value.strip().isdigit() else None
 
     async def read_body(self, limit: int) -> bytes:
         length = self.content_length()

@@ -139,7 +139,8 @@ def prepare_body(
         return encode_body(value, content_type, content_encoding, compression)
     if isinstance(value, AsyncIterator):
         raise TypeError("an async iterator can only be uploaded with KvboxClientAsync")
-    if isinstance(value, Iterator):
+    # A binary file is an Iterator too (of lines): read it as a file, in chunks.
+    if isinstance(value, Iterator) and not hasattr(value, "read"):
         head, ended = _peek(value)
         size = sum(map(len, head)) if ended else None
         headers, comp = stream_headers(content_type, content_encoding, compression, size)
@@ -199,7 +200,7 @@ async def aprepare_body(
     """The body for an asynchronous upload (also accepts async iterators of bytes)."""
     if not is_stream_source(value):
         return encode_body(value, content_type, content_encoding, compression)
-    if isinstance(value, AsyncIterator | Iterator):
+    if isinstance(value, AsyncIterator) or (isinstance(value, Iterator) and not hasattr(value, "read")):
         head, ended = await _apeek(value) if isinstance(value, AsyncIterator) else _peek(value)
         size = sum(map(len, head)) if ended else None
         headers, comp = stream_headers(content_type, content_encoding, compression, size)

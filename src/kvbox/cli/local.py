@@ -1,0 +1,205 @@
+"""The local target: a kvbox data directory opened in this process, acting as one user.
+
+Every operation is the service call the API makes for the same request, with a Principal
+for the chosen user, so permissions, validation and limits are the server's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import click
+
+from kvbox.cli.options import settings_from
+from kvbox.cli.target import KeyRow, RecordInfo, Source, StoreRow
+from kvbox.core.clock import iso_ms
+from kvbox.core.encoding import IDENTITY
+from kvbox.core.errors import RecordNotFoundError, StoreNotFoundError
+from kvbox.core.models import User
+from kvbox.service.codecs import decode_stream
+from kvbox.service.container import Services, build_services
+from kvbox.service.principal import Principal
+from kvbox.service.records import RecordRead
+from kvbox.service.stores import MAX_PAGE, Resolved
+
+CHUNK_SIZE = 256 * 1024
+DEFAULT_USER = "admin"
+
+
+async def choose_user(services: Services, wanted: str | None, data_dir: Path) -> User:
+    """The user named by --user, else the only user, else `admin`."""
+    users = await services.users.list_users()
+    if wanted is not None:
+        for user in users:
+            if wanted in (user.username, user.id):
+                return user
+        names = ", ".join(u.username for u in users) or "none yet"
+        raise click.BadParameter(f"No user {wanted!r} in {data_dir} (users: {names}).", param_hint="--user")
+    if not users:
+        raise click.ClickException(
+            f"{data_dir} has no users yet. Create one with `kvbox users create NAME --data-dir {data_dir}`."
+        )
+    if len(users) == 1:
+        return users[0]
+    for user in users:
+        if user.username == DEFAULT_USER:
+            return user
+    names = ", ".join(u.username for u in users)
+    raise click.UsageError(f"{data_dir} has several users ({names}); choose one with --user or KVBOX_USER.")
+
+
+class LocalDownload:
+    """A record's stored bytes, decompressed on the way out when it was stored compressed."""
+
+    def __init__(self, read: RecordRead) -> None:
+        meta = read.meta
+        self.info = RecordInfo(key=meta.key, content_type=meta.content_type, size=meta.size, encoding=meta.encoding)
+        self._body = read.body
+        self._read = 0
+
+    @property
+    def transferred(self) -> int:
+        return self._read
+
+    async def _stored(self) -> AsyncIterator[bytes]:
+        if self._body is None:
+            return
+        async for chunk in self._body:
+            self._read += len(chunk)
+            yield chunk
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        if self.info.encoding == IDENTITY:
+            return self._stored()
+        return decode_stream(self._stored(), self.info.encoding)
+
+    async def aclose(self) -> None:
+        close = getattr(self._body, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def _file_chunks(source: Source) -> AsyncIterator[bytes]:
+    while chunk := source.read(CHUNK_SIZE):
+        yield chunk
+
+
+class LocalTarget:
+    def __init__(self, services: Services, principal: Principal, where: str) -> None:
+        self._svc = services
+        self._who = principal
+        self.where = where
+
+    @classmethod
+    async def open(cls, data_dir: str | None, user: str | None) -> LocalTarget:
+        settings = settings_from({"data_dir": data_dir})
+        if settings.backend == "memory":
+            raise click.UsageError("The memory backend keeps nothing between commands; use sqlite.")
+        if not settings.data_dir.is_dir():
+            raise click.UsageError(
+                f"No kvbox data directory at {settings.data_dir}. Pass --data-dir (or KVBOX_DATA_DIR), "
+                "or --api-url (or KVBOX_API_URL) for a server."
+            )
+        try:
+            services = build_services(settings)
+        except ValueError as err:  # e.g. an unknown KVBOX_BACKEND
+            raise click.UsageError(str(err)) from err
+        try:
+            found = await choose_user(services, user, settings.data_dir)
+        except BaseException:
+            await services.close()
+            raise
+        where = f"data directory {settings.data_dir} (as user {found.username})"
+        return cls(services, Principal(user=found), where)
+
+    def _row(self, resolved: Resolved) -> StoreRow:
+        store = resolved.store
+        expires = self._svc.retention.expires_at(store)
+        return StoreRow(
+            id=store.id,
+            name=store.name,
+            user_id=store.user_id,
+            username=resolved.owner.username if resolved.owner else None,
+            created_at=iso_ms(store.created_at),
+            modified_at=iso_ms(store.modified_at),
+            accessed_at=iso_ms(store.accessed_at),
+            general_access=store.general_access.value,
+            record_count=store.record_count,
+            storage_bytes=store.stats.storage_bytes,
+            expires_at=iso_ms(expires) if expires is not None else None,
+        )
+
+    async def get_store(self, segment: str) -> StoreRow | None:
+        try:
+            return self._row(await self._svc.stores.get(self._who, segment))
+        except StoreNotFoundError:
+            return None
+
+    async def list_stores(self, *, unnamed: bool) -> list[StoreRow]:
+        rows: list[StoreRow] = []
+        while True:
+            page = await self._svc.stores.list(self._who, offset=len(rows), limit=MAX_PAGE, unnamed=unnamed)
+            rows += [self._row(r) for r in page.items]
+            if not page.items or len(rows) >= page.total:
+                return rows
+
+    async def create_store(self, name: str | None) -> tuple[StoreRow, bool]:
+        resolved, created = await self._svc.stores.get_or_create(self._who, name=name)
+        return self._row(resolved), created
+
+    async def rename_store(self, store_id: str, name: str) -> StoreRow:
+        return self._row(await self._svc.stores.update(self._who, store_id, name=name))
+
+    async def delete_store(self, store_id: str) -> None:
+        await self._svc.stores.delete(self._who, store_id)
+
+    async def iterate_keys(self, store_id: str, *, prefix: str | None = None) -> AsyncIterator[KeyRow]:
+        after: str | None = None
+        while True:
+            _, page = await self._svc.records.list_keys(
+                self._who, store_id, exclusive_start_key=after, limit=MAX_PAGE, prefix=prefix
+            )
+            for item in page.items:
+                yield KeyRow(item.key, item.size)
+            if page.next_key is None:
+                return
+            after = page.next_key
+
+    async def record_info(self, store_id: str, key: str) -> RecordInfo | None:
+        try:
+            meta = (await self._svc.records.head(self._who, store_id, key)).meta
+        except RecordNotFoundError:
+            return None
+        return RecordInfo(key=meta.key, content_type=meta.content_type, size=meta.size, encoding=meta.encoding)
+
+    @asynccontextmanager
+    async def open_record(self, store_id: str, key: str) -> AsyncIterator[LocalDownload | None]:
+        try:
+            read = await self._svc.records.get(self._who, store_id, key)
+        except RecordNotFoundError:
+            yield None
+            return
+        download = LocalDownload(read)
+        try:
+            yield download
+        finally:
+            await download.aclose()
+
+    async def put_record(self, store_id: str, key: str, source: Source, *, content_type: str, size: int | None) -> None:
+        await self._svc.records.put(
+            self._who,
+            store_id,
+            key,
+            body=_file_chunks(source),
+            content_type=content_type,
+            content_encoding=None,
+            content_length=size,
+        )
+
+    async def delete_record(self, store_id: str, key: str) -> None:
+        await self._svc.records.delete(self._who, store_id, key)
+
+    async def close(self) -> None:
+        await self._svc.close()
