@@ -36,7 +36,7 @@ STORE, RECORD, TYPED = S + "/{id}", S + "/{id}/records/k", S + "/{typed}/records
 
 CASES = {
     "unknown route": Case("GET", "/v2/datasets", 404, "page-not-found"),
-    "root": Case("GET", "/", 404, "page-not-found"),
+    "api root": Case("GET", "/v2", 404, "page-not-found"),
     "too deep": Case("GET", RECORD + "/more", 404, "page-not-found"),
     "unknown sub-resource": Case("GET", STORE + "/nope", 404, "page-not-found"),
     "405 collection": Case("PATCH", S, 405, "method-not-allowed"),

@@ -139,7 +139,7 @@ def test_health(server: Any) -> None:
     assert httpx.head(f"{server.url}/health", timeout=10).status_code == 200
     r = httpx.post(f"{server.url}/health", timeout=10)
     assert r.status_code == 405 and r.json()["error"]["type"] == "method-not-allowed"
-    r = httpx.get(f"{server.url}/no/such/route", timeout=10)
+    r = httpx.get(f"{server.url}/v2/no/such/route", timeout=10)
     assert r.status_code == 404 and "error" in r.json()
 
 

@@ -12,6 +12,7 @@ import logging
 from kvbox.api import records, sharing, stores
 from kvbox.api.errors import send_error
 from kvbox.api.http import Message, Receive, Request, Scope, Send, send_empty, send_json
+from kvbox.console import create_console
 from kvbox.core.errors import MethodNotAllowedError, PageNotFoundError
 from kvbox.service.container import Services, build_services
 from kvbox.service.principal import Principal
@@ -65,6 +66,7 @@ def match(seg: list[str]) -> int | None:
 class KvboxApp:
     def __init__(self, services: Services) -> None:
         self.services = services
+        self.console = create_console(services)  # every path outside /v2 and /health
         self._background: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -100,6 +102,9 @@ class KvboxApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         req = Request(scope, receive)
         kind = match(req.segments)
+        if kind is None and req.segments[:1] not in (["v2"], ["health"]):
+            await self.console(scope, receive, send)
+            return
         limiter = self.services.limiter
         if limiter.limits.enabled:
             limit = str(limiter.limit_for(record_op=kind == RECORD, store_op=kind not in (None, COLLECTION, ME)))
