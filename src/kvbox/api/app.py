@@ -8,17 +8,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from kvbox.api import records, sharing, stores
 from kvbox.api.errors import send_error
 from kvbox.api.http import Message, Receive, Request, Scope, Send, send_empty, send_json
-from kvbox.console import create_console
 from kvbox.core.errors import MethodNotAllowedError, PageNotFoundError
 from kvbox.service.container import Services, build_services
 from kvbox.service.principal import Principal
 from kvbox.service.settings import Settings
 
 log = logging.getLogger("kvbox.api")
+
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PREFLIGHT_HEADERS = [
     (b"access-control-allow-methods", b"GET, HEAD, POST, PUT, DELETE, OPTIONS"),
@@ -66,8 +68,17 @@ def match(seg: list[str]) -> int | None:
 class KvboxApp:
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.console = create_console(services)  # every path outside /v2 and /health
+        self._console: ASGIApp | None = None  # built on first use: API-only servers never load it
         self._background: asyncio.Task[None] | None = None
+
+    @property
+    def console(self) -> ASGIApp:
+        """The web console, for every path outside /v2 and /health."""
+        if self._console is None:
+            from kvbox.console import create_console
+
+            self._console = create_console(self.services)
+        return self._console
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -177,6 +177,12 @@ async def send_empty(send: Send, status: int, headers: Iterable[tuple[bytes, byt
     await send({"type": "http.response.body", "body": b""})
 
 
+async def send_bytes(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """A whole body in one message: the cheapest response the server can send."""
+    await send({"type": "http.response.start", "status": status, "headers": [*CORS_HEADERS, *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def send_stream(
     send: Send, status: int, headers: list[tuple[bytes, bytes]], chunks: AsyncIterator[bytes] | None
 ) -> None:

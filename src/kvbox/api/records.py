@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import IO, cast
 
 from kvbox.api.envelopes import keys_view, record_url
-from kvbox.api.http import Request, Send, send_empty, send_json, send_stream
+from kvbox.api.http import Request, Send, send_bytes, send_empty, send_json, send_stream
 from kvbox.core.clock import http_date
 from kvbox.core.encoding import IDENTITY, accepts
 from kvbox.core.models import RecordMeta, Store
@@ -23,6 +23,7 @@ SANDBOX_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"cross-origin-resource-policy", b"cross-origin"),
 ]
+FIXED_RECORD_HEADERS = [(b"cache-control", b"private, no-cache"), (b"vary", b"Accept-Encoding"), *SANDBOX_HEADERS]
 
 
 def _record_headers(req: Request, meta: RecordMeta) -> tuple[list[tuple[bytes, bytes]], bool]:
@@ -31,9 +32,7 @@ def _record_headers(req: Request, meta: RecordMeta) -> tuple[list[tuple[bytes, b
         (b"content-type", meta.content_type.encode("latin-1", "replace")),
         (b"etag", f'"{meta.etag}"'.encode()),
         (b"last-modified", http_date(meta.modified_at).encode()),
-        (b"cache-control", b"private, no-cache"),
-        (b"vary", b"Accept-Encoding"),
-        *SANDBOX_HEADERS,
+        *FIXED_RECORD_HEADERS,
     ]
     decode = meta.encoding != IDENTITY and not accepts(req.header("accept-encoding"), meta.encoding)
     if not decode:
@@ -65,6 +64,9 @@ async def get_record(req: Request, send: Send, svc: Services, who: Principal, se
     headers, decode = _record_headers(req, read.meta)
     if _not_modified(req, read.meta):
         await send_stream(send, 304, [h for h in headers if h[0] != b"content-length"], None)
+        return
+    if read.meta.blob_id is None and not decode:
+        await send_bytes(send, 200, headers, read.meta.inline or b"")
         return
     body = read.body
     if decode and body is not None:

@@ -6,8 +6,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
-
 from kvbox.core.content import charset, is_json_type, media_type
 from kvbox.core.errors import InvalidCollectionError, SchemaValidationError, StoreSchemaInvalidError
 
@@ -66,6 +64,8 @@ def _parse_collection(cid: str, spec: Any) -> Collection:
     if js is not None:
         if not isinstance(js, dict):
             raise StoreSchemaInvalidError(f"Collection {cid!r}: jsonSchema must be an object.")
+        import jsonschema  # imported on first use: it costs every server process ~11 MiB
+
         try:
             jsonschema.Draft7Validator.check_schema(js)
         except jsonschema.SchemaError as err:
@@ -115,6 +115,8 @@ def check_json_body(collections: list[Collection], key: str, content_type: str, 
     for c in collections:
         if c.json_schema is None:
             continue
+        import jsonschema
+
         error = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(c.json_schema).iter_errors(doc))
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"

@@ -13,10 +13,11 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kvbox.backends.base import UNSET, _Unset
 from kvbox.backends.sqlite.schema import migrate
+from kvbox.backends.sqlite.writer import WriterThread
 from kvbox.core.errors import NameNotUniqueError, StorageError
 from kvbox.core.models import (
     GeneralAccess,
@@ -127,8 +128,11 @@ class SqliteMetadataIndex:
                 raise
         self._conn = conn
         self._local_writes = 0
+        # Hot writes go through one writer thread with group commit (see writer.py).
+        self._writer = WriterThread(path, durable=durable, busy_timeout_s=BUSY_TIMEOUT_S)
 
     async def close(self) -> None:
+        self._writer.close()
         self._conn.close()
 
     def read_generation(self) -> int:
@@ -366,12 +370,15 @@ class SqliteMetadataIndex:
         if not deltas:
             return
         params = [(d.reads, d.lists, d.accessed_at, store_id) for store_id, d in deltas.items()]
-        with self._write("apply stats") as conn:
+
+        def op(conn: sqlite3.Connection) -> None:
             conn.executemany(
                 "UPDATE stores SET read_count = read_count + ?, list_count = list_count + ?, "
                 "accessed_at = max(accessed_at, ?) WHERE id = ?",
                 params,
             )
+
+        await self._writer.run("apply stats", op)
 
     # records
     async def get_record(self, store_id: str, key: str) -> RecordMeta | None:
@@ -382,7 +389,8 @@ class SqliteMetadataIndex:
 
     async def put_record(self, store_id: str, record: RecordMeta) -> RecordMeta | None:
         r = record
-        with self._write("write a record") as conn:
+
+        def op(conn: sqlite3.Connection) -> RecordMeta | None:
             found = conn.execute("SELECT pk FROM stores WHERE id = ?", (store_id,)).fetchone()
             if found is None:
                 raise StorageError(f"Store {store_id} does not exist.")
@@ -409,8 +417,10 @@ class SqliteMetadataIndex:
             )
             return old
 
+        return cast(RecordMeta | None, await self._writer.run("write a record", op))
+
     async def delete_record(self, store_id: str, key: str, *, now_ms: int) -> RecordMeta | None:
-        with self._write("delete a record") as conn:
+        def op(conn: sqlite3.Connection) -> RecordMeta | None:
             found = conn.execute("SELECT pk FROM stores WHERE id = ?", (store_id,)).fetchone()
             if found is None:
                 return None
@@ -428,6 +438,8 @@ class SqliteMetadataIndex:
                 (1 if old else 0, old.size if old else 0, now_ms if old else 0, now_ms, pk),
             )
             return old
+
+        return cast(RecordMeta | None, await self._writer.run("delete a record", op))
 
     async def list_keys(self, store_id: str, *, after: str | None, prefix: str | None, limit: int) -> KeyPage:
         # One lower bound and at most one upper bound on `key`, so the covering index
