@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from kvbox.service.stores import MAX_PAGE, Resolved, StoreService
 
 MAX_CONTENT_TYPE_LENGTH = 1024
 OPEN_ATTEMPTS = 5
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(slots=True)
@@ -256,7 +258,7 @@ def _clean_content_type(value: str | None) -> str:
     if value is None or not value.strip():
         return BINARY_TYPE
     value = value.strip()
-    if len(value) > MAX_CONTENT_TYPE_LENGTH or any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if len(value) > MAX_CONTENT_TYPE_LENGTH or _CONTROL_CHARS.search(value):
         raise InvalidContentTypeError()
     return value
 

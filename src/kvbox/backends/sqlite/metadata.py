@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from kvbox.backends.base import UNSET, _Unset
 from kvbox.backends.sqlite.schema import migrate
-from kvbox.backends.sqlite.writer import WriterThread
+from kvbox.backends.sqlite.writer import Batch, WriterThread
 from kvbox.core.errors import NameNotUniqueError, StorageError
 from kvbox.core.models import (
     GeneralAccess,
@@ -108,6 +108,39 @@ def _storage_errors(action: str) -> Iterator[None]:
         raise StorageError(f"The SQLite index failed to {action}: {e}") from e
 
 
+def _count(
+    batch: Batch,
+    pk: int,
+    *,
+    writes: int = 0,
+    deletes: int = 0,
+    size: int = 0,
+    records: int = 0,
+    modified: int = 0,
+    accessed: int = 0,
+) -> None:
+    """Add one record write or delete to the store's counters for this batch."""
+    counts = batch.setdefault("stores", {}).setdefault(pk, [0, 0, 0, 0, 0, 0])
+    counts[0] += writes
+    counts[1] += deletes
+    counts[2] += size
+    counts[3] += records
+    counts[4] = max(counts[4], modified)
+    counts[5] = max(counts[5], accessed)
+
+
+def _apply_store_counts(conn: sqlite3.Connection, batch: Batch) -> None:
+    """One UPDATE per store per group commit instead of one per record write."""
+    rows = [(w, d, size, n, mod, acc, pk) for pk, (w, d, size, n, mod, acc) in batch.get("stores", {}).items()]
+    if rows:
+        conn.executemany(
+            "UPDATE stores SET write_count = write_count + ?, delete_count = delete_count + ?, "
+            "storage_bytes = storage_bytes + ?, record_count = record_count + ?, "
+            "modified_at = max(modified_at, ?), accessed_at = max(accessed_at, ?) WHERE pk = ?",
+            rows,
+        )
+
+
 class SqliteMetadataIndex:
     """`MetadataIndex` over one SQLite database file, created and migrated on open."""
 
@@ -129,7 +162,9 @@ class SqliteMetadataIndex:
         self._conn = conn
         self._local_writes = 0
         # Hot writes go through one writer thread with group commit (see writer.py).
-        self._writer = WriterThread(path, durable=durable, busy_timeout_s=BUSY_TIMEOUT_S)
+        self._writer = WriterThread(
+            path, durable=durable, busy_timeout_s=BUSY_TIMEOUT_S, before_commit=_apply_store_counts
+        )
 
     async def close(self) -> None:
         self._writer.close()
@@ -371,7 +406,7 @@ class SqliteMetadataIndex:
             return
         params = [(d.reads, d.lists, d.accessed_at, store_id) for store_id, d in deltas.items()]
 
-        def op(conn: sqlite3.Connection) -> None:
+        def op(conn: sqlite3.Connection, batch: Batch) -> None:
             conn.executemany(
                 "UPDATE stores SET read_count = read_count + ?, list_count = list_count + ?, "
                 "accessed_at = max(accessed_at, ?) WHERE id = ?",
@@ -390,7 +425,7 @@ class SqliteMetadataIndex:
     async def put_record(self, store_id: str, record: RecordMeta) -> RecordMeta | None:
         r = record
 
-        def op(conn: sqlite3.Connection) -> RecordMeta | None:
+        def op(conn: sqlite3.Connection, batch: Batch) -> RecordMeta | None:
             found = conn.execute("SELECT pk FROM stores WHERE id = ?", (store_id,)).fetchone()
             if found is None:
                 raise StorageError(f"Store {store_id} does not exist.")
@@ -409,18 +444,14 @@ class SqliteMetadataIndex:
                     "inline_body = ?, blob_id = ? WHERE store_pk = ? AND key = ?",
                     (*fields, pk, r.key),
                 )
-            conn.execute(
-                "UPDATE stores SET write_count = write_count + 1, storage_bytes = storage_bytes + ?, "
-                "record_count = record_count + ?, modified_at = max(modified_at, ?), "
-                "accessed_at = max(accessed_at, ?) WHERE pk = ?",
-                (r.size - (old.size if old else 0), 0 if old else 1, r.modified_at, r.modified_at, pk),
-            )
+            _count(batch, pk, writes=1, size=r.size - (old.size if old else 0), records=0 if old else 1,
+                   modified=r.modified_at, accessed=r.modified_at)  # fmt: skip
             return old
 
         return cast(RecordMeta | None, await self._writer.run("write a record", op))
 
     async def delete_record(self, store_id: str, key: str, *, now_ms: int) -> RecordMeta | None:
-        def op(conn: sqlite3.Connection) -> RecordMeta | None:
+        def op(conn: sqlite3.Connection, batch: Batch) -> RecordMeta | None:
             found = conn.execute("SELECT pk FROM stores WHERE id = ?", (store_id,)).fetchone()
             if found is None:
                 return None
@@ -429,14 +460,9 @@ class SqliteMetadataIndex:
                 f"DELETE FROM records WHERE store_pk = ? AND key = ? RETURNING {_RECORD}", (pk, key)
             ).fetchall()
             old = _record(rows[0]) if rows else None
-            # Deleting a missing key still counts as a delete and an access, but modifies nothing;
-            # max(modified_at, 0) leaves the time as it is.
-            conn.execute(
-                "UPDATE stores SET delete_count = delete_count + 1, record_count = record_count - ?, "
-                "storage_bytes = storage_bytes - ?, modified_at = max(modified_at, ?), "
-                "accessed_at = max(accessed_at, ?) WHERE pk = ?",
-                (1 if old else 0, old.size if old else 0, now_ms if old else 0, now_ms, pk),
-            )
+            # Deleting a missing key still counts as a delete and an access, but modifies nothing.
+            _count(batch, pk, deletes=1, size=-(old.size if old else 0), records=-1 if old else 0,
+                   modified=now_ms if old else 0, accessed=now_ms)  # fmt: skip
             return old
 
         return cast(RecordMeta | None, await self._writer.run("delete a record", op))

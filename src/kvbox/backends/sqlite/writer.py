@@ -2,9 +2,11 @@
 
 Hot writes (record puts and deletes, counter flushes) are queued here instead of running on
 the event loop. The thread takes everything queued, runs it in one `BEGIN IMMEDIATE`
-transaction (each operation in its own savepoint, so one failure spoils nothing else),
-commits once, then settles every caller's future. Waiting for another process's write lock
-and the WAL checkpoints after commits happen on this thread, never on the event loop.
+transaction, lets the index fold per-batch bookkeeping in (`before_commit`), commits once,
+then settles every caller's future. If any operation fails, the batch is rolled back and
+each operation runs again in a transaction of its own, so one failure spoils nothing else.
+Waiting for another process's write lock and WAL checkpoints happen on this thread, never
+on the event loop.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from typing import Any, TypeVar
 from kvbox.core.errors import KvboxError, StorageError
 
 T = TypeVar("T")
-Operation = Callable[[sqlite3.Connection], Any]
+Batch = dict[str, Any]
+Operation = Callable[[sqlite3.Connection, Batch], Any]
+BeforeCommit = Callable[[sqlite3.Connection, Batch], None]
 _Pending = tuple[str, Operation, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 MAX_BATCH = 256
 
@@ -46,7 +50,10 @@ def _as_error(action: str, error: BaseException) -> BaseException:
 
 
 class WriterThread:
-    def __init__(self, path: Path, *, durable: bool, busy_timeout_s: float) -> None:
+    def __init__(
+        self, path: Path, *, durable: bool, busy_timeout_s: float, before_commit: BeforeCommit | None = None
+    ) -> None:
+        self._before_commit = before_commit
         self._path = path
         self._durable = durable
         self._busy_timeout_s = busy_timeout_s
@@ -57,7 +64,10 @@ class WriterThread:
         self._conn: sqlite3.Connection | None = None
 
     async def run(self, action: str, operation: Operation) -> Any:
-        """Run `operation(conn)` inside the next group transaction and return its result."""
+        """Run `operation(conn, batch)` inside the next group transaction and return its result.
+
+        `batch` is a dict shared by the operations of one transaction, read by `before_commit`.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         with self._lock:
@@ -98,28 +108,38 @@ class WriterThread:
             self._commit(batch)
 
     def _commit(self, batch: list[_Pending]) -> None:
-        outcomes: list[tuple[bool, Any]] = []
+        outcomes: list[tuple[bool, Any]]
         try:
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for action, operation, _, _ in batch:
-                    conn.execute("SAVEPOINT op")
-                    try:
-                        outcomes.append((True, operation(conn)))
-                        conn.execute("RELEASE op")
-                    except Exception as error:
-                        conn.execute("ROLLBACK TO op")
-                        conn.execute("RELEASE op")
-                        outcomes.append((False, _as_error(action, error)))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            outcomes = [(True, value) for value in self._transaction(batch)]
         except Exception as error:
-            # Nothing of the batch was committed: every caller learns it.
-            outcomes = [(False, _as_error(action, error)) for action, _, _, _ in batch]
+            if len(batch) == 1:
+                outcomes = [(False, _as_error(batch[0][0], error))]
+            else:  # find the failing operation(s): each again on its own
+                outcomes = [self._alone(pending) for pending in batch]
+        self._settle_all(batch, outcomes)
+
+    def _alone(self, pending: _Pending) -> tuple[bool, Any]:
+        try:
+            return True, self._transaction([pending])[0]
+        except Exception as error:
+            return False, _as_error(pending[0], error)
+
+    def _transaction(self, batch: list[_Pending]) -> list[Any]:
+        conn = self._connection()
+        state: Batch = {}
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            results = [operation(conn, state) for _, operation, _, _ in batch]
+            if self._before_commit is not None:
+                self._before_commit(conn, state)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return results
+
+    def _settle_all(self, batch: list[_Pending], outcomes: list[tuple[bool, Any]]) -> None:
         for (_, _, future, loop), (ok, value) in zip(batch, outcomes, strict=True):
             with contextlib.suppress(RuntimeError):  # that caller's event loop is gone
                 loop.call_soon_threadsafe(_settle, future, ok, value)
