@@ -31,6 +31,7 @@ check: $(STAMP)
 	$(BIN)/lint-imports
 
 bench: $(STAMP)
+	sh bench/ensure_tools.sh
 	$(BIN)/python -m bench.run
 
 clean:

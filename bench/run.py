@@ -1,0 +1,132 @@
+"""Run the benchmark suite: `python -m bench.run` (full, under ~10 min) or `--quick` (~1 min).
+
+Every figure is printed next to a baseline measured in the same run, with its ratio and
+target; the table is also written to bench/results/latest.md. Servers listen on
+127.0.0.1 only, and every load loop is bounded in time and count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.bigfile import run_bigfile
+from bench.console import run_console
+from bench.httpbench import run_http
+from bench.listing import run_listing
+from bench.report import Report
+from bench.wrk import require_wrk
+
+BENCH_DIR = Path(__file__).resolve().parent
+CACHE = BENCH_DIR / ".cache"
+RESULTS = BENCH_DIR / "results" / "latest.md"
+SECTIONS = ("http", "list", "big", "console", "sdk")
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: str
+    wrk_seconds: float
+    rounds: int
+    connections: int | None  # None: tune on the baseline
+    one_worker: bool
+    keys: int
+    list_samples: int
+    big_size: int
+    big_reps: int
+
+
+FULL = Plan("full", 6, 3, None, True, 1_000_000, 100, 1 << 30, 2)
+QUICK = Plan("quick", 3, 1, 64, False, 100_000, 30, 256 << 20, 1)
+CONSOLE_STORES = 10_000
+
+
+def _scripts(report: Report, *modules: str) -> None:
+    for module in modules:
+        _script(report, module)
+
+
+def _script(report: Report, module: str) -> None:
+    """Benchmarks that print their own table (the SDK's): run them and keep their output."""
+    done = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, timeout=900, check=False)
+    print(done.stdout, flush=True)
+    if done.returncode != 0:
+        report.error(module, done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed")
+    report.note(f"`python -m {module}`:\n\n```\n{done.stdout.strip()}\n```")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="short run: 3 s wrk runs, 100k keys, 256 MiB record")
+    p.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeatable)")
+    p.add_argument("--workers", type=int, default=2, help="server worker processes (default 2)")
+    p.add_argument("--connections", type=int, help="wrk connections (default: tuned on the baseline)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    sections = args.only or list(SECTIONS)
+    if "http" in sections:
+        require_wrk()
+    report = Report(mode=plan.mode)
+    workdir = CACHE / f"work-{os.getpid()}"
+    logs = CACHE / "logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    steps: dict[str, Callable[[], None]] = {
+        "http": lambda: _http(report, plan, args, workdir, logs),
+        "list": lambda: run_listing(
+            report, cache_root=CACHE, keys=plan.keys, workers=args.workers, samples=plan.list_samples, logs=logs
+        ),
+        "big": lambda: run_bigfile(
+            report, size=plan.big_size, workers=args.workers, workdir=workdir, logs=logs, reps=plan.big_reps
+        ),
+        "console": lambda: run_console(
+            report, stores=CONSOLE_STORES, records=plan.keys, samples=20 if plan.mode == "full" else 8
+        ),
+        "sdk": lambda: _scripts(report, "bench.sdk_local", "bench.sdk_remote"),
+    }
+    try:
+        for name in sections:
+            started = time.monotonic()
+            print(f"== {name} ({plan.mode})", flush=True)
+            try:
+                steps[name]()
+            except Exception as exc:  # one failed section must not hide the others' figures
+                traceback.print_exc()
+                report.error(name, f"{type(exc).__name__}: {exc}")
+            print(f"   {name} took {time.monotonic() - started:.0f} s", flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report.write(RESULTS)
+    print()
+    print(report.markdown())
+    print(f"written to {RESULTS.relative_to(BENCH_DIR.parent)}; server logs in {logs.relative_to(BENCH_DIR.parent)}")
+    return 1 if report.failed else 0
+
+
+def _http(report: Report, plan: Plan, args: argparse.Namespace, workdir: Path, logs: Path) -> None:
+    connections = args.connections or plan.connections
+    connections = run_http(
+        report, workers=args.workers, seconds=plan.wrk_seconds, rounds=plan.rounds, connections=connections,
+        workdir=workdir, logs=logs,
+    )  # fmt: skip
+    if plan.one_worker and args.workers != 1:
+        run_http(
+            report, workers=1, seconds=plan.wrk_seconds, rounds=plan.rounds, connections=connections,
+            workdir=workdir, logs=logs,
+        )  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
