@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from kvbox.core.clock import iso_ms
 from kvbox.core.models import KeyPage, Permission, Store, User
-from kvbox.core.signatures import sign_record, sign_storage
+from kvbox.core.signatures import RecordSigner, sign_record, sign_storage
 
 KEYS_URL_TTL_MS = 14 * 86_400_000
 
@@ -89,12 +89,12 @@ def keys_view(
     storage signature (it already lets them read every record)."""
     signed = permission >= Permission.WRITE or by_signature
     prefix = f"{base_url}/v2/key-value-stores/{store.id}/records/"
-    secret = store.url_signing_secret
+    signer = RecordSigner(store.url_signing_secret) if signed else None
     items = []
     for item in page.items:
         url = prefix + _key_path(item.key)
-        if signed:
-            url += "?signature=" + sign_record(secret, item.key)
+        if signer is not None:
+            url += "?signature=" + signer.sign(item.key)
         items.append({"key": item.key, "size": item.size, "recordPublicUrl": url})
     return {
         "items": items,

@@ -10,21 +10,38 @@ import string
 
 BASE62 = string.digits + string.ascii_letters
 STORAGE_SIGNATURE_VERSION = "0"
+_PAIRS = [a + b for a in BASE62 for b in BASE62]
 
 
 def base62(num: int) -> str:
-    if num == 0:
-        return "0"
+    """`num` in base62 (digits, lowercase, uppercase), most significant digit first."""
+    if num < 62:
+        return BASE62[num]
     out = []
-    while num:
-        num, rem = divmod(num, 62)
-        out.append(BASE62[rem])
+    while num >= 3844:  # two digits per step: a key listing signs up to 1000 keys
+        num, rem = divmod(num, 3844)
+        out.append(_PAIRS[rem])
+    out.append(_PAIRS[num] if num >= 62 else BASE62[num])
     return "".join(reversed(out))
 
 
 def hmac_base62(secret: str, message: str) -> str:
-    digest = hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()[:30]
-    return base62(int(digest, 16))
+    """HMAC-SHA256, its first 30 hex digits (15 bytes) read as a number, written in base62."""
+    digest = hmac.new(secret.encode(), message.encode(), hashlib.sha256).digest()
+    return base62(int.from_bytes(digest[:15], "big"))
+
+
+class RecordSigner:
+    """Signs many keys with one secret (a key listing signs up to 1000): the keyed hash
+    state is built once and copied per key."""
+
+    def __init__(self, secret: str) -> None:
+        self._base = hmac.new(secret.encode(), digestmod=hashlib.sha256)
+
+    def sign(self, key: str) -> str:
+        mac = self._base.copy()
+        mac.update(key.encode())
+        return base62(int.from_bytes(mac.digest()[:15], "big"))
 
 
 def sign_record(secret: str, key: str) -> str:
