@@ -147,6 +147,7 @@ def build_services(
         clock,
         max_record_size=settings.max_record_size,
         inline_threshold=settings.inline_threshold,
+        cache=cache,
     )
     return Services(
         settings=settings,

@@ -16,6 +16,7 @@ from kvbox.backends.base import MetadataIndex
 
 T = TypeVar("T")
 MAX_ENTRIES = 20_000
+MAX_BYTES = 16 * 1024 * 1024  # record bodies kept per process, at most
 _MISS = object()
 
 
@@ -24,19 +25,45 @@ class ReadCache:
         self._generation_of: Callable[[], int] | None = getattr(index, "read_generation", None)
         self._generation: int | None = None
         self._rows: dict[Hashable, Any] = {}
+        self._bytes = 0
 
-    async def get(self, key: Hashable, load: Callable[[], Awaitable[T]]) -> T:
+    async def get(self, key: Hashable, load: Callable[[], Awaitable[T]], *, weight: int = 0) -> T:
+        """The row under `key`, loaded when missing. `weight` is the bytes a row holds beyond
+        its fields (an inline record body); a row heavier than 1/64 of the budget is not kept."""
         if self._generation_of is None:
             return await load()
         generation = self._generation_of()
         if generation != self._generation:
-            self._rows.clear()
+            self._clear()
             self._generation = generation
         hit = self._rows.get(key, _MISS)
         if hit is not _MISS:
             return hit  # type: ignore[no-any-return]
         value = await load()
-        if len(self._rows) >= MAX_ENTRIES:
-            self._rows.clear()
+        if len(self._rows) >= MAX_ENTRIES or self._bytes + weight > MAX_BYTES:
+            self._clear()
         self._rows[key] = value
+        self._bytes += weight
         return value
+
+    async def get_record(self, key: Hashable, load: Callable[[], Awaitable[T]], size: Callable[[T], int]) -> T:
+        """Like `get`, for rows whose size is known only once loaded."""
+        if self._generation_of is None:
+            return await load()
+        loaded: list[int] = []
+
+        async def load_and_weigh() -> T:
+            value = await load()
+            loaded.append(size(value))
+            return value
+
+        value = await self.get(key, load_and_weigh)
+        if loaded and loaded[0] > MAX_BYTES // 64:
+            self._rows.pop(key, None)  # too big to keep
+        elif loaded:
+            self._bytes += loaded[0]
+        return value
+
+    def _clear(self) -> None:
+        self._rows.clear()
+        self._bytes = 0

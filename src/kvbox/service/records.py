@@ -24,6 +24,7 @@ from kvbox.core.keys import validate_key
 from kvbox.core.models import KeyPage, Permission, RecordMeta, Store
 from kvbox.service.codecs import InflationGuard, decode_bytes
 from kvbox.service.principal import Principal
+from kvbox.service.readcache import ReadCache
 from kvbox.service.schemas import (
     check_content_type,
     check_json_body,
@@ -59,7 +60,9 @@ class RecordService:
         *,
         max_record_size: int,
         inline_threshold: int,
+        cache: ReadCache | None = None,
     ) -> None:
+        self._cache = cache or ReadCache(index)
         self._index = index
         self._blobs = blobs
         self._stores = stores
@@ -155,7 +158,10 @@ class RecordService:
         resolved = await self._stores.resolve(
             principal, segment, need=Permission.READ, signature=signature, record_key=key, record_op=True
         )
-        meta = await self._index.get_record(resolved.store.id, key)
+        store_id = resolved.store.id
+        meta = await self._cache.get_record(
+            ("record", store_id, key), lambda: self._index.get_record(store_id, key), _inline_size
+        )
         if meta is None:
             raise RecordNotFoundError()
         return resolved, meta
@@ -252,6 +258,10 @@ class RecordService:
             if not page.is_truncated:
                 return
             after = page.next_key
+
+
+def _inline_size(meta: RecordMeta | None) -> int:
+    return len(meta.inline) if meta is not None and meta.inline is not None else 0
 
 
 def _clean_content_type(value: str | None) -> str:
