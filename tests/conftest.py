@@ -14,12 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from backing_services import AWS_TEST_ENV, COMMAND_ENV, ScaleOut, kvbox_migrate
 from kvbox.api.app import create_app
+from kvbox.backends.registry import migrate_index
 from kvbox.core.clock import FakeClock
 from kvbox.service.container import Services, build_services
 from kvbox.service.settings import Settings
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "postgres"]
 ALICE_TOKEN = "alice-token-0123456789"
 BOB_TOKEN = "bob-token-0123456789ab"
 ADMIN_TOKEN = "admin-token-0123456789"
@@ -35,10 +37,26 @@ def clock() -> FakeClock:
     return FakeClock(start_ms=int(time.time() * 1000))
 
 
+@pytest.fixture(scope="session")
+def scale_out() -> Iterator[ScaleOut]:
+    """PostgreSQL (Debian's binaries, temp dir) and moto's S3 server, both on loopback, for the
+    whole session. Fails (never skips) when either is missing."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in AWS_TEST_ENV.items():
+            mp.setenv(name, value)
+        services = ScaleOut.start()
+        try:
+            yield services
+        finally:
+            services.stop()
+
+
 @pytest.fixture(params=BACKENDS)
 async def services(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Services]:
     """Services on each backend, with users alice and bob."""
+    scale_out = request.getfixturevalue("scale_out").settings() if request.param == "postgres" else {}
     settings = Settings(
+        **scale_out,
         backend=request.param,
         data_dir=tmp_path / "data",
         public_url="http://kvbox.test",
@@ -47,6 +65,7 @@ async def services(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeCl
         rate_limits=False,
     )
     svc = build_services(settings, clock=clock)
+    await migrate_index(svc.index)  # `kvbox migrate`; nothing to do for the others
     await svc.users.create_user("alice", token=ALICE_TOKEN)
     await svc.users.create_user("bob", token=BOB_TOKEN)
     try:
@@ -106,8 +125,9 @@ class ServerProcess:
                 self.proc.wait(timeout=15)
 
 
-def start_server(data_dir: Path, *, workers: int = 1, extra_env: dict[str, str] | None = None,
-                 port: int | None = None) -> ServerProcess:
+def start_server(
+    data_dir: Path, *, workers: int = 1, extra_env: dict[str, str] | None = None, port: int | None = None
+) -> ServerProcess:
     """Start `kvbox serve` as a real process on 127.0.0.1 and wait for /health."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
@@ -121,9 +141,24 @@ def start_server(data_dir: Path, *, workers: int = 1, extra_env: dict[str, str] 
     }
     log = open(data_dir.parent / f"server-{port}.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kvbox.cli", "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1",
-         "--port", str(port), "--workers", str(workers)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "kvbox.cli",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -137,6 +172,36 @@ def start_server(data_dir: Path, *, workers: int = 1, extra_env: dict[str, str] 
         time.sleep(0.1)
     os.killpg(proc.pid, 9)
     raise RuntimeError("kvbox serve did not become healthy within 30 s")
+
+
+def start_scale_out_servers(
+    scale_out: ScaleOut, root: Path, *, nodes: int = 1, workers: int = 2, extra_env: dict[str, str] | None = None
+) -> list[ServerProcess]:
+    """`kvbox migrate` on a fresh database and key prefix, then `nodes` servers sharing them."""
+    backend = scale_out.server_env()
+    kvbox_migrate(backend)
+    servers: list[ServerProcess] = []
+    try:
+        for n in range(nodes):
+            (root / f"node{n}").mkdir(parents=True)
+            servers.append(start_server(root / f"node{n}" / "data", workers=workers,
+                                        extra_env={**backend, **(extra_env or {})}))  # fmt: skip
+            COMMAND_ENV[servers[-1].data_dir] = backend
+    except BaseException:
+        for srv in servers:
+            srv.stop()
+        raise
+    return servers
+
+
+@pytest.fixture(scope="session")
+def scale_out_server(scale_out: ScaleOut, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One real `kvbox serve --workers 2` process on PostgreSQL + S3 for the whole session."""
+    (srv,) = start_scale_out_servers(scale_out, tmp_path_factory.mktemp("scale-out-server"))
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 @pytest.fixture(scope="session")

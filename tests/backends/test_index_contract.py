@@ -1,18 +1,14 @@
-"""The `MetadataIndex` contract, run against every backend through the `index` fixture."""
+"""The `MetadataIndex` contract, run against every backend through the `index` fixture (conftest.py)."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kvbox.backends.base import MetadataIndex
-from kvbox.backends.memory import MemoryMetadataIndex
-from kvbox.backends.sqlite.metadata import SqliteMetadataIndex
 from kvbox.core.errors import NameNotUniqueError, StorageError
 from kvbox.core.ids import new_blob_name, new_id, new_secret
 from kvbox.core.models import (
@@ -29,15 +25,6 @@ from kvbox.core.models import (
 pytestmark = pytest.mark.anyio
 
 T0 = 1_767_225_600_000
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def index(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataIndex]:
-    ix: MetadataIndex = (
-        MemoryMetadataIndex() if request.param == "memory" else SqliteMetadataIndex(tmp_path / "index.sqlite3")
-    )
-    yield ix
-    await ix.close()
 
 
 def make_store(

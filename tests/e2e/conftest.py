@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from backing_services import COMMAND_ENV
+
 KVBOX_SCRIPT = Path(sys.executable).with_name("kvbox")
 
 
@@ -30,7 +32,7 @@ def run_kvbox(
         text=True,
         timeout=60,
         check=False,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **COMMAND_ENV.get(data_dir, {}), **(env or {})},
     )
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -30,6 +30,8 @@ import pytest
 from apify_client import ApifyClient, ApifyClientAsync
 from apify_client.errors import ApifyApiError
 
+from backing_services import COMMAND_ENV, stored_objects
+
 from .conftest import UserInfo, create_user
 
 pytestmark = pytest.mark.slow
@@ -76,9 +78,25 @@ def incompressible_text(n: int, seed: int) -> str:
 
 
 def blob_sizes(data_dir: Path) -> set[int]:
-    """Sizes of the record files under the data directory (bodies too large to be inline)."""
+    """Sizes of the record files under the data directory (bodies too large to be inline),
+    or of the objects in the bucket for a scale-out server."""
+    if data_dir in COMMAND_ENV:
+        return set(stored_objects(COMMAND_ENV[data_dir]).values())
     root = data_dir / "blobs"
     return {p.stat().st_size for p in root.rglob("*") if p.is_file() and p.parent.name != "tmp"}
+
+
+# KVBOX_E2E_BACKENDS=sqlite,postgres runs this whole suite once per backend (default: sqlite).
+E2E_BACKENDS = [b.strip() for b in os.environ.get("KVBOX_E2E_BACKENDS", "sqlite").split(",") if b.strip()]
+
+
+@pytest.fixture(scope="module", params=E2E_BACKENDS if E2E_BACKENDS != ["sqlite"] else None)
+def server(request: pytest.FixtureRequest, server: Any) -> Any:
+    """The session's SQLite server, or the PostgreSQL + S3 one."""
+    backend = getattr(request, "param", "sqlite")
+    if backend not in ("sqlite", "postgres"):
+        raise ValueError(f"KVBOX_E2E_BACKENDS: unknown backend {backend!r} (sqlite, postgres)")
+    return server if backend == "sqlite" else request.getfixturevalue("scale_out_server")
 
 
 @pytest.fixture(scope="module")

@@ -153,9 +153,7 @@ def json_bytes(payload: Any) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-async def send_json(
-    send: Send, status: int, payload: Any, headers: Iterable[tuple[bytes, bytes]] = ()
-) -> None:
+async def send_json(send: Send, status: int, payload: Any, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
     body = json_bytes(payload)
     await send(
         {

@@ -94,9 +94,7 @@ class MemoryMetadataIndex:
         return dataclasses.replace(store, stats=dataclasses.replace(store.stats))
 
     def _name_taken(self, user_id: str, name: str, except_id: str | None = None) -> bool:
-        return any(
-            s.user_id == user_id and s.name == name and s.id != except_id for s in self._stores.values()
-        )
+        return any(s.user_id == user_id and s.name == name and s.id != except_id for s in self._stores.values())
 
     async def insert_store(self, store: Store) -> None:
         self._generation += 1

@@ -58,7 +58,9 @@ def open_backend(
             from kvbox.backends.postgres.metadata import PostgresMetadataIndex
             from kvbox.backends.s3.blobs import S3BlobStore
         except ImportError as e:
-            raise ValueError(f"the postgres backend needs the postgres extra: pip install 'kvbox[postgres]' ({e})") from e
+            raise ValueError(
+                f"the postgres backend needs the postgres extra: pip install 'kvbox[postgres]' ({e})"
+            ) from e
 
         assert metadata_url is not None and blob_url is not None  # checked by backend_kind
         return (
@@ -111,7 +113,8 @@ def _postgres(index: MetadataIndex) -> PostgresMetadataIndex | None:
     # Without the postgres extra installed the module was never imported: nothing is postgres.
     module = sys.modules.get("kvbox.backends.postgres.metadata")
     if module is not None and isinstance(index, module.PostgresMetadataIndex):
-        return index
+        found: PostgresMetadataIndex = index
+        return found
     return None
 
 

@@ -68,8 +68,12 @@ def users_list(as_json: bool, **options: Any) -> None:
         import json
 
         rows = [
-            {"id": u.id, "username": u.username, "createdAt": iso_ms(u.created_at),
-             "defaultGeneralAccess": u.default_general_access.value}
+            {
+                "id": u.id,
+                "username": u.username,
+                "createdAt": iso_ms(u.created_at),
+                "defaultGeneralAccess": u.default_general_access.value,
+            }
             for u in found
         ]
         click.echo(json.dumps(rows, indent=2))
@@ -159,8 +163,9 @@ async def _owner_of(s: Services, store: str) -> Principal:
 @click.option("--name", default="default", help="A label for the token.")
 @click.option("--token", default=None, help="Use this token instead of generating one.")
 @click.option("--read-only", is_flag=True, help="The token can only read.")
-@click.option("--store", "stores", multiple=True, metavar="STORE_ID",
-              help="Limit the token to this store (repeat for several).")
+@click.option(
+    "--store", "stores", multiple=True, metavar="STORE_ID", help="Limit the token to this store (repeat for several)."
+)
 @with_settings(*BACKEND_SETTINGS)
 def tokens_create(
     username: str, name: str, token: str | None, read_only: bool, stores: tuple[str, ...], **options: Any
@@ -168,9 +173,7 @@ def tokens_create(
     """Create another API token for USERNAME and print it (the last line of output)."""
     issued = run_with_services(
         options,
-        lambda s: s.users.create_token(
-            username, name=name, token=token, read_only=read_only, store_ids=stores or None
-        ),
+        lambda s: s.users.create_token(username, name=name, token=token, read_only=read_only, store_ids=stores or None),
     )
     scope = []
     if read_only:

@@ -6,6 +6,7 @@ import click
 
 from kvbox import __version__
 from kvbox.cli.admin import sweep_command, tokens, users
+from kvbox.cli.backend import copy_command, migrate_command
 from kvbox.cli.data import COMMANDS as DATA_COMMANDS
 from kvbox.cli.serve import serve
 
@@ -20,6 +21,8 @@ cli.add_command(serve)
 cli.add_command(users)
 cli.add_command(tokens)
 cli.add_command(sweep_command)
+cli.add_command(migrate_command)
+cli.add_command(copy_command)
 for _command in DATA_COMMANDS:
     cli.add_command(_command)
 

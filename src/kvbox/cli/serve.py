@@ -10,11 +10,23 @@ from typing import Any
 
 import click
 
+from kvbox.cli.backend import where
 from kvbox.cli.options import settings_from, with_settings
+from kvbox.core.errors import KvboxError
 from kvbox.service.container import build_services
 from kvbox.service.settings import Settings
 
 ADMIN_TOKEN_ENV = "KVBOX_ADMIN_TOKEN"
+_GRANIAN = """
+import sys
+from granian import Granian
+from granian.constants import Interfaces
+
+Granian(
+    "kvbox.api.app:app_from_env", factory=True, address=sys.argv[1], port=int(sys.argv[2]),
+    interface=Interfaces.ASGI, workers=int(sys.argv[3]), log_enabled=True, log_access=False,
+).serve()
+"""
 
 
 async def _bootstrap(settings: Settings) -> str | None:
@@ -23,7 +35,12 @@ async def _bootstrap(settings: Settings) -> str | None:
     try:
         if await services.users.list_users():
             return None
-        issued = await services.users.create_user("admin", token=os.environ.get(ADMIN_TOKEN_ENV) or None)
+        try:
+            issued = await services.users.create_user("admin", token=os.environ.get(ADMIN_TOKEN_ENV) or None)
+        except KvboxError:
+            if await services.users.list_users():
+                return None  # another node sharing the database bootstrapped at the same moment
+            raise
         return issued.secret
     finally:
         await services.close()
@@ -46,6 +63,10 @@ def _free_port(host: str) -> int:
     "inline_threshold",
     "durable",
     "backend",
+    "metadata_url",
+    "blob_url",
+    "s3_endpoint",
+    "metadata_pool_size",
     "unnamed_retention",
     "sweep_interval",
     "rate_limits",
@@ -66,25 +87,19 @@ def serve(**options: Any) -> None:
         token = asyncio.run(_bootstrap(settings))
     except ValueError as err:  # e.g. an unknown backend
         raise click.UsageError(str(err)) from err
+    except KvboxError as err:  # e.g. an unreachable database or one `kvbox migrate` has not set up
+        raise click.ClickException(err.message) from err
     if token:
         click.echo("=" * 72)
         click.echo("Created user 'admin'. Its API token (shown only this once):")
         click.echo(f"\n    {token}\n")
         click.echo("=" * 72)
     os.environ.update(settings.to_env())
-    click.echo(f"kvbox listening on http://{settings.host}:{settings.port} (data in {settings.data_dir})")
+    stored = where(settings) if settings.metadata_url else f"data in {settings.data_dir}"
+    click.echo(f"kvbox listening on http://{settings.host}:{settings.port} ({stored})")
     sys.stdout.flush()
 
-    from granian import Granian
-    from granian.constants import Interfaces
-
-    Granian(
-        "kvbox.api.app:app_from_env",
-        factory=True,
-        address=settings.host,
-        port=settings.port,
-        interface=Interfaces.ASGI,
-        workers=settings.workers,
-        log_enabled=True,
-        log_access=False,
-    ).serve()
+    # Hand over to granian in a fresh interpreter (same process id): the process that forks
+    # the workers then holds granian alone, not the CLI, the bootstrap and the database
+    # driver, so neither it nor each worker it forks carries them.
+    os.execv(sys.executable, [sys.executable, "-c", _GRANIAN, settings.host, str(settings.port), str(settings.workers)])

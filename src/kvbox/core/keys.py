@@ -19,11 +19,7 @@ def validate_key(key: str) -> str:
     if not key:
         raise InvalidRecordKeyError("Record key must not be empty")
     if len(key) > MAX_KEY_LENGTH:
-        raise InvalidRecordKeyError(
-            f"Record key is too long ({len(key)} characters, the maximum is {MAX_KEY_LENGTH})"
-        )
+        raise InvalidRecordKeyError(f"Record key is too long ({len(key)} characters, the maximum is {MAX_KEY_LENGTH})")
     if KEY_RE.fullmatch(key) is None:
-        raise InvalidRecordKeyError(
-            "Record key contains invalid character: only a-z, A-Z, 0-9 and !-_.'() are allowed"
-        )
+        raise InvalidRecordKeyError("Record key contains invalid character: only a-z, A-Z, 0-9 and !-_.'() are allowed")
     return key

@@ -160,8 +160,6 @@ def build_services(
         users=UserService(index, clock),
         stats=stats,
         sharing=SharingService(index, stores, clock),
-        retention=RetentionService(
-            index, clock, stats, retention_ms=parse_duration_ms(settings.unnamed_retention)
-        ),
+        retention=RetentionService(index, clock, stats, retention_ms=parse_duration_ms(settings.unnamed_retention)),
         limiter=limiter,
     )

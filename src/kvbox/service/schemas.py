@@ -84,9 +84,7 @@ def find_collection(schema: dict[str, Any] | None, collection_id: str) -> Collec
         if c.id == collection_id:
             return c
     if not schema:
-        raise InvalidCollectionError(
-            f"Collection {collection_id!r} does not exist: the key-value store has no schema."
-        )
+        raise InvalidCollectionError(f"Collection {collection_id!r} does not exist: the key-value store has no schema.")
     raise InvalidCollectionError(f"Collection {collection_id!r} does not exist in the key-value store's schema.")
 
 

@@ -1,0 +1,201 @@
+"""The PostgreSQL index schema and its migrations, tracked in the `kvbox_schema` table.
+
+`kvbox migrate` runs `migrate`; servers only check the version (`check_version`) and
+refuse to start on a schema older or newer than they understand, so an upgrade is an
+explicit step and nodes of two versions never rewrite each other's tables. The whole
+upgrade is one transaction under an advisory lock: when several nodes migrate at once,
+exactly one does the work and the others find it done. Tables live in the connection's
+current schema (`search_path`), so one database can hold several deployments.
+"""
+
+from __future__ import annotations
+
+from psycopg import AsyncConnection, sql
+
+from kvbox.core.errors import StorageError
+
+# Keys and ids compare as bytes (COLLATE "C"), as in SQLite: key listings are in UTF-8
+# byte order whatever the database's default collation. Stores get an internal identity
+# key (`pk`) that record rows point to; identities are never handed out twice, so a
+# deleted store's rows (kept until `purge_deleted`) never reappear under a new store.
+_V1: tuple[str, ...] = (
+    """
+    CREATE TABLE users (
+        id text COLLATE "C" PRIMARY KEY,
+        username text COLLATE "C" NOT NULL CONSTRAINT users_username UNIQUE,
+        created_at bigint NOT NULL,
+        default_general_access text NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE tokens (
+        seq bigint GENERATED ALWAYS AS IDENTITY,
+        id text COLLATE "C" PRIMARY KEY,
+        user_id text COLLATE "C" NOT NULL,
+        token_hash text COLLATE "C" NOT NULL,
+        name text NOT NULL,
+        created_at bigint NOT NULL,
+        read_only boolean NOT NULL DEFAULT false,
+        store_ids text
+    )
+    """,
+    "CREATE INDEX tokens_by_hash ON tokens (token_hash, seq)",
+    "CREATE INDEX tokens_by_user ON tokens (user_id, seq)",
+    """
+    CREATE TABLE stores (
+        pk bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id text COLLATE "C" NOT NULL UNIQUE,
+        name text COLLATE "C",
+        user_id text COLLATE "C" NOT NULL,
+        created_at bigint NOT NULL,
+        modified_at bigint NOT NULL,
+        accessed_at bigint NOT NULL,
+        url_signing_secret text NOT NULL,
+        general_access text NOT NULL,
+        schema_json text,
+        read_count bigint NOT NULL DEFAULT 0,
+        write_count bigint NOT NULL DEFAULT 0,
+        delete_count bigint NOT NULL DEFAULT 0,
+        list_count bigint NOT NULL DEFAULT 0,
+        storage_bytes bigint NOT NULL DEFAULT 0,
+        record_count bigint NOT NULL DEFAULT 0,
+        title text
+    )
+    """,
+    # Unnamed stores are many and never clash; only names are unique per owner.
+    "CREATE UNIQUE INDEX stores_name ON stores (user_id, name) WHERE name IS NOT NULL",
+    "CREATE INDEX stores_by_owner ON stores (user_id, created_at, pk)",
+    # The retention sweeper walks unnamed stores from the least recently accessed.
+    "CREATE INDEX stores_unnamed_by_access ON stores (accessed_at, id) WHERE name IS NULL",
+    """
+    CREATE TABLE records (
+        store_pk bigint NOT NULL,
+        key text COLLATE "C" NOT NULL,
+        content_type text NOT NULL,
+        encoding text NOT NULL,
+        size bigint NOT NULL,
+        etag text NOT NULL,
+        modified_at bigint NOT NULL,
+        inline_body bytea,
+        blob_id text COLLATE "C",
+        -- Key listing is an index-only range scan of the primary key, which carries the size.
+        CONSTRAINT records_key PRIMARY KEY (store_pk, key) INCLUDE (size)
+    )
+    """,
+    # Both serve housekeeping only and hold just the rows whose body is a blob.
+    "CREATE INDEX records_blob ON records (blob_id) WHERE blob_id IS NOT NULL",
+    "CREATE INDEX records_store_blobs ON records (store_pk) WHERE blob_id IS NOT NULL",
+    """
+    CREATE TABLE deleted_stores (
+        store_pk bigint PRIMARY KEY,
+        store_id text NOT NULL
+    )
+    """,
+    # A grant goes with its store; the foreign key also stops a grant racing a delete.
+    """
+    CREATE TABLE grants (
+        store_id text COLLATE "C" NOT NULL REFERENCES stores (id) ON DELETE CASCADE,
+        user_id text COLLATE "C" NOT NULL,
+        permission text NOT NULL,
+        created_at bigint NOT NULL,
+        PRIMARY KEY (store_id, user_id)
+    )
+    """,
+    "CREATE INDEX grants_by_user ON grants (user_id, store_id)",
+    # One round trip per record write. The store row is locked first, which serializes the
+    # store's writers across nodes; each later statement of the function then takes a fresh
+    # snapshot (READ COMMITTED), so it sees the writes of the previous lock holder.
+    # No rows back: the store does not exist.
+    """
+    CREATE FUNCTION kvbox_put_record(
+        p_store text, p_key text, p_content_type text, p_encoding text, p_size bigint, p_etag text,
+        p_modified_at bigint, p_inline bytea, p_blob_id text
+    ) RETURNS TABLE (
+        replaced boolean, o_content_type text, o_encoding text, o_size bigint, o_etag text,
+        o_modified_at bigint, o_inline bytea, o_blob_id text
+    ) LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+    DECLARE
+        v_pk bigint;
+        v_old records%ROWTYPE;
+    BEGIN
+        SELECT pk INTO v_pk FROM stores WHERE id = p_store FOR NO KEY UPDATE;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        SELECT * INTO v_old FROM records AS r WHERE r.store_pk = v_pk AND r.key = p_key;
+        INSERT INTO records AS r (store_pk, key, content_type, encoding, size, etag, modified_at, inline_body, blob_id)
+        VALUES (v_pk, p_key, p_content_type, p_encoding, p_size, p_etag, p_modified_at, p_inline, p_blob_id)
+        ON CONFLICT (store_pk, key) DO UPDATE SET content_type = excluded.content_type,
+            encoding = excluded.encoding, size = excluded.size, etag = excluded.etag,
+            modified_at = excluded.modified_at, inline_body = excluded.inline_body, blob_id = excluded.blob_id;
+        UPDATE stores SET write_count = write_count + 1,
+            storage_bytes = storage_bytes + p_size - coalesce(v_old.size, 0),
+            record_count = record_count + (CASE WHEN v_old.key IS NULL THEN 1 ELSE 0 END),
+            modified_at = greatest(modified_at, p_modified_at), accessed_at = greatest(accessed_at, p_modified_at)
+        WHERE pk = v_pk;
+        RETURN QUERY SELECT v_old.key IS NOT NULL, v_old.content_type, v_old.encoding, v_old.size, v_old.etag,
+            v_old.modified_at, v_old.inline_body, v_old.blob_id;
+    END
+    $$
+    """,
+)
+
+# Index i holds the statements that take a schema from version i to version i + 1.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+VERSION_TABLE = "kvbox_schema"
+# Advisory lock keys are hashed from a name and the schema, so deployments in other
+# schemas of the same database never wait for each other.
+LOCK_KEY_SQL = "hashtextextended(%s || ':' || current_schema(), 0)"
+
+
+async def schema_version(conn: AsyncConnection) -> int:
+    """The version recorded in the current schema (0 when kvbox has never migrated it)."""
+    cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (VERSION_TABLE,))
+    row = await cur.fetchone()
+    if row is None or not row[0]:
+        return 0
+    cur = await conn.execute(sql.SQL("SELECT max(version) FROM {}").format(sql.Identifier(VERSION_TABLE)))
+    found = await cur.fetchone()
+    return int(found[0]) if found and found[0] is not None else 0
+
+
+def _too_new(found: int) -> StorageError:
+    return StorageError(f"The PostgreSQL schema has version {found}; this kvbox understands up to {SCHEMA_VERSION}.")
+
+
+async def check_version(conn: AsyncConnection) -> None:
+    """Raise `StorageError` unless the schema is exactly `SCHEMA_VERSION`."""
+    found = await schema_version(conn)
+    if found > SCHEMA_VERSION:
+        raise _too_new(found)
+    if found < SCHEMA_VERSION:
+        raise StorageError(
+            f"The PostgreSQL schema is at version {found}, this kvbox needs {SCHEMA_VERSION}: "
+            "run `kvbox migrate` with the same --metadata-url first."
+        )
+
+
+async def migrate(conn: AsyncConnection) -> int:
+    """Bring the current schema up to `SCHEMA_VERSION` and return the version found before.
+
+    Needs an autocommit connection. Running it on an up-to-date schema changes nothing.
+    A schema written by a newer kvbox raises `StorageError` rather than being touched.
+    """
+    async with conn.transaction():
+        await conn.execute(f"SELECT pg_advisory_xact_lock({LOCK_KEY_SQL})", ("kvbox-migrate",))
+        found = await schema_version(conn)
+        if found > SCHEMA_VERSION:
+            raise _too_new(found)
+        if found == 0:
+            await conn.execute(
+                sql.SQL("CREATE TABLE {} (version integer NOT NULL)").format(sql.Identifier(VERSION_TABLE))
+            )
+        for version in range(found, SCHEMA_VERSION):
+            for statement in MIGRATIONS[version]:
+                await conn.execute(statement)
+            await conn.execute(
+                sql.SQL("INSERT INTO {} (version) VALUES (%s)").format(sql.Identifier(VERSION_TABLE)), (version + 1,)
+            )
+    return found

@@ -1,0 +1,346 @@
+"""What only the scale-out backend has: a versioned PostgreSQL schema shared by many
+processes, advisory locks, and bodies as S3 objects uploaded in parts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psycopg
+import pytest
+
+from backends.conftest import postgres_index, s3_blobs
+from backing_services import ScaleOut
+from kvbox.backends.postgres.metadata import PostgresMetadataIndex
+from kvbox.backends.postgres.schema import SCHEMA_VERSION
+from kvbox.backends.registry import backend_kind, describe, exclusive, open_backend
+from kvbox.backends.s3.blobs import MAX_UPLOAD_MS, S3BlobStore, parse_blob_url
+from kvbox.core.errors import NameNotUniqueError, StorageError
+from kvbox.core.ids import new_blob_name, new_id, new_secret
+from kvbox.core.models import RecordMeta, Store, User
+
+pytestmark = pytest.mark.anyio
+
+T0 = 1_767_225_600_000
+MiB = 1 << 20
+
+
+def make_store(name: str | None = None) -> Store:
+    return Store(id=new_id(), name=name, user_id="user1", created_at=T0, modified_at=T0, accessed_at=T0,
+                 url_signing_secret=new_secret())  # fmt: skip
+
+
+def rec(key: str, body: bytes = b"body", *, blob_id: str | None = None) -> RecordMeta:
+    return RecordMeta(key=key, content_type="text/plain", encoding="identity", size=len(body), etag='"e"',
+                      modified_at=T0, inline=None if blob_id else body, blob_id=blob_id)  # fmt: skip
+
+
+# the schema
+
+
+async def test_migrations_from_many_processes_at_once(scale_out: ScaleOut) -> None:
+    url = scale_out.settings()["metadata_url"]
+    racers = [PostgresMetadataIndex(url) for _ in range(6)]
+    results = await asyncio.gather(*(ix.migrate() for ix in racers))
+    assert sorted(found for found, _ in results) == [0, *[SCHEMA_VERSION] * 5]  # exactly one did the work
+    assert {now for _, now in results} == {SCHEMA_VERSION}
+    await racers[0].insert_user(User(id="u1", username="ann", created_at=T0))
+    assert await racers[1].migrate() == (SCHEMA_VERSION, SCHEMA_VERSION)  # idempotent, data kept
+    assert await racers[2].get_user("u1") is not None
+    for ix in racers:
+        await ix.close()
+
+
+async def test_unmigrated_and_newer_schemas_are_refused(scale_out: ScaleOut) -> None:
+    url = scale_out.settings()["metadata_url"]
+    fresh = PostgresMetadataIndex(url)
+    with pytest.raises(StorageError, match="kvbox migrate"):
+        await fresh.get_user("u1")
+    await fresh.migrate()
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("INSERT INTO kvbox_schema (version) VALUES (%s)", (SCHEMA_VERSION + 1,))
+    newer = PostgresMetadataIndex(url)
+    with pytest.raises(StorageError, match="understands up to"):
+        await newer.get_user("u1")
+    with pytest.raises(StorageError, match="understands up to"):
+        await newer.migrate()
+    await fresh.close()
+    await newer.close()
+
+
+async def test_unreachable_database_raises_storage_error(scale_out: ScaleOut) -> None:
+    index = PostgresMetadataIndex(f"postgresql://kvbox@127.0.0.1:{scale_out.pg.port}/no_such_database")
+    with pytest.raises(StorageError) as caught:
+        await index.get_user("u1")
+    assert isinstance(caught.value.__cause__, psycopg.Error)
+    await index.close()
+
+
+async def test_corrupt_rows_raise_storage_error_with_cause(scale_out: ScaleOut) -> None:
+    index = await postgres_index(scale_out)
+    store = make_store("broken")
+    await index.insert_store(store)
+    async with await psycopg.AsyncConnection.connect(index.url, autocommit=True) as conn:
+        await conn.execute("UPDATE stores SET general_access = 'NOT_A_LEVEL'")
+    with pytest.raises(StorageError) as caught:
+        await index.get_store(store.id)
+    assert isinstance(caught.value.__cause__, ValueError)
+    await index.close()
+
+
+async def test_key_listing_can_be_an_index_only_scan(scale_out: ScaleOut) -> None:
+    index = await postgres_index(scale_out)
+    store = make_store()
+    await index.insert_store(store)
+    async with await psycopg.AsyncConnection.connect(index.url, autocommit=True) as conn:
+        await conn.execute("SET enable_seqscan = off")
+        cur = await conn.execute(
+            "EXPLAIN SELECT key, size FROM records WHERE store_pk = (SELECT pk FROM stores WHERE id = %s) "
+            "AND key > %s AND key < %s ORDER BY key LIMIT 11",
+            (store.id, "a", "b"),
+        )
+        plan = " | ".join(row[0] for row in await cur.fetchall())
+    assert "Index Only Scan using records_key" in plan and "Sort" not in plan
+    await index.close()
+
+
+# many processes on one database
+
+
+async def test_two_instances_see_each_others_commits(scale_out: ScaleOut) -> None:
+    a = await postgres_index(scale_out)
+    b = PostgresMetadataIndex(a.url)
+    store = make_store("shared")
+    await a.insert_store(store)
+    await b.put_record(store.id, rec("k1"))
+    assert await a.get_record(store.id, "k1") == rec("k1")
+    await a.delete_record(store.id, "k1", now_ms=T0 + 1)
+    assert await b.get_record(store.id, "k1") is None
+    with pytest.raises(NameNotUniqueError):
+        await b.insert_store(make_store("shared"))
+    await b.delete_store(store.id)
+    assert await a.get_store(store.id) is None
+    with pytest.raises(StorageError):
+        await a.put_record(store.id, rec("k2"))
+    await a.close()
+    await b.close()
+
+
+async def test_concurrent_writers_of_one_key_keep_counts_exact(scale_out: ScaleOut) -> None:
+    nodes = [await postgres_index(scale_out, pool_size=8)]
+    nodes.append(PostgresMetadataIndex(nodes[0].url, pool_size=8))
+    store = make_store()
+    await nodes[0].insert_store(store)
+    bodies = [bytes([i]) * (i + 1) for i in range(40)]
+    replaced = await asyncio.gather(*(nodes[i % 2].put_record(store.id, rec("k", b)) for i, b in enumerate(bodies)))
+    assert replaced.count(None) == 1  # exactly one writer created the row; each other replaced one
+    final = await nodes[1].get_record(store.id, "k")
+    assert final is not None and final.inline in bodies
+    # every body but the final one was replaced exactly once: no lost update
+    assert sorted(r.inline for r in replaced if r is not None) == sorted(b for b in bodies if b != final.inline)
+    s = await nodes[0].get_store(store.id)
+    assert s is not None
+    assert (s.record_count, s.stats.write_count, s.stats.storage_bytes) == (1, 40, final.size)
+    for ix in nodes:
+        await ix.close()
+
+
+async def test_concurrent_writes_and_deletes_of_one_key_never_deadlock(scale_out: ScaleOut) -> None:
+    nodes = [await postgres_index(scale_out, pool_size=8)]
+    nodes.append(PostgresMetadataIndex(nodes[0].url, pool_size=8))
+    store = make_store()
+    await nodes[0].insert_store(store)
+
+    async def churn(i: int) -> None:
+        node = nodes[i % 2]
+        for n in range(15):
+            if (i + n) % 3:
+                await node.put_record(store.id, rec("k", b"v" * (i + n + 1)))
+            else:
+                await node.delete_record(store.id, "k", now_ms=T0 + n)
+
+    await asyncio.wait_for(asyncio.gather(*(churn(i) for i in range(12))), timeout=60)
+    final = await nodes[0].get_record(store.id, "k")
+    s = await nodes[1].get_store(store.id)
+    assert s is not None
+    assert (s.record_count, s.stats.storage_bytes) == ((1, final.size) if final else (0, 0))
+    assert s.stats.write_count + s.stats.delete_count == 12 * 15
+    for ix in nodes:
+        await ix.close()
+
+
+async def test_two_nodes_purging_free_each_blob_once(scale_out: ScaleOut) -> None:
+    a = await postgres_index(scale_out)
+    b = PostgresMetadataIndex(a.url)
+    store = make_store()
+    await a.insert_store(store)
+    blob_ids = [new_blob_name() for _ in range(60)]
+    for i, blob_id in enumerate(blob_ids):
+        await a.put_record(store.id, rec(f"k{i}", b"x" * 10, blob_id=blob_id))
+    await a.delete_store(store.id)
+    freed: list[str] = []
+    while await a.purge_pending():
+        batches = await asyncio.gather(a.purge_deleted(max_rows=7), b.purge_deleted(max_rows=7))
+        freed += [blob_id for batch in batches for blob_id in batch]
+    assert sorted(freed) == sorted(blob_ids)
+    await a.close()
+    await b.close()
+
+
+async def test_advisory_lock_admits_one_node(scale_out: ScaleOut) -> None:
+    a = await postgres_index(scale_out)
+    b = PostgresMetadataIndex(a.url)
+    elsewhere = await postgres_index(scale_out)  # another deployment in another schema
+    async with exclusive(a, "sweeper") as first:
+        async with exclusive(b, "sweeper") as second, exclusive(elsewhere, "sweeper") as other:
+            assert (first, second, other) == (True, False, True)
+        async with exclusive(b, "other-job") as different:
+            assert different is True
+    async with exclusive(b, "sweeper") as after_release:
+        assert after_release is True
+    for ix in (a, b, elsewhere):
+        await ix.close()
+
+
+# bodies in S3
+
+
+async def test_large_body_goes_up_in_parts_and_streams_back(scale_out: ScaleOut) -> None:
+    blobs = s3_blobs(scale_out, part_size=5 * MiB, chunk_size=MiB)
+    body = bytes(range(256)) * (11 * MiB // 256 + 3)
+    writer = await blobs.create()
+    for i in range(0, len(body), 300_000):
+        await writer.write(body[i : i + 300_000])
+    blob_id = await writer.commit()
+    s3 = await blobs.client()
+    head = await s3.head_object(Bucket=blobs.bucket, Key=blobs.key_of(blob_id))
+    assert head["ContentLength"] == len(body) and head["ETag"].endswith('-3"')  # three parts
+    chunks = [c async for c in await blobs.open(blob_id)]
+    assert b"".join(chunks) == body and max(map(len, chunks)) <= MiB
+    await blobs.close()
+
+
+async def test_aborted_and_stale_uploads_leave_nothing(scale_out: ScaleOut) -> None:
+    blobs = s3_blobs(scale_out, part_size=5 * MiB)
+    s3 = await blobs.client()
+
+    async def uploads() -> list[int]:
+        """Start times of the uploads in progress (moto reports a fixed date in 2010)."""
+        page = await s3.list_multipart_uploads(Bucket=blobs.bucket, Prefix=blobs.prefix)
+        return [int(u["Initiated"].timestamp() * 1000) for u in page.get("Uploads", [])]
+
+    aborted = await blobs.create()
+    await aborted.write(b"x" * (6 * MiB))
+    assert len(await uploads()) == 1
+    await aborted.abort()
+    assert await uploads() == []
+
+    crashed = await blobs.create()  # a writer that dies mid-upload
+    await crashed.write(b"y" * (6 * MiB))
+    (started,) = await uploads()
+    assert [b async for b in blobs.list_ids(older_than_ms=started + MAX_UPLOAD_MS - 60_000)] == []
+    assert len(await uploads()) == 1  # it may still be running: left alone
+    assert [b async for b in blobs.list_ids(older_than_ms=started + MAX_UPLOAD_MS + 60_000)] == []
+    assert await uploads() == []  # older than any upload may take: aborted
+    await blobs.close()
+
+
+async def test_multipart_objects_are_dated_by_upload_start(scale_out: ScaleOut) -> None:
+    blobs = s3_blobs(scale_out, part_size=5 * MiB)
+    small = await blobs.create()
+    await small.write(b"small")
+    small_id = await small.commit()
+    big = await blobs.create()
+    await big.write(b"z" * (6 * MiB))
+    big_id = await big.commit()
+    soon = int(time.time() * 1000) + 60_000
+    assert [b async for b in blobs.list_ids(older_than_ms=soon)] == [small_id]
+    later = [b async for b in blobs.list_ids(older_than_ms=soon + MAX_UPLOAD_MS)]
+    assert sorted(later) == sorted([small_id, big_id])
+    await blobs.close()
+
+
+async def test_foreign_objects_and_bad_ids_are_ignored(scale_out: ScaleOut) -> None:
+    blobs = s3_blobs(scale_out)
+    s3 = await blobs.client()
+    await s3.put_object(Bucket=blobs.bucket, Key=blobs.prefix + "README.txt", Body=b"not a blob")
+    await s3.put_object(Bucket=blobs.bucket, Key=blobs.prefix + "sub/" + new_blob_name(), Body=b"nested")
+    assert [b async for b in blobs.list_ids(older_than_ms=2**62)] == []
+    for bad in ("../etc/passwd", "ABCDEF0123456789ABCDEF0123456789", "", "sub/" + new_blob_name()):
+        with pytest.raises(StorageError):
+            await blobs.open(bad)
+        with pytest.raises(StorageError):
+            await blobs.delete(bad)
+    await blobs.close()
+
+
+async def test_a_dropped_stream_resumes_from_the_same_object(
+    scale_out: ScaleOut, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ResponseStreamingError
+
+    blobs = s3_blobs(scale_out, chunk_size=1000)
+    body = bytes(range(256)) * 40
+    writer = await blobs.create()
+    await writer.write(body)
+    blob_id = await writer.commit()
+    ranges: list[str | None] = []
+    real_get = S3BlobStore._get
+
+    async def flaky_get(self: S3BlobStore, key: str, blob_id: str, **extra: str) -> object:
+        ranges.append(extra.get("Range"))
+        response = await real_get(self, key, blob_id, **extra)
+        if len(ranges) == 1:
+            real_iter = response["Body"].iter_chunks
+
+            async def breaks_after_two(chunk_size: int):  # type: ignore[no-untyped-def]
+                n = 0
+                async for chunk in real_iter(chunk_size):
+                    yield chunk
+                    n += 1
+                    if n == 2:
+                        raise ResponseStreamingError(error="connection reset")
+
+            response["Body"].iter_chunks = breaks_after_two
+        return response
+
+    monkeypatch.setattr(S3BlobStore, "_get", flaky_get)
+    assert b"".join([c async for c in await blobs.open(blob_id)]) == body
+    assert ranges == [None, "bytes=2000-"]
+    await blobs.close()
+
+
+async def test_missing_bucket_raises_storage_error(scale_out: ScaleOut) -> None:
+    blobs = S3BlobStore("no-such-bucket-kvbox", "", endpoint=scale_out.s3.endpoint)
+    writer = await blobs.create()
+    await writer.write(b"data")
+    with pytest.raises(StorageError):
+        await writer.commit()
+    await blobs.close()
+
+
+# settings
+
+
+def test_blob_urls() -> None:
+    assert parse_blob_url("s3://bucket") == ("bucket", "")
+    assert parse_blob_url("s3://bucket/") == ("bucket", "")
+    assert parse_blob_url("s3://bucket/a/b/") == ("bucket", "a/b/")
+    for bad in ("bucket/prefix", "https://bucket/x", "s3:///prefix"):
+        with pytest.raises(ValueError):
+            parse_blob_url(bad)
+
+
+def test_backend_selection(tmp_path: object) -> None:
+    pg, s3 = "postgresql://u@h/db", "s3://b/p"
+    assert backend_kind("sqlite") == "sqlite"
+    assert backend_kind("sqlite", metadata_url=pg, blob_url=s3) == "postgres"
+    assert backend_kind("postgres", metadata_url="postgres://u@h/db", blob_url=s3) == "postgres"
+    for kind, url, blob in [("postgres", None, s3), ("sqlite", pg, None), ("sqlite", "mysql://h/db", s3),
+                            ("memory", pg, s3), ("sqlite", pg, "gs://b"), ("oracle", None, None)]:  # fmt: skip
+        with pytest.raises(ValueError):
+            backend_kind(kind, metadata_url=url, blob_url=blob)
+    index, blobs = open_backend("sqlite", data_dir=tmp_path, durable=False, metadata_url=pg, blob_url=s3)  # type: ignore[arg-type]
+    assert isinstance(index, PostgresMetadataIndex) and isinstance(blobs, S3BlobStore)
+    assert describe("postgresql://kv:s3cret@db:5432/kv") == "postgresql://kv:***@db:5432/kv"
+    assert describe("postgresql://kv@db/kv") == "postgresql://kv@db/kv"

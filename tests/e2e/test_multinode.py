@@ -1,0 +1,204 @@
+"""Two `kvbox serve` nodes on different ports sharing one PostgreSQL database and one bucket:
+what one node acknowledges, the other serves at once, and no acknowledged write is lost."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from backing_services import COMMAND_ENV, ScaleOut, stored_objects
+from conftest import ServerProcess, start_scale_out_servers, start_server
+
+from .conftest import create_user, new_connection_client
+
+pytestmark = pytest.mark.slow
+
+INLINE = 64 * 1024  # the default inline threshold: larger bodies live in S3
+
+
+@pytest.fixture(scope="module")
+def nodes(scale_out: ScaleOut, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerProcess]]:
+    root = tmp_path_factory.mktemp("multinode")
+    servers = start_scale_out_servers(
+        scale_out, root, nodes=2, workers=1,
+        extra_env={"KVBOX_UNNAMED_RETENTION": "2s", "KVBOX_SWEEP_INTERVAL": "0.2"},
+    )  # fmt: skip
+    try:
+        yield servers
+    finally:
+        for srv in servers:
+            srv.stop()
+
+
+@pytest.fixture(scope="module")
+def token(nodes: list[ServerProcess]) -> str:
+    return create_user(nodes[0].data_dir, "multi").token
+
+
+def clients(nodes: list[ServerProcess], token: str) -> tuple[httpx.Client, httpx.Client]:
+    a, b = (httpx.Client(base_url=n.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) for n in nodes)
+    return a, b
+
+
+def new_store(client: httpx.Client, name: str | None = None) -> str:
+    r = client.post("/v2/key-value-stores", params={"name": name} if name else {}, json={})
+    assert r.status_code in (200, 201), r.text
+    return str(r.json()["data"]["id"])
+
+
+def tagged(writer: str, n: int, size: int) -> bytes:
+    """A body that proves its own integrity: a header with the SHA-256 of the payload."""
+    payload = (f"{writer}-{n}-".encode() * (size // 8 + 1))[:size]
+    return hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
+
+
+def intact(body: bytes) -> bool:
+    digest, _, payload = body.partition(b"\n")
+    return hashlib.sha256(payload).hexdigest().encode() == digest
+
+
+def test_a_write_acknowledged_by_one_node_is_read_on_the_other_at_once(nodes: list[ServerProcess], token: str) -> None:
+    a, b = clients(nodes, token)
+    store = new_store(a, "read-after-write")
+    rnd = random.Random(1)
+    for i in range(60):
+        writer, reader = (a, b) if i % 2 == 0 else (b, a)
+        body = tagged("w", i, rnd.choice([10, 5_000, INLINE + 1, 300_000]))
+        key = f"k{i % 7}"  # keys are rewritten, so a stale read would show
+        assert writer.put(f"/v2/key-value-stores/{store}/records/{key}", content=body).status_code in (200, 201)
+        got = reader.get(f"/v2/key-value-stores/{store}/records/{key}")
+        assert got.status_code == 200 and got.content == body, (i, len(body))
+    assert a.delete(f"/v2/key-value-stores/{store}/records/k0").status_code == 204
+    assert b.get(f"/v2/key-value-stores/{store}/records/k0").status_code == 404
+
+
+def test_concurrent_writers_on_both_nodes_leave_one_intact_value(nodes: list[ServerProcess], token: str) -> None:
+    a, b = clients(nodes, token)
+    store = new_store(a, "contended")
+    url = f"/v2/key-value-stores/{store}/records/hot"
+    objects_before = len(bucket_objects(nodes[0]))
+    written: set[bytes] = set()
+    seen_bad: list[int] = []
+    stop = threading.Event()
+
+    def write(client: httpx.Client, writer: str) -> None:
+        rnd = random.Random(writer)
+        for n in range(25):
+            body = tagged(writer, n, rnd.choice([100, INLINE * 2, 200_000]))
+            written.add(body)
+            assert client.put(url, content=body).status_code in (200, 201)
+
+    def read(client: httpx.Client) -> None:
+        while not stop.is_set():
+            r = client.get(url)
+            if r.status_code == 200 and not intact(r.content):
+                seen_bad.append(len(r.content))
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        readers = [pool.submit(read, c) for c in (a, b)]
+        writers = [pool.submit(write, c, f"{name}{i}") for i in range(2) for name, c in (("a", a), ("b", b))]
+        for f in writers:
+            f.result()
+        stop.set()
+        for f in readers:
+            f.result()
+    assert seen_bad == []  # no reader ever saw a torn or mixed body
+    final_a, final_b = a.get(url), b.get(url)
+    assert final_a.content == final_b.content and final_a.content in written and intact(final_a.content)
+    # Replaced bodies were deleted: of this key's bodies, only the one the row points to is left.
+    left = len(bucket_objects(nodes[0])) - objects_before
+    assert left == (1 if len(final_a.content) > INLINE else 0)
+
+
+def bucket_objects(node: ServerProcess) -> dict[str, int]:
+    return stored_objects(COMMAND_ENV[node.data_dir])
+
+
+def test_key_listings_agree_on_both_nodes(nodes: list[ServerProcess], token: str) -> None:
+    a, b = clients(nodes, token)
+    store = new_store(a, "listing")
+
+    def put(i: int) -> None:
+        client = a if i % 2 else b
+        assert client.put(f"/v2/key-value-stores/{store}/records/key-{i:04d}", content=b"x" * i).status_code < 300
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(put, range(250)))
+
+    def listing(client: httpx.Client) -> list[tuple[str, int]]:
+        keys: list[tuple[str, int]] = []
+        params: dict[str, str | int] = {"limit": 37}
+        while True:
+            data = client.get(f"/v2/key-value-stores/{store}/keys", params=params).json()["data"]
+            keys += [(item["key"], item["size"]) for item in data["items"]]
+            if not data["isTruncated"]:
+                return keys
+            params["exclusiveStartKey"] = data["nextExclusiveStartKey"]
+
+    on_a, on_b = listing(a), listing(b)
+    assert on_a == on_b == [(f"key-{i:04d}", i) for i in range(250)]
+
+
+def test_expired_unnamed_stores_are_swept(nodes: list[ServerProcess], token: str) -> None:
+    a, b = clients(nodes, token)
+    store = new_store(a)  # unnamed; the nodes keep them 2 s
+    assert b.get(f"/v2/key-value-stores/{store}").status_code == 200
+
+    def listed(client: httpx.Client) -> bool:  # listing does not count as an access; a GET would
+        items = client.get("/v2/key-value-stores", params={"unnamed": "1", "limit": 1000}).json()["data"]["items"]
+        return any(item["id"] == store for item in items)
+
+    deadline = time.monotonic() + 20
+    while listed(a):
+        assert time.monotonic() < deadline, "the store was never swept"
+        time.sleep(0.3)
+    assert not listed(b)
+    assert b.get(f"/v2/key-value-stores/{store}").status_code == 404
+
+
+def test_killing_a_node_loses_no_acknowledged_write(nodes: list[ServerProcess], token: str, tmp_path: Path) -> None:
+    """A third node takes writes and is killed with SIGKILL mid-stream; node B then serves
+    every write the dead node had acknowledged."""
+    backend = COMMAND_ENV[nodes[0].data_dir]
+    victim = start_server(tmp_path / "data", workers=1, extra_env=backend)
+    survivor = new_connection_client(nodes[1].url, token)
+    store = new_store(survivor, "survives")
+    acknowledged: dict[str, bytes] = {}
+    lock = threading.Lock()
+
+    def write(worker: int) -> None:
+        client = new_connection_client(victim.url, token)
+        for n in range(10_000):
+            key = f"w{worker}-{n}"
+            body = tagged(key, n, random.Random(key).choice([50, INLINE + 10, 150_000]))
+            try:
+                r = client.put(f"/v2/key-value-stores/{store}/records/{key}", content=body)
+            except httpx.HTTPError:
+                return  # the node is gone
+            if r.status_code in (200, 201):
+                with lock:
+                    acknowledged[key] = body
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(write, w) for w in range(4)]
+        deadline = time.monotonic() + 20
+        while len(acknowledged) < 60 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(victim.proc.pid, signal.SIGKILL)
+        victim.proc.wait(timeout=15)
+        for f in futures:
+            f.result()
+    assert len(acknowledged) >= 60
+    for key, body in acknowledged.items():
+        r = survivor.get(f"/v2/key-value-stores/{store}/records/{key}")
+        assert r.status_code == 200 and r.content == body, key
