@@ -23,12 +23,13 @@ from bench.console import run_console
 from bench.httpbench import run_http
 from bench.listing import run_listing
 from bench.report import Report
+from bench.scaleout import run_scaleout
 from bench.wrk import require_wrk
 
 BENCH_DIR = Path(__file__).resolve().parent
 CACHE = BENCH_DIR / ".cache"
 RESULTS = BENCH_DIR / "results" / "latest.md"
-SECTIONS = ("http", "list", "big", "console", "sdk")
+SECTIONS = ("http", "list", "big", "console", "sdk", "scaleout")
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             report, stores=CONSOLE_STORES, records=plan.keys, samples=20 if plan.mode == "full" else 8
         ),
         "sdk": lambda: _scripts(report, "bench.sdk_local", "bench.sdk_remote"),
+        "scaleout": lambda: run_scaleout(report, quick=plan.mode == "quick", workers=1, workdir=workdir, logs=logs),
     }
     try:
         for name in sections:
