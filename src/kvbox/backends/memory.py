@@ -40,6 +40,7 @@ class MemoryMetadataIndex:
         self._deleted: dict[str, _StoreRecords] = {}
         self._grants: dict[tuple[str, str], Grant] = {}
         self._generation = 0
+        self._metadata_generation = 0
 
     async def close(self) -> None:
         return None
@@ -47,9 +48,13 @@ class MemoryMetadataIndex:
     def read_generation(self) -> int:
         return self._generation
 
+    def metadata_generation(self) -> int:
+        return self._metadata_generation
+
     # users and tokens
     async def insert_user(self, user: User) -> None:
         self._generation += 1
+        self._metadata_generation += 1
         if any(u.username == user.username for u in self._users.values()):
             raise NameNotUniqueError(f"User {user.username!r} already exists.")
         self._users[user.id] = dataclasses.replace(user)
@@ -69,11 +74,13 @@ class MemoryMetadataIndex:
 
     async def set_user_default_access(self, user_id: str, access: GeneralAccess) -> None:
         self._generation += 1
+        self._metadata_generation += 1
         if user_id in self._users:
             self._users[user_id].default_general_access = access
 
     async def insert_token(self, token: Token) -> None:
         self._generation += 1
+        self._metadata_generation += 1
         self._tokens[token.id] = dataclasses.replace(token)
 
     async def get_token_by_hash(self, token_hash: str) -> Token | None:
@@ -87,6 +94,7 @@ class MemoryMetadataIndex:
 
     async def delete_token(self, token_id: str) -> bool:
         self._generation += 1
+        self._metadata_generation += 1
         return self._tokens.pop(token_id, None) is not None
 
     # stores
@@ -98,6 +106,7 @@ class MemoryMetadataIndex:
 
     async def insert_store(self, store: Store) -> None:
         self._generation += 1
+        self._metadata_generation += 1
         if store.name is not None and self._name_taken(store.user_id, store.name):
             raise NameNotUniqueError(f"You already have a key-value store named {store.name!r}.")
         self._stores[store.id] = self._copy(store)
@@ -123,6 +132,7 @@ class MemoryMetadataIndex:
         title: str | _Unset | None = UNSET,
     ) -> Store | None:
         self._generation += 1
+        self._metadata_generation += 1
         s = self._stores.get(store_id)
         if s is None:
             return None
@@ -140,6 +150,7 @@ class MemoryMetadataIndex:
 
     async def delete_store(self, store_id: str, *, expired_before: int | None = None) -> bool:
         self._generation += 1
+        self._metadata_generation += 1
         store = self._stores.get(store_id)
         if store is None:
             return False
@@ -180,6 +191,7 @@ class MemoryMetadataIndex:
     # sharing
     async def set_grant(self, grant: Grant) -> None:
         self._generation += 1
+        self._metadata_generation += 1
         if grant.store_id in self._stores:
             self._grants[(grant.store_id, grant.user_id)] = dataclasses.replace(grant)
 
@@ -193,6 +205,7 @@ class MemoryMetadataIndex:
 
     async def delete_grant(self, store_id: str, user_id: str) -> bool:
         self._generation += 1
+        self._metadata_generation += 1
         return self._grants.pop((store_id, user_id), None) is not None
 
     async def apply_stats(self, deltas: Mapping[str, StatsDelta]) -> None:

@@ -137,7 +137,7 @@ def build_services(
         user_per_second=settings.rate_limit_user,
     )
     limiter = RateLimiter(clock, limits, processes=settings.workers)
-    cache = ReadCache(index)
+    cache = ReadCache(index, metadata_only=True)
     stores = StoreService(index, clock, stats, users, limiter, cache)
     records = RecordService(
         index,
@@ -147,7 +147,7 @@ def build_services(
         clock,
         max_record_size=settings.max_record_size,
         inline_threshold=settings.inline_threshold,
-        cache=cache,
+        cache=ReadCache(index),
     )
     return Services(
         settings=settings,

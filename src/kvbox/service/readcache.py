@@ -1,4 +1,8 @@
-"""Index rows reused across requests until the index reports a commit since they were read.
+"""Index rows reused across requests until the index reports a change since they were read.
+
+Two instances serve a process: one for users, tokens, stores and grants, keyed to the
+index's metadata generation (which record writes leave alone), and one for record rows,
+keyed to any commit at all.
 
 A record GET otherwise reads the token, its user, the store and the record: four queries.
 Backends that can say cheaply whether anything changed (a `read_generation()` method:
@@ -21,8 +25,9 @@ _MISS = object()
 
 
 class ReadCache:
-    def __init__(self, index: MetadataIndex) -> None:
-        self._generation_of: Callable[[], int] | None = getattr(index, "read_generation", None)
+    def __init__(self, index: MetadataIndex, *, metadata_only: bool = False) -> None:
+        name = "metadata_generation" if metadata_only else "read_generation"
+        self._generation_of: Callable[[], int] | None = getattr(index, name, None)
         self._generation: int | None = None
         self._rows: dict[Hashable, Any] = {}
         self._bytes = 0

@@ -175,6 +175,11 @@ class SqliteMetadataIndex:
         version = self._conn.execute("PRAGMA data_version").fetchone()[0]
         return int(version) << 32 | self._local_writes
 
+    def metadata_generation(self) -> int:
+        """Changes whenever any process changes a user, token, store or grant. Record writes and
+        counters go through the writer thread and leave it alone."""
+        return int(self._conn.execute("SELECT value FROM metadata_generation").fetchone()[0])
+
     @contextmanager
     def _write(self, action: str) -> Iterator[sqlite3.Connection]:
         """One write transaction; commits when the block ends, rolls back when it raises."""
@@ -185,6 +190,7 @@ class SqliteMetadataIndex:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                conn.execute("UPDATE metadata_generation SET value = value + 1")
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:

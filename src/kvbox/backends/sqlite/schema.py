@@ -106,7 +106,14 @@ _V2: tuple[str, ...] = (
 )
 
 # Index i holds the statements that take a database from version i to version i + 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+# A counter every metadata change (users, tokens, stores, grants) bumps in its own
+# transaction; record writes leave it alone. Readers keep metadata rows until it moves.
+_V3: tuple[str, ...] = (
+    "CREATE TABLE metadata_generation (id INTEGER PRIMARY KEY CHECK (id = 0), value INTEGER NOT NULL)",
+    "INSERT INTO metadata_generation VALUES (0, 0)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
