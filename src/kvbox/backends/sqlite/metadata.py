@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from kvbox.backends.base import UNSET, _Unset
 from kvbox.backends.sqlite.schema import migrate
-from kvbox.backends.sqlite.writer import Batch, WriterThread
+from kvbox.backends.sqlite.writer import Batch, LoopWriter
 from kvbox.core.errors import NameNotUniqueError, StorageError
 from kvbox.core.models import (
     GeneralAccess,
@@ -161,8 +161,8 @@ class SqliteMetadataIndex:
                 raise
         self._conn = conn
         self._local_writes = 0
-        # Hot writes go through one writer thread with group commit (see writer.py).
-        self._writer = WriterThread(
+        # Hot writes are group-committed on the event loop without blocking it (see writer.py).
+        self._writer = LoopWriter(
             path, durable=durable, busy_timeout_s=BUSY_TIMEOUT_S, before_commit=_apply_store_counts
         )
 
@@ -177,7 +177,7 @@ class SqliteMetadataIndex:
 
     def metadata_generation(self) -> int:
         """Changes whenever any process changes a user, token, store or grant. Record writes and
-        counters go through the writer thread and leave it alone."""
+        counters go through the group-commit writer and leave it alone."""
         return int(self._conn.execute("SELECT value FROM metadata_generation").fetchone()[0])
 
     @contextmanager

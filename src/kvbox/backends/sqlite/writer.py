@@ -1,22 +1,18 @@
-"""One writer thread per process with group commit.
+"""Group commit for hot writes (record puts and deletes, counter flushes).
 
-Hot writes (record puts and deletes, counter flushes) are queued here instead of running on
-the event loop. The thread takes everything queued, runs it in one `BEGIN IMMEDIATE`
-transaction, lets the index fold per-batch bookkeeping in (`before_commit`), commits once,
-then settles every caller's future. If any operation fails, the batch is rolled back and
-each operation runs again in a transaction of its own, so one failure spoils nothing else.
-Waiting for another process's write lock and WAL checkpoints happen on this thread, never
-on the event loop.
+Writes queued during one event-loop iteration share one `BEGIN IMMEDIATE` transaction; the
+index folds per-batch bookkeeping in (`before_commit`, one store-counter update per store),
+commits once, then settles every caller's future. If an operation fails, the batch rolls back
+and each operation runs again alone, so one failure spoils nothing else. The write lock is
+taken without waiting: when another process holds it the batch is retried shortly after, so
+the event loop never sleeps inside SQLite and requests keep flowing meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,97 +45,117 @@ def _as_error(action: str, error: BaseException) -> BaseException:
     return error
 
 
-class WriterThread:
+_FIRST_BACKOFF_S = 0.0005
+_MAX_BACKOFF_S = 0.02
+
+
+class LoopWriter:
+    """Group commit on the event loop: writes queued during one loop iteration share a
+    transaction. The lock is taken without ever sleeping on the loop: when another process
+    holds it, the batch is retried a little later (`call_later`) while requests go on."""
+
     def __init__(
         self, path: Path, *, durable: bool, busy_timeout_s: float, before_commit: BeforeCommit | None = None
     ) -> None:
         self._before_commit = before_commit
         self._path = path
         self._durable = durable
-        self._busy_timeout_s = busy_timeout_s
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kvbox-sqlite-writer")
-        self._lock = threading.Lock()
+        self._give_up_s = busy_timeout_s
         self._pending: list[_Pending] = []
         self._scheduled = False
         self._conn: sqlite3.Connection | None = None
+        self._busy_since: float | None = None
+        self._backoff = _FIRST_BACKOFF_S
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self, action: str, operation: Operation) -> Any:
-        """Run `operation(conn, batch)` inside the next group transaction and return its result.
-
-        `batch` is a dict shared by the operations of one transaction, read by `before_commit`.
-        """
+        """Run `operation(conn, batch)` inside the next group transaction and return its result."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        with self._lock:
-            self._pending.append((action, operation, future, loop))
-            if not self._scheduled:
-                self._scheduled = True
-                self._executor.submit(self._drain)
+        if self._scheduled and self._loop is not loop and (self._loop is None or self._loop.is_closed()):
+            # The loop that was to flush is gone (one asyncio.run after another): drop its leftovers.
+            self._pending = [p for p in self._pending if not p[3].is_closed()]
+            self._scheduled = False
+        self._pending.append((action, operation, future, loop))
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop = loop
+            loop.call_soon(self._flush, loop)
         return await future
 
     def close(self) -> None:
-        self._executor.submit(self._close_connection).result()
-        self._executor.shutdown(wait=True)
-
-    # below: the writer thread only
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            conn = sqlite3.connect(
-                self._path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
-            )
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
-            conn.execute(f"PRAGMA synchronous = {'FULL' if self._durable else 'NORMAL'}")
-            self._conn = conn
-        return self._conn
-
-    def _close_connection(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    def _drain(self) -> None:
-        while True:
-            with self._lock:
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                if not batch:
-                    self._scheduled = False
-                    return
-            self._commit(batch)
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(self._path, timeout=0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 0")
+            conn.execute(f"PRAGMA synchronous = {'FULL' if self._durable else 'NORMAL'}")
+            self._conn = conn
+        return self._conn
 
-    def _commit(self, batch: list[_Pending]) -> None:
-        outcomes: list[tuple[bool, Any]]
-        try:
-            outcomes = [(True, value) for value in self._transaction(batch)]
-        except Exception as error:
-            if len(batch) == 1:
-                outcomes = [(False, _as_error(batch[0][0], error))]
-            else:  # find the failing operation(s): each again on its own
-                outcomes = [self._alone(pending) for pending in batch]
-        self._settle_all(batch, outcomes)
-
-    def _alone(self, pending: _Pending) -> tuple[bool, Any]:
-        try:
-            return True, self._transaction([pending])[0]
-        except Exception as error:
-            return False, _as_error(pending[0], error)
-
-    def _transaction(self, batch: list[_Pending]) -> list[Any]:
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        if not batch:
+            self._scheduled = False
+            return
         conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                self._settle_all(batch, [(False, _as_error(a, error)) for a, _, _, _ in batch])
+                self._next(loop)
+                return
+            # Another process holds the write lock: try again soon, never sleeping here.
+            now = loop.time()
+            self._busy_since = self._busy_since or now
+            if now - self._busy_since > self._give_up_s:
+                self._busy_since = None
+                self._settle_all(batch, [(False, _as_error(a, error)) for a, _, _, _ in batch])
+                self._next(loop)
+                return
+            self._pending[:0] = batch
+            loop.call_later(self._backoff, self._flush, loop)
+            self._backoff = min(self._backoff * 2, _MAX_BACKOFF_S)
+            return
+        self._busy_since = None
+        self._backoff = _FIRST_BACKOFF_S
+        self._settle_all(batch, self._commit_locked(conn, batch))
+        self._next(loop)
+
+    def _next(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._pending:
+            loop.call_soon(self._flush, loop)
+        else:
+            self._scheduled = False
+
+    def _commit_locked(self, conn: sqlite3.Connection, batch: list[_Pending]) -> list[tuple[bool, Any]]:
         state: Batch = {}
-        conn.execute("BEGIN IMMEDIATE")
         try:
             results = [operation(conn, state) for _, operation, _, _ in batch]
             if self._before_commit is not None:
                 self._before_commit(conn, state)
             conn.execute("COMMIT")
-        except BaseException:
+            return [(True, r) for r in results]
+        except Exception as error:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise
-        return results
+            if len(batch) == 1:
+                return [(False, _as_error(batch[0][0], error))]
+        # Find the failing operation(s): each again on its own (the lock is ours to retake).
+        outcomes: list[tuple[bool, Any]] = []
+        for pending in batch:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                outcomes.extend(self._commit_locked(conn, [pending]))
+            except sqlite3.Error as error:
+                outcomes.append((False, _as_error(pending[0], error)))
+        return outcomes
 
-    def _settle_all(self, batch: list[_Pending], outcomes: list[tuple[bool, Any]]) -> None:
-        for (_, _, future, loop), (ok, value) in zip(batch, outcomes, strict=True):
-            with contextlib.suppress(RuntimeError):  # that caller's event loop is gone
-                loop.call_soon_threadsafe(_settle, future, ok, value)
+    @staticmethod
+    def _settle_all(batch: list[_Pending], outcomes: list[tuple[bool, Any]]) -> None:
+        for (_, _, future, _), (ok, value) in zip(batch, outcomes, strict=True):
+            _settle(future, ok, value)
