@@ -16,6 +16,14 @@ from pathlib import Path
 from typing import Any, cast
 
 from kvbox.backends.base import UNSET, _Unset
+from kvbox.backends.rows import GRANT_COLUMNS as _GRANT
+from kvbox.backends.rows import STORE_COLUMNS as _STORE
+from kvbox.backends.rows import TOKEN_COLUMNS as _TOKEN
+from kvbox.backends.rows import USER_COLUMNS as _USER
+from kvbox.backends.rows import grant_from_row as _grant
+from kvbox.backends.rows import store_from_row as _store
+from kvbox.backends.rows import token_from_row as _token
+from kvbox.backends.rows import user_from_row as _user
 from kvbox.backends.sqlite.schema import migrate
 from kvbox.backends.sqlite.writer import Batch, LoopWriter
 from kvbox.core.errors import NameNotUniqueError, StorageError
@@ -24,12 +32,10 @@ from kvbox.core.models import (
     Grant,
     KeyItem,
     KeyPage,
-    Permission,
     RecordMeta,
     StatsDelta,
     Store,
     StorePage,
-    StoreStats,
     Token,
     User,
 )
@@ -38,52 +44,8 @@ BUSY_TIMEOUT_S = 30.0
 _PREFIX_END = "\U0010ffff"
 _IN_CHUNK = 500  # well below SQLite's bound-parameter limit
 
-_USER = "id, username, created_at, default_general_access"
-_TOKEN = "id, user_id, token_hash, name, created_at, read_only, store_ids"
-_GRANT = "store_id, user_id, permission, created_at"
-_STORE = (
-    "id, name, user_id, created_at, modified_at, accessed_at, url_signing_secret, general_access, "
-    "schema_json, read_count, write_count, delete_count, list_count, storage_bytes, record_count, title"
-)
 _RECORD = "key, content_type, encoding, size, etag, modified_at, inline_body, blob_id"
 _STORE_PK = "(SELECT pk FROM stores WHERE id = ?)"
-
-
-def _user(row: Any) -> User:
-    return User(id=row[0], username=row[1], created_at=row[2], default_general_access=GeneralAccess(row[3]))
-
-
-def _token(row: Any) -> Token:
-    return Token(
-        id=row[0],
-        user_id=row[1],
-        token_hash=row[2],
-        name=row[3],
-        created_at=row[4],
-        read_only=bool(row[5]),
-        store_ids=tuple(json.loads(row[6])) if row[6] is not None else None,
-    )
-
-
-def _grant(row: Any) -> Grant:
-    return Grant(store_id=row[0], user_id=row[1], permission=Permission[row[2]], created_at=row[3])
-
-
-def _store(row: Any) -> Store:
-    return Store(
-        id=row[0],
-        name=row[1],
-        user_id=row[2],
-        created_at=row[3],
-        modified_at=row[4],
-        accessed_at=row[5],
-        url_signing_secret=row[6],
-        general_access=GeneralAccess(row[7]),
-        schema=json.loads(row[8]) if row[8] is not None else None,
-        stats=StoreStats(*row[9:14]),
-        record_count=row[14],
-        title=row[15],
-    )
 
 
 def _record(row: Any) -> RecordMeta:
