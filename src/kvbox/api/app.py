@@ -70,6 +70,15 @@ class KvboxApp:
         self.services = services
         self._console: ASGIApp | None = None  # built on first use: API-only servers never load it
         self._background: asyncio.Task[None] | None = None
+        # The X-RateLimit-Limit header each kind of route advertises, formatted once.
+        limiter = services.limiter
+        self._limit_headers = {
+            kind: (
+                b"x-ratelimit-limit",
+                str(limiter.limit_for(record_op=kind == RECORD, store_op=kind not in (None, COLLECTION, ME))).encode(),
+            )
+            for kind in (None, *METHODS)
+        }
 
     @property
     def console(self) -> ASGIApp:
@@ -118,8 +127,7 @@ class KvboxApp:
             return
         limiter = self.services.limiter
         if limiter.limits.enabled:
-            limit = str(limiter.limit_for(record_op=kind == RECORD, store_op=kind not in (None, COLLECTION, ME)))
-            header = (b"x-ratelimit-limit", limit.encode())
+            header = self._limit_headers[kind]
             inner = send
 
             async def send_with_limit(message: Message) -> None:

@@ -100,7 +100,10 @@ class Request:
         """
         if self.body_done or self.method in ("GET", "HEAD", "OPTIONS", "DELETE"):
             return
-        length = self.content_length_or_none()
+        try:
+            length = self.content_length()
+        except InvalidParameterError:
+            return
         if length is not None and length > limit:
             return
         seen = 0
@@ -109,10 +112,6 @@ class Request:
                 seen += len(chunk)
                 if seen > limit:
                     return
-
-    def content_length_or_none(self) -> int | None:
-        value = self.headers.get("content-length")
-        return int(value) if value is not None and value.strip().isdigit() else None
 
     async def read_body(self, limit: int) -> bytes:
         length = self.content_length()

@@ -32,9 +32,13 @@ class ReadCache:
         self._rows: dict[Hashable, Any] = {}
         self._bytes = 0
 
-    async def get(self, key: Hashable, load: Callable[[], Awaitable[T]], *, weight: int = 0) -> T:
-        """The row under `key`, loaded when missing. `weight` is the bytes a row holds beyond
-        its fields (an inline record body); a row heavier than 1/64 of the budget is not kept."""
+    async def get(self, key: Hashable, load: Callable[[], Awaitable[T]]) -> T:
+        """The row under `key`, loaded when missing or when the index changed since."""
+        return await self.get_record(key, load, _weightless)
+
+    async def get_record(self, key: Hashable, load: Callable[[], Awaitable[T]], size: Callable[[T], int]) -> T:
+        """Like `get`, for rows that carry a body: `size` weighs it against the byte budget,
+        and a row heavier than 1/64 of the budget is not kept."""
         if self._generation_of is None:
             return await load()
         generation = self._generation_of()
@@ -45,30 +49,19 @@ class ReadCache:
         if hit is not _MISS:
             return hit  # type: ignore[no-any-return]
         value = await load()
+        weight = size(value)
+        if weight > MAX_BYTES // 64:
+            return value
         if len(self._rows) >= MAX_ENTRIES or self._bytes + weight > MAX_BYTES:
             self._clear()
         self._rows[key] = value
         self._bytes += weight
         return value
 
-    async def get_record(self, key: Hashable, load: Callable[[], Awaitable[T]], size: Callable[[T], int]) -> T:
-        """Like `get`, for rows whose size is known only once loaded."""
-        if self._generation_of is None:
-            return await load()
-        loaded: list[int] = []
-
-        async def load_and_weigh() -> T:
-            value = await load()
-            loaded.append(size(value))
-            return value
-
-        value = await self.get(key, load_and_weigh)
-        if loaded and loaded[0] > MAX_BYTES // 64:
-            self._rows.pop(key, None)  # too big to keep
-        elif loaded:
-            self._bytes += loaded[0]
-        return value
-
     def _clear(self) -> None:
         self._rows.clear()
         self._bytes = 0
+
+
+def _weightless(_: object) -> int:
+    return 0

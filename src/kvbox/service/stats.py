@@ -16,24 +16,20 @@ class StatsBuffer:
         self._pending: dict[str, StatsDelta] = {}
 
     def read(self, store_id: str, now_ms: int) -> None:
-        d = self._pending.get(store_id)
-        if d is None:
-            d = self._pending[store_id] = StatsDelta()
-        d.reads += 1
-        d.accessed_at = now_ms
+        self._delta(store_id, now_ms).reads += 1
 
     def listed(self, store_id: str, now_ms: int) -> None:
-        d = self._pending.get(store_id)
-        if d is None:
-            d = self._pending[store_id] = StatsDelta()
-        d.lists += 1
-        d.accessed_at = now_ms
+        self._delta(store_id, now_ms).lists += 1
 
     def touched(self, store_id: str, now_ms: int) -> None:
+        self._delta(store_id, now_ms)
+
+    def _delta(self, store_id: str, now_ms: int) -> StatsDelta:
         d = self._pending.get(store_id)
         if d is None:
             d = self._pending[store_id] = StatsDelta()
         d.accessed_at = now_ms
+        return d
 
     async def flush(self) -> None:
         if not self._pending:
