@@ -13,7 +13,7 @@ from backends.conftest import postgres_index, s3_blobs
 from backing_services import ScaleOut
 from kvbox.backends.postgres.metadata import PostgresMetadataIndex
 from kvbox.backends.postgres.schema import SCHEMA_VERSION
-from kvbox.backends.registry import backend_kind, describe, exclusive, open_backend
+from kvbox.backends.registry import backend_kind, describe_url, exclusive, open_backend
 from kvbox.backends.s3.blobs import MAX_UPLOAD_MS, S3BlobStore, parse_blob_url
 from kvbox.core.errors import NameNotUniqueError, StorageError
 from kvbox.core.ids import new_blob_name, new_id, new_secret
@@ -342,5 +342,5 @@ def test_backend_selection(tmp_path: object) -> None:
             backend_kind(kind, metadata_url=url, blob_url=blob)
     index, blobs = open_backend("sqlite", data_dir=tmp_path, durable=False, metadata_url=pg, blob_url=s3)  # type: ignore[arg-type]
     assert isinstance(index, PostgresMetadataIndex) and isinstance(blobs, S3BlobStore)
-    assert describe("postgresql://kv:s3cret@db:5432/kv") == "postgresql://kv:***@db:5432/kv"
-    assert describe("postgresql://kv@db/kv") == "postgresql://kv@db/kv"
+    assert describe_url("postgresql://kv:s3cret@db:5432/kv") == "postgresql://kv:***@db:5432/kv"
+    assert describe_url("postgresql://kv@db/kv") == "postgresql://kv@db/kv"

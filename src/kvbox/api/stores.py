@@ -7,9 +7,9 @@ from typing import Any
 
 from kvbox.api.envelopes import store_view
 from kvbox.api.http import Request, Send, send_empty, send_json
-from kvbox.backends.base import UNSET
 from kvbox.core.encoding import normalize_encoding
 from kvbox.core.errors import InvalidRequestError
+from kvbox.core.sentinels import UNSET
 from kvbox.service.codecs import decode_bytes
 from kvbox.service.container import Services
 from kvbox.service.principal import Principal

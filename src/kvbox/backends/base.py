@@ -22,16 +22,7 @@ from kvbox.core.models import (
     Token,
     User,
 )
-
-
-class _Unset:
-    """Marker for "leave this field as it is" in partial updates."""
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET = _Unset()
+from kvbox.core.sentinels import UNSET, Unset
 
 
 class MetadataIndex(Protocol):
@@ -79,9 +70,9 @@ class MetadataIndex(Protocol):
         store_id: str,
         *,
         modified_at: int,
-        name: str | _Unset | None = UNSET,
-        general_access: GeneralAccess | _Unset = UNSET,
-        title: str | _Unset | None = UNSET,
+        name: str | Unset | None = UNSET,
+        general_access: GeneralAccess | Unset = UNSET,
+        title: str | Unset | None = UNSET,
     ) -> Store | None: ...
     async def delete_store(self, store_id: str, *, expired_before: int | None = None) -> bool: ...
     async def list_stores(

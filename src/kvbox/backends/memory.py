@@ -6,7 +6,6 @@ import bisect
 import dataclasses
 from collections.abc import AsyncIterator, Mapping
 
-from kvbox.backends.base import UNSET, _Unset
 from kvbox.core.errors import NameNotUniqueError, StorageError
 from kvbox.core.ids import new_blob_name
 from kvbox.core.models import (
@@ -21,6 +20,7 @@ from kvbox.core.models import (
     Token,
     User,
 )
+from kvbox.core.sentinels import UNSET, Unset
 
 _PREFIX_END = "\U0010ffff"
 
@@ -127,22 +127,22 @@ class MemoryMetadataIndex:
         store_id: str,
         *,
         modified_at: int,
-        name: str | _Unset | None = UNSET,
-        general_access: GeneralAccess | _Unset = UNSET,
-        title: str | _Unset | None = UNSET,
+        name: str | Unset | None = UNSET,
+        general_access: GeneralAccess | Unset = UNSET,
+        title: str | Unset | None = UNSET,
     ) -> Store | None:
         self._generation += 1
         self._metadata_generation += 1
         s = self._stores.get(store_id)
         if s is None:
             return None
-        if not isinstance(name, _Unset):
+        if not isinstance(name, Unset):
             if name is not None and self._name_taken(s.user_id, name, except_id=store_id):
                 raise NameNotUniqueError(f"You already have a key-value store named {name!r}.")
             s.name = name
-        if not isinstance(general_access, _Unset):
+        if not isinstance(general_access, Unset):
             s.general_access = general_access
-        if not isinstance(title, _Unset):
+        if not isinstance(title, Unset):
             s.title = title
         s.modified_at = max(s.modified_at, modified_at)
         s.accessed_at = max(s.accessed_at, modified_at)

@@ -118,7 +118,7 @@ def _postgres(index: MetadataIndex) -> PostgresMetadataIndex | None:
     return None
 
 
-def describe(url: str) -> str:
+def describe_url(url: str) -> str:
     """A URL fit for logs: the password is replaced."""
     parts = urlsplit(url)
     if parts.password is None:

@@ -19,10 +19,12 @@ from rich.console import Console
 from rich.table import Table
 
 from kvbox.backends.base import BlobStore, MetadataIndex
-from kvbox.backends.registry import describe, migrate_index, open_backend
+from kvbox.backends.registry import migrate_index
 from kvbox.cli.options import BACKEND_SETTINGS, settings_from, with_settings
 from kvbox.core.errors import KvboxError
 from kvbox.core.models import RecordMeta, Store, User
+from kvbox.service.deployment import describe_storage as where
+from kvbox.service.deployment import open_storage
 from kvbox.service.settings import Settings
 
 T = TypeVar("T")
@@ -30,10 +32,7 @@ PAGE = 500
 
 
 async def _with_backend(settings: Settings, action: Callable[[MetadataIndex, BlobStore], Awaitable[T]]) -> T:
-    index, blobs = open_backend(
-        settings.backend, data_dir=settings.data_dir, durable=settings.durable, metadata_url=settings.metadata_url,
-        blob_url=settings.blob_url, s3_endpoint=settings.s3_endpoint, pool_size=settings.metadata_pool_size,
-    )  # fmt: skip
+    index, blobs = open_storage(settings)
     try:
         return await action(index, blobs)
     finally:
@@ -51,13 +50,6 @@ def _run(coro: Awaitable[T]) -> T:
         raise click.ClickException(err.message) from err
     except ValueError as err:  # settings that name no usable backend
         raise click.UsageError(str(err)) from err
-
-
-def where(settings: Settings) -> str:
-    """One line naming a deployment's storage, without passwords."""
-    if settings.metadata_url:
-        return f"{describe(settings.metadata_url)} + {settings.blob_url}"
-    return f"{settings.backend} in {settings.data_dir}"
 
 
 @click.command("migrate")

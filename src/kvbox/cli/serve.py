@@ -10,10 +10,10 @@ from typing import Any
 
 import click
 
-from kvbox.cli.backend import where
 from kvbox.cli.options import settings_from, with_settings
 from kvbox.core.errors import KvboxError
 from kvbox.service.container import build_services
+from kvbox.service.deployment import describe_storage
 from kvbox.service.settings import Settings
 
 ADMIN_TOKEN_ENV = "KVBOX_ADMIN_TOKEN"
@@ -95,7 +95,7 @@ def serve(**options: Any) -> None:
         click.echo(f"\n    {token}\n")
         click.echo("=" * 72)
     os.environ.update(settings.to_env())
-    stored = where(settings) if settings.metadata_url else f"data in {settings.data_dir}"
+    stored = describe_storage(settings) if settings.metadata_url else f"data in {settings.data_dir}"
     click.echo(f"kvbox listening on http://{settings.host}:{settings.port} ({stored})")
     sys.stdout.flush()
 

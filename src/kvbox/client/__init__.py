@@ -4,7 +4,7 @@
 """
 
 from kvbox.client._async import KvboxClientAsync, StoreClientAsync, StoreCollectionClientAsync
-from kvbox.client._base import DEFAULT_API_URL, UNSET, RetryPolicy
+from kvbox.client._base import DEFAULT_API_URL, RetryPolicy
 from kvbox.client._errors import (
     ApiError,
     ConflictError,
@@ -22,6 +22,7 @@ from kvbox.client._errors import (
 )
 from kvbox.client._sync import KvboxClient, StoreClient, StoreCollectionClient
 from kvbox.client.models import Grant, KeyItem, KeyList, Record, RecordStream, StoreInfo, StoreList, UserInfo
+from kvbox.core.sentinels import UNSET
 
 __all__ = [
     "DEFAULT_API_URL",

@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, Final
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -21,18 +21,11 @@ from kvbox.client._errors import InvalidResponseBodyError
 from kvbox.client.models import Record, StoreInfo
 from kvbox.core.clock import SystemClock
 from kvbox.core.content import BINARY_TYPE, decode_value
+from kvbox.core.sentinels import Unset
 from kvbox.core.signatures import sign_record, sign_storage
 
 DEFAULT_API_URL = "http://127.0.0.1:8790"
 USER_AGENT = "kvbox-client/0.1 (python)"
-
-
-class _Unset:
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET: Final = _Unset()
 
 
 def api_root(url: str) -> str:
@@ -124,9 +117,9 @@ def data_of(response: httpx.Response) -> Any:
         raise InvalidResponseBodyError(f"Expected a JSON {{'data': ...}} envelope from {response.url}") from err
 
 
-def update_payload(name: str | _Unset | None, general_access: str | None) -> dict[str, Any]:
+def update_payload(name: str | Unset | None, general_access: str | None) -> dict[str, Any]:
     payload: dict[str, Any] = {}
-    if not isinstance(name, _Unset):
+    if not isinstance(name, Unset):
         payload["name"] = name
     if general_access is not None:
         payload["generalAccess"] = general_access

@@ -13,11 +13,12 @@ from urllib.parse import quote
 import httpx
 
 from kvbox.client import _base as base
-from kvbox.client._base import UNSET, Call, RetryPolicy, _Unset
+from kvbox.client._base import Call, RetryPolicy
 from kvbox.client._body import prepare_body
 from kvbox.client._compression import Compression
 from kvbox.client._errors import NotFoundError, TransportError, api_error
 from kvbox.client.models import Grant, KeyItem, KeyList, Record, RecordStream, StoreInfo, StoreList, UserInfo
+from kvbox.core.sentinels import UNSET, Unset
 
 
 class KvboxClient:
@@ -177,7 +178,7 @@ class StoreClient:
         data = self._client.send_data(Call("GET", self.path, allow_404=True))
         return None if data is None else StoreInfo.from_api(data)
 
-    def update(self, *, name: str | _Unset | None = UNSET, general_access: str | None = None) -> StoreInfo:
+    def update(self, *, name: str | Unset | None = UNSET, general_access: str | None = None) -> StoreInfo:
         """Rename (`name=None` makes the store unnamed) or change its general access."""
         payload = base.update_payload(name, general_access)
         call = base.json_call("PUT", self.path, payload, self._client.compression)

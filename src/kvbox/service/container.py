@@ -8,8 +8,9 @@ import logging
 from dataclasses import dataclass
 
 from kvbox.backends.base import BlobStore, MetadataIndex
-from kvbox.backends.registry import exclusive, open_backend
+from kvbox.backends.registry import exclusive
 from kvbox.core.clock import Clock, SystemClock
+from kvbox.service.deployment import open_storage
 from kvbox.service.principal import Authenticator
 from kvbox.service.ratelimit import Limits, RateLimiter
 from kvbox.service.readcache import ReadCache
@@ -119,15 +120,7 @@ def build_services(
 ) -> Services:
     clock = clock or SystemClock()
     if index is None or blobs is None:
-        index, blobs = open_backend(
-            settings.backend,
-            data_dir=settings.data_dir,
-            durable=settings.durable,
-            metadata_url=settings.metadata_url,
-            blob_url=settings.blob_url,
-            s3_endpoint=settings.s3_endpoint,
-            pool_size=settings.metadata_pool_size,
-        )
+        index, blobs = open_storage(settings)
     stats = StatsBuffer(index)
     users = UserDirectory(index)
     limits = Limits(

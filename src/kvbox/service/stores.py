@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kvbox.backends.base import UNSET, MetadataIndex, _Unset
+from kvbox.backends.base import MetadataIndex
 from kvbox.core.clock import Clock
 from kvbox.core.errors import (
     InsufficientPermissionsError,
@@ -18,6 +18,7 @@ from kvbox.core.errors import (
 from kvbox.core.ids import new_id, new_secret
 from kvbox.core.models import GeneralAccess, Permission, Store, User
 from kvbox.core.names import validate_store_name
+from kvbox.core.sentinels import UNSET, Unset
 from kvbox.core.signatures import verify_record, verify_storage
 from kvbox.service.access import StoreRef, authorize, permission_of, token_cap
 from kvbox.service.principal import Principal
@@ -252,25 +253,25 @@ class StoreService:
         principal: Principal,
         segment: str,
         *,
-        name: str | _Unset | None = UNSET,
-        general_access: str | _Unset = UNSET,
-        title: str | _Unset | None = UNSET,
+        name: str | Unset | None = UNSET,
+        general_access: str | Unset = UNSET,
+        title: str | Unset | None = UNSET,
     ) -> Resolved:
         """Rename (WRITE; `None` makes the store unnamed and starts its retention clock), retitle
         (WRITE) or change general access (MANAGE)."""
-        access: GeneralAccess | _Unset = UNSET
-        if not isinstance(general_access, _Unset):
+        access: GeneralAccess | Unset = UNSET
+        if not isinstance(general_access, Unset):
             try:
                 access = GeneralAccess(general_access)
             except ValueError:
                 raise InvalidValueError(
                     f"Invalid value provided: generalAccess must be one of {', '.join(a.value for a in GeneralAccess)}."
                 ) from None
-        if not isinstance(name, _Unset) and name is not None:
+        if not isinstance(name, Unset) and name is not None:
             validate_store_name(name)
         if isinstance(title, str) and len(title) > MAX_TITLE_LENGTH:
             raise InvalidValueError(f"Invalid value provided: title is longer than {MAX_TITLE_LENGTH} characters.")
-        need = Permission.MANAGE if not isinstance(access, _Unset) else Permission.WRITE
+        need = Permission.MANAGE if not isinstance(access, Unset) else Permission.WRITE
         resolved = await self.resolve(principal, segment, need=need)
         updated = await self._index.update_store(
             resolved.store.id, modified_at=self._clock.now_ms(), name=name, general_access=access, title=title

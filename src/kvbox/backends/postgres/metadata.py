@@ -21,7 +21,6 @@ from psycopg import AsyncConnection, errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
-from kvbox.backends.base import UNSET, _Unset
 from kvbox.backends.postgres.schema import LOCK_KEY_SQL, SCHEMA_VERSION, check_version, migrate
 from kvbox.backends.rows import GRANT_COLUMNS as _GRANT
 from kvbox.backends.rows import STORE_COLUMNS as _STORE
@@ -44,6 +43,7 @@ from kvbox.core.models import (
     Token,
     User,
 )
+from kvbox.core.sentinels import UNSET, Unset
 
 CONNECT_TIMEOUT_S = 10
 _PREFIX_END = "\U0010ffff"
@@ -280,19 +280,19 @@ class PostgresMetadataIndex:
         store_id: str,
         *,
         modified_at: int,
-        name: str | _Unset | None = UNSET,
-        general_access: GeneralAccess | _Unset = UNSET,
-        title: str | _Unset | None = UNSET,
+        name: str | Unset | None = UNSET,
+        general_access: GeneralAccess | Unset = UNSET,
+        title: str | Unset | None = UNSET,
     ) -> Store | None:
         sets = ["modified_at = greatest(modified_at, %s)", "accessed_at = greatest(accessed_at, %s)"]
         params: list[Any] = [modified_at, modified_at]
-        if not isinstance(name, _Unset):
+        if not isinstance(name, Unset):
             sets.append("name = %s")
             params.append(name)
-        if not isinstance(general_access, _Unset):
+        if not isinstance(general_access, Unset):
             sets.append("general_access = %s")
             params.append(general_access.value)
-        if not isinstance(title, _Unset):
+        if not isinstance(title, Unset):
             sets.append("title = %s")
             params.append(title)
         sql = f"UPDATE stores SET {', '.join(sets)} WHERE id = %s RETURNING {_STORE}"

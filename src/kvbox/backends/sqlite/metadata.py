@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
-from kvbox.backends.base import UNSET, _Unset
 from kvbox.backends.rows import GRANT_COLUMNS as _GRANT
 from kvbox.backends.rows import STORE_COLUMNS as _STORE
 from kvbox.backends.rows import TOKEN_COLUMNS as _TOKEN
@@ -39,6 +38,7 @@ from kvbox.core.models import (
     Token,
     User,
 )
+from kvbox.core.sentinels import UNSET, Unset
 
 BUSY_TIMEOUT_S = 30.0
 _PREFIX_END = "\U0010ffff"
@@ -270,19 +270,19 @@ class SqliteMetadataIndex:
         store_id: str,
         *,
         modified_at: int,
-        name: str | _Unset | None = UNSET,
-        general_access: GeneralAccess | _Unset = UNSET,
-        title: str | _Unset | None = UNSET,
+        name: str | Unset | None = UNSET,
+        general_access: GeneralAccess | Unset = UNSET,
+        title: str | Unset | None = UNSET,
     ) -> Store | None:
         sets = ["modified_at = max(modified_at, ?)", "accessed_at = max(accessed_at, ?)"]
         params: list[Any] = [modified_at, modified_at]
-        if not isinstance(name, _Unset):
+        if not isinstance(name, Unset):
             sets.append("name = ?")
             params.append(name)
-        if not isinstance(general_access, _Unset):
+        if not isinstance(general_access, Unset):
             sets.append("general_access = ?")
             params.append(general_access.value)
-        if not isinstance(title, _Unset):
+        if not isinstance(title, Unset):
             sets.append("title = ?")
             params.append(title)
         sql = f"UPDATE stores SET {', '.join(sets)} WHERE id = ? RETURNING {_STORE}"
