@@ -202,7 +202,7 @@ class Timing:
 
 
 async def measure(pop: Populated, *, samples: int, budget_s: float = 20.0) -> list[Timing]:
-    from kvbox.api.app import create_app
+    from kvbox.server import create_app
     from kvbox.service.settings import Settings
 
     settings = Settings(data_dir=pop.data_dir, backend="sqlite", rate_limits=False, public_url="http://127.0.0.1:8790")

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from kvbox.api.app import create_app
+from kvbox.server import create_app
 from kvbox.core.clock import FakeClock
 from kvbox.core.models import GeneralAccess, Grant, Permission
 from kvbox.core.signatures import sign_record, sign_storage

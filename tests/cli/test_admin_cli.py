@@ -19,7 +19,7 @@ from typing import TypeVar
 import httpx
 import pytest
 
-from kvbox.api.app import create_app
+from kvbox.server import create_app
 from kvbox.core.clock import FakeClock
 from kvbox.core.errors import InvalidTokenError
 from kvbox.core.models import GeneralAccess, Permission

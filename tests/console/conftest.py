@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from conftest import ADMIN_TOKEN, ALICE_TOKEN, ServerProcess, start_server
-from kvbox.api.app import create_app
+from kvbox.server import create_app
 from kvbox.service.container import Services
 
 BASE = "http://kvbox.test"

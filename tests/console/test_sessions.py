@@ -46,7 +46,7 @@ async def test_session_cookie_is_httponly_samesite_and_expiring(console: Console
 async def test_cookie_is_secure_behind_https(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import httpx
 
-    from kvbox.api.app import create_app
+    from kvbox.server import create_app
     from kvbox.service.container import build_services
 
     settings = Settings(backend="memory", data_dir=tmp_path / "d", public_url="https://kv.example", rate_limits=False)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from conftest import ALICE_TOKEN, BOB_TOKEN
-from kvbox.api.app import create_app
+from kvbox.server import create_app
 from kvbox.core.clock import FakeClock
 from kvbox.core.errors import RateLimitExceededError
 from kvbox.service.container import Services, build_services

@@ -17,11 +17,12 @@ import httpx
 import pytest
 
 from conftest import ALICE_TOKEN, Api
-from kvbox.api.app import create_app
+from kvbox.server import create_app
 from kvbox.core.clock import FakeClock, iso_ms
 from kvbox.core.errors import StoreNotFoundError
 from kvbox.core.models import User
-from kvbox.service.container import ORPHAN_MIN_AGE_MS, Services, build_services
+from kvbox.service.container import Services, build_services
+from kvbox.service.housekeeping import ORPHAN_MIN_AGE_MS
 from kvbox.service.principal import Principal
 from kvbox.service.settings import Settings, parse_duration_ms
 
@@ -301,7 +302,7 @@ async def test_sweep_then_housekeeping_frees_record_blobs(services: Services, cl
     assert await services.retention.sweep() == 1
     assert await blob_count(services) == 4  # deleting the store frees nothing by itself
     assert await services.index.purge_pending()
-    assert await services.housekeeping() == 3
+    assert await services.housekeeper.reclaim() == 3
     assert not await services.index.purge_pending()
     assert await blob_count(services) == 1
     read = await services.records.get(who, kept, "a")
@@ -373,7 +374,7 @@ async def test_crash_mid_sweep_leaves_no_half_deleted_store(tmp_path: Path) -> N
             assert await second.retention.sweep() == 2
             freed = 0
             while True:
-                freed += await second.housekeeping()
+                freed += await second.housekeeper.reclaim()
                 if not await second.index.purge_pending():
                     break
             assert freed == 6
@@ -407,12 +408,12 @@ async def test_crash_between_purge_and_file_delete_is_collected_later(tmp_path: 
 
     second = build_services(sqlite_settings(data_dir), clock=clock)
     try:
-        assert await second.housekeeping() == 1
+        assert await second.housekeeper.reclaim() == 1
         assert not await second.index.purge_pending()
         assert len(blob_files(data_dir)) == 2
-        assert await second.collect_orphans() == 0  # too young: could be a write about to commit
+        assert await second.housekeeper.collect_orphans() == 0  # too young: could be a write about to commit
         clock.advance(ms=3_600_000 + ORPHAN_MIN_AGE_MS + 60_000)
-        assert await second.collect_orphans() == 2
+        assert await second.housekeeper.collect_orphans() == 2
     finally:
         await second.close()
     assert blob_files(data_dir) == []

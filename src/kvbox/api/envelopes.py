@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from kvbox.core.clock import iso_ms
 from kvbox.core.models import KeyPage, Permission, Store, User
 from kvbox.core.signatures import RecordSigner, sign_record, sign_storage
+from kvbox.core.urls import key_segment, records_path, store_path
+from kvbox.core.urls import record_url as _record_url
 
 KEYS_URL_TTL_MS = 14 * 86_400_000
-
-
-def _key_path(key: str) -> str:
-    return quote(key, safe="!'()")
 
 
 def store_view(
@@ -27,9 +24,9 @@ def store_view(
 ) -> dict[str, Any]:
     """The platform's KeyValueStore object. Signed URLs and the signing secret go to writers only."""
     writer = permission >= Permission.WRITE
-    store_url = f"{base_url}/v2/key-value-stores/{store.id}"
+    store_url = base_url + store_path(store.id)
     keys_url = f"{store_url}/keys"
-    records_url = f"{store_url}/records"
+    records_url = base_url + records_path(store.id)
     if writer:
         keys_url += "?signature=" + sign_storage(
             store.url_signing_secret, store.id, expires_at_ms=now_ms + KEYS_URL_TTL_MS
@@ -69,10 +66,8 @@ def store_view(
 
 
 def record_url(base_url: str, store: Store, key: str, *, signed: bool) -> str:
-    url = f"{base_url}/v2/key-value-stores/{store.id}/records/{_key_path(key)}"
-    if signed:
-        url += "?signature=" + sign_record(store.url_signing_secret, key)
-    return url
+    signature = sign_record(store.url_signing_secret, key) if signed else None
+    return _record_url(base_url, store.id, key, signature=signature)
 
 
 def keys_view(
@@ -88,11 +83,11 @@ def keys_view(
     """A key page. Record URLs are signed for writers, and for callers who listed with a valid
     storage signature (it already lets them read every record)."""
     signed = permission >= Permission.WRITE or by_signature
-    prefix = f"{base_url}/v2/key-value-stores/{store.id}/records/"
+    prefix = base_url + records_path(store.id) + "/"
     signer = RecordSigner(store.url_signing_secret) if signed else None
     items = []
     for item in page.items:
-        url = prefix + _key_path(item.key)
+        url = prefix + key_segment(item.key)
         if signer is not None:
             url += "?signature=" + signer.sign(item.key)
         items.append({"key": item.key, "size": item.size, "recordPublicUrl": url})

@@ -10,6 +10,7 @@ from kvbox.api.http import Request, Send, send_empty, send_json
 from kvbox.core.encoding import normalize_encoding
 from kvbox.core.errors import InvalidRequestError
 from kvbox.core.sentinels import UNSET
+from kvbox.core.urls import store_path
 from kvbox.service.codecs import decode_bytes
 from kvbox.service.container import Services
 from kvbox.service.principal import Principal
@@ -78,7 +79,7 @@ async def create_store(req: Request, send: Send, svc: Services, who: Principal) 
     resolved, created = await svc.stores.get_or_create(who, name=name, schema=body.get("schema"))
     headers = []
     if created:
-        headers.append((b"location", f"{svc.settings.base_url}/v2/key-value-stores/{resolved.store.id}".encode()))
+        headers.append((b"location", (svc.settings.base_url + store_path(resolved.store.id)).encode()))
     await send_json(send, 201 if created else 200, {"data": _view(svc, resolved)}, headers)
 
 

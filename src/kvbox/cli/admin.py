@@ -202,7 +202,7 @@ def sweep_command(as_json: bool, **options: Any) -> None:
                 progress.update(task, description=f"Deleted {stores_deleted} expired stores")
             progress.update(task, description="Reclaiming records of deleted stores")
             for _ in range(1_000_000):  # bounded: each pass removes up to a batch of rows
-                freed = await s.housekeeping()
+                freed = await s.housekeeper.reclaim()
                 blobs_freed += freed
                 if not await s.index.purge_pending():
                     break

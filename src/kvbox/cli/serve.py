@@ -17,16 +17,16 @@ from kvbox.service.deployment import describe_storage
 from kvbox.service.settings import Settings
 
 ADMIN_TOKEN_ENV = "KVBOX_ADMIN_TOKEN"
-_GRANIAN = """
-import sys
-from granian import Granian
-from granian.constants import Interfaces
+# What granian loads in each worker process; the workers read their settings from KVBOX_*.
+APP_FACTORY = "kvbox.server:app_from_env"
 
-Granian(
-    "kvbox.api.app:app_from_env", factory=True, address=sys.argv[1], port=int(sys.argv[2]),
-    interface=Interfaces.ASGI, workers=int(sys.argv[3]), log_enabled=True, log_access=False,
-).serve()
-"""
+
+def granian_argv(settings: Settings) -> list[str]:
+    """The command line that runs granian on kvbox's app with these settings."""
+    return [
+        sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--log", "--no-access-log",
+        "--host", settings.host, "--port", str(settings.port), "--workers", str(settings.workers), APP_FACTORY,
+    ]  # fmt: skip
 
 
 async def _bootstrap(settings: Settings) -> str | None:
@@ -102,4 +102,5 @@ def serve(**options: Any) -> None:
     # Hand over to granian in a fresh interpreter (same process id): the process that forks
     # the workers then holds granian alone, not the CLI, the bootstrap and the database
     # driver, so neither it nor each worker it forks carries them.
-    os.execv(sys.executable, [sys.executable, "-c", _GRANIAN, settings.host, str(settings.port), str(settings.workers)])
+    argv = granian_argv(settings)
+    os.execv(argv[0], argv)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import httpx
 
@@ -19,6 +19,7 @@ from kvbox.client._body import Body, encode_body
 from kvbox.client._compression import Compression
 from kvbox.client._errors import InvalidResponseBodyError
 from kvbox.client.models import Record, StoreInfo
+from kvbox.core import urls
 from kvbox.core.clock import SystemClock
 from kvbox.core.content import BINARY_TYPE, decode_value
 from kvbox.core.sentinels import Unset
@@ -35,12 +36,13 @@ def api_root(url: str) -> str:
 
 def store_path(id_or_name: str) -> str:
     """The path of a store; `username/name` is sent as `username~name`, as the official client does."""
-    return "/v2/key-value-stores/" + quote(id_or_name.replace("/", "~"), safe="~")
+    return urls.store_path(id_or_name.replace("/", "~"))
 
 
 def record_path(store: str, key: str) -> str:
+    """The path of a record under a store path from `store_path`."""
     # One path segment, whatever the key holds: the server decodes it after splitting the path.
-    return f"{store}/records/{quote(key, safe='')}"
+    return f"{store}/records/{urls.key_segment(key)}"
 
 
 def query(**params: Any) -> dict[str, str]:
@@ -142,10 +144,8 @@ def record_from(key: str, response: httpx.Response, *, parse: bool) -> Record:
 
 def record_public_url(public_root: str, store: StoreInfo, key: str) -> str:
     """A record's URL, signed when the store's signing secret is known (callers who may write)."""
-    url = f"{public_root}{record_path(store_path(store.id), key)}"
-    if store.url_signing_secret_key:
-        url += "?signature=" + sign_record(store.url_signing_secret_key, key)
-    return url
+    secret = store.url_signing_secret_key
+    return urls.record_url(public_root, store.id, key, signature=sign_record(secret, key) if secret else None)
 
 
 def keys_public_url(

@@ -6,12 +6,13 @@ import json
 import math
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from markupsafe import Markup, escape
 
 from kvbox.core.content import charset, is_json_type, is_text_type, media_type
 from kvbox.core.models import GeneralAccess
+from kvbox.core.urls import key_segment, store_segment
 
 IMAGE_TYPES = frozenset(
     {"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif", "image/bmp", "image/svg+xml", "image/x-icon",
@@ -82,12 +83,8 @@ def deleted_in(expires_at: int | None, now_ms: int) -> str | None:
 # URLs of console pages (one place, so that keys are always quoted the same way)
 
 
-def key_segment(key: str) -> str:
-    return quote(key, safe="!'()*-._~")
-
-
 def store_url(store_id: str, tab: str | None = None, **params: str | int | None) -> str:
-    url = f"/stores/{quote(store_id, safe='~')}" + (f"/{tab}" if tab else "")
+    url = f"/stores/{store_segment(store_id)}" + (f"/{tab}" if tab else "")
     return with_query(url, **params)
 
 

@@ -20,6 +20,7 @@ from kvbox.core.errors import KvboxError, RecordNotFoundError
 from kvbox.core.keys import validate_key
 from kvbox.core.models import Permission, Store
 from kvbox.core.signatures import sign_record, sign_storage
+from kvbox.core.urls import record_url, records_path
 from kvbox.service.codecs import decode_stream
 
 PAGE_SIZE = 50
@@ -50,10 +51,8 @@ class RecordRow:
 def api_record_url(console: Console, store: Store, key: str, permission: Permission) -> str:
     """The record's API URL as the API itself hands it out (`recordPublicUrl`): signed for
     callers who may write the store, plain for readers."""
-    url = f"{console.services.settings.base_url}/v2/key-value-stores/{store.id}/records/{present.key_segment(key)}"
-    if permission >= Permission.WRITE:
-        url += "?signature=" + sign_record(store.url_signing_secret, key)
-    return url
+    signature = sign_record(store.url_signing_secret, key) if permission >= Permission.WRITE else None
+    return record_url(console.services.settings.base_url, store.id, key, signature=signature)
 
 
 def _trail(value: str | None) -> list[str]:
@@ -237,7 +236,7 @@ async def download_zip(console: Console, request: Request, caller: Caller) -> Re
     store = resolved.store
     signature = sign_storage(store.url_signing_secret, store.id, expires_at_ms=console.now_ms() + ZIP_LINK_TTL_MS)
     url = present.with_query(
-        f"{console.services.settings.base_url}/v2/key-value-stores/{store.id}/records",
+        console.services.settings.base_url + records_path(store.id),
         prefix=prefix, signature=signature,
     )  # fmt: skip
     return RedirectResponse(url, status_code=303)

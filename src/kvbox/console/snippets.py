@@ -11,6 +11,7 @@ from starlette.responses import Response
 from kvbox.console.stores import load_store, store_context
 from kvbox.console.web import Caller, Console
 from kvbox.core.models import Store
+from kvbox.core.urls import record_path, store_path
 
 EXAMPLE_KEY = "OUTPUT"
 
@@ -24,9 +25,9 @@ class Endpoint:
 
 
 def endpoints(base: str, store: Store, owner: str) -> list[Endpoint]:
-    s = f"{base}/v2/key-value-stores/{store.id}"
+    s = base + store_path(store.id)
     auth = '-H "Authorization: Bearer $KVBOX_TOKEN"'
-    rec = f"{s}/records/{EXAMPLE_KEY}"
+    rec = base + record_path(store.id, EXAMPLE_KEY)
     rows = [
         ("GET", s, "Get the store", f'curl {auth} "{s}"'),
         ("PUT", s, "Rename the store or change its general access",
@@ -48,7 +49,7 @@ def endpoints(base: str, store: Store, owner: str) -> list[Endpoint]:
         ("DELETE", f"{s}/grants/USERNAME", "Stop sharing with a user", f'curl -X DELETE {auth} "{s}/grants/USERNAME"'),
     ]  # fmt: skip
     if store.name:
-        by_name = f"{base}/v2/key-value-stores/{owner}~{store.name}"
+        by_name = base + store_path(f"{owner}~{store.name}")
         rows.insert(1, ("GET", by_name, "Get the store by owner and name", f'curl {auth} "{by_name}"'))
     return [Endpoint(*row) for row in rows]
 

@@ -1,0 +1,100 @@
+"""The route table: every endpoint of the API is one row.
+
+A row names a path pattern (`{name}` segments are parameters, passed to the handler in
+order), the handler of each method, the rate-limit bucket the route draws from (its
+`X-RateLimit-Limit`), and whether the caller is authenticated first. Matching is a
+lookup by segment count and a comparison of the literal segments: no framework sits on
+the record path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from operator import itemgetter
+from typing import Any
+
+from kvbox.api import health, records, sharing, stores
+
+Handler = Callable[..., Awaitable[None]]
+"""`handler(req, send, services, principal, *path_params)`."""
+
+
+class Bucket(Enum):
+    """Which rate limit a route advertises: per user, per store, or per store for records."""
+
+    USER = "user"
+    STORE = "store"
+    RECORDS = "records"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    path: str
+    handlers: Mapping[str, Handler]
+    bucket: Bucket
+    authenticate: bool = True
+    # Derived from `path`: the literal segments to compare and where the parameters are.
+    size: int = field(init=False)
+    literals: Callable[[list[str]], Any] = field(init=False, repr=False)
+    expected: Any = field(init=False, repr=False)
+    params: tuple[int, ...] = field(init=False)
+    allowed: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        parts = self.path.strip("/").split("/")
+        fixed = [(i, p) for i, p in enumerate(parts) if not p.startswith("{")]
+        set_ = object.__setattr__
+        set_(self, "size", len(parts))
+        # itemgetter of one index returns the item, of several a tuple: `expected` matches that shape.
+        set_(self, "literals", itemgetter(*(i for i, _ in fixed)))
+        set_(self, "expected", fixed[0][1] if len(fixed) == 1 else tuple(p for _, p in fixed))
+        set_(self, "params", tuple(i for i, p in enumerate(parts) if p.startswith("{")))
+        set_(self, "allowed", tuple(self.handlers))
+
+    def matches(self, segments: list[str]) -> bool:
+        return bool(self.literals(segments) == self.expected)
+
+    def arguments(self, segments: list[str]) -> list[str]:
+        return [segments[i] for i in self.params]
+
+
+_STORE = "/v2/key-value-stores/{store}"
+
+ROUTES: tuple[Route, ...] = (
+    Route(_STORE + "/records/{key}", {
+        "GET": records.get_record,
+        "HEAD": records.get_record,
+        "PUT": records.put_record,
+        "POST": records.put_record,
+        "DELETE": records.delete_record,
+    }, Bucket.RECORDS),
+    Route(_STORE + "/keys", {"GET": records.list_keys}, Bucket.STORE),
+    Route(_STORE + "/records", {"GET": records.download_records}, Bucket.STORE),
+    Route(_STORE, {"GET": stores.get_store, "PUT": stores.update_store, "DELETE": stores.delete_store}, Bucket.STORE),
+    Route("/v2/key-value-stores", {"GET": stores.list_stores, "POST": stores.create_store}, Bucket.USER),
+    Route(_STORE + "/grants", {"GET": sharing.list_grants}, Bucket.STORE),
+    Route(_STORE + "/grants/{user}", {"PUT": sharing.put_grant, "DELETE": sharing.delete_grant}, Bucket.STORE),
+    Route("/v2/users/me", {"GET": sharing.get_me, "PUT": sharing.update_me}, Bucket.USER),
+    Route("/health", {"GET": health.health, "HEAD": health.health}, Bucket.USER, authenticate=False),
+)  # fmt: skip
+
+# The first segments of every path the API owns, matched or not (unmatched ones get a JSON 404).
+API_ROOTS = frozenset({"v2", "health"})
+
+
+class RouteTable:
+    """The routes grouped by segment count, in table order within a group."""
+
+    def __init__(self, routes: tuple[Route, ...] = ROUTES) -> None:
+        self.routes = routes
+        self._by_size: dict[int, tuple[Route, ...]] = {}
+        for route in routes:
+            self._by_size[route.size] = (*self._by_size.get(route.size, ()), route)
+
+    def match(self, segments: list[str]) -> Route | None:
+        for route in self._by_size.get(len(segments), ()):
+            if route.matches(segments):
+                return route
+        return None

@@ -1,0 +1,114 @@
+"""Background work of a server process: flush counters, sweep expired stores, reclaim space.
+
+Reclaiming is bounded per call and yields between batches, so requests keep flowing while a
+large deleted store is purged. On a shared PostgreSQL index one node at a time sweeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from kvbox.backends.base import BlobStore, MetadataIndex
+from kvbox.backends.registry import exclusive
+from kvbox.core.clock import Clock
+from kvbox.service.retention import RetentionService
+from kvbox.service.stats import StatsBuffer
+
+log = logging.getLogger("kvbox")
+
+# A blob younger than this may belong to a write about to commit: orphan collection spares it.
+ORPHAN_MIN_AGE_MS = 15 * 60 * 1000
+PURGE_BATCH = 500
+ORPHAN_BATCH = 500
+# Purge batches per background tick, yielding to requests in between.
+PURGES_PER_TICK = 20
+SWEEPER_LOCK = "kvbox-sweeper"
+
+
+class Housekeeper:
+    def __init__(
+        self,
+        index: MetadataIndex,
+        blobs: BlobStore,
+        clock: Clock,
+        stats: StatsBuffer,
+        retention: RetentionService,
+        *,
+        flush_interval_s: float,
+        sweep_interval_s: float,
+    ) -> None:
+        self._index = index
+        self._blobs = blobs
+        self._clock = clock
+        self._stats = stats
+        self._retention = retention
+        self._flush_interval_s = max(0.05, flush_interval_s)
+        self._sweep_interval_s = sweep_interval_s
+
+    async def reclaim(self) -> int:
+        """One bounded pass: reclaim rows and blobs of deleted stores. Returns blobs freed."""
+        freed = await self._index.purge_deleted(max_rows=PURGE_BATCH)
+        for blob_id in freed:
+            await self._blobs.delete(blob_id)
+        return len(freed)
+
+    async def collect_orphans(self) -> int:
+        """Delete blobs no record points to (left by a crash between blob write and commit)."""
+        cutoff = self._clock.now_ms() - ORPHAN_MIN_AGE_MS
+        removed = 0
+        batch: list[str] = []
+        async for blob_id in self._blobs.list_ids(older_than_ms=cutoff):
+            batch.append(blob_id)
+            if len(batch) >= ORPHAN_BATCH:
+                removed += await self._drop_unreferenced(batch)
+                batch = []
+        if batch:
+            removed += await self._drop_unreferenced(batch)
+        return removed
+
+    async def _drop_unreferenced(self, batch: list[str]) -> int:
+        keep = await self._index.referenced_blob_ids(batch)
+        gone = [b for b in batch if b not in keep]
+        for blob_id in gone:
+            await self._blobs.delete(blob_id)
+        return len(gone)
+
+    async def run(self) -> None:
+        """Runs for the life of a server process: flush counters, sweep expired stores,
+        reclaim deleted ones. Failures are logged and the next tick tries again."""
+        next_sweep = self._clock.now_ms()
+        next_orphans = self._clock.now_ms() + ORPHAN_MIN_AGE_MS
+        with contextlib.suppress(Exception):
+            await self.collect_orphans()
+        while True:
+            await asyncio.sleep(self._flush_interval_s)
+            try:
+                await self._stats.flush()
+                if self._sweep_interval_s > 0 and self._clock.now_ms() >= next_sweep:
+                    next_sweep = self._clock.now_ms() + int(self._sweep_interval_s * 1000)
+                    if await self._sweep(orphans_due=self._clock.now_ms() >= next_orphans):
+                        next_orphans = self._clock.now_ms() + ORPHAN_MIN_AGE_MS
+                await self._purge()
+            except Exception:
+                log.exception("background housekeeping failed; retrying")
+
+    async def _sweep(self, *, orphans_due: bool) -> bool:
+        """Sweep expired stores if this node holds the sweeper lock; returns whether orphans
+        were collected too (also on nodes that never restart)."""
+        async with exclusive(self._index, SWEEPER_LOCK) as leader:
+            if not leader:
+                return False
+            while await self._retention.sweep() > 0:
+                await asyncio.sleep(0)
+            if orphans_due:
+                await self.collect_orphans()
+            return orphans_due
+
+    async def _purge(self) -> None:
+        for _ in range(PURGES_PER_TICK):
+            await self.reclaim()
+            if not await self._index.purge_pending():
+                return
+            await asyncio.sleep(0)
