@@ -18,6 +18,7 @@ from kvbox.client._body import prepare_body
 from kvbox.client._compression import Compression
 from kvbox.client._errors import NotFoundError, TransportError, api_error
 from kvbox.client.models import Grant, KeyItem, KeyList, Record, RecordStream, StoreInfo, StoreList, UserInfo
+from kvbox.core.errors import StoreNotFoundError
 from kvbox.core.sentinels import UNSET, Unset
 
 
@@ -292,7 +293,7 @@ class StoreClient:
             raise NotFoundError(
                 "Key-value store was not found",
                 status=404,
-                type="record-not-found",
+                type=StoreNotFoundError.type,
                 method="GET",
                 url=self._client.api_url + self.path,
             )
