@@ -35,7 +35,7 @@ class Collection:
 
 
 def validate_schema(schema: Any) -> dict[str, Any]:
-    """Check a store schema object; return it unchanged or raise 400 store-schema-invalid."""
+    """Check a store schema object; return it unchanged or raise `StoreSchemaInvalidError`."""
     if not isinstance(schema, dict):
         raise StoreSchemaInvalidError("The key-value store schema must be a JSON object.")
     version = schema.get("actorKeyValueStoreSchemaVersion")
