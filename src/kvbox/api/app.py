@@ -27,8 +27,10 @@ DISCARD_LIMIT = 16 * 1024 * 1024
 
 def owns(scope: Scope) -> bool:
     """Whether a request's path belongs to the API (`/v2/...`, `/health...`), matched or not."""
-    raw = scope.get("raw_path")
-    path = raw.decode("latin-1") if raw else scope["path"]
+    raw: bytes = scope.get("raw_path") or scope["path"].encode("latin-1", "replace")
+    if raw.startswith(b"/v2/"):  # the record path: no parsing needed
+        return True
+    path = raw.decode("latin-1")
     head = path.split("?", 1)[0].lstrip("/").split("/", 1)[0]
     return (unquote(head) if "%" in head else head) in API_ROOTS
 

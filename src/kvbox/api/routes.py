@@ -39,7 +39,7 @@ class Route:
     size: int = field(init=False)
     literals: Callable[[list[str]], Any] = field(init=False, repr=False)
     expected: Any = field(init=False, repr=False)
-    params: tuple[int, ...] = field(init=False)
+    arguments: Callable[[list[str]], tuple[str, ...]] = field(init=False, repr=False)
     allowed: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -50,14 +50,18 @@ class Route:
         # itemgetter of one index returns the item, of several a tuple: `expected` matches that shape.
         set_(self, "literals", itemgetter(*(i for i, _ in fixed)))
         set_(self, "expected", fixed[0][1] if len(fixed) == 1 else tuple(p for _, p in fixed))
-        set_(self, "params", tuple(i for i, p in enumerate(parts) if p.startswith("{")))
+        set_(self, "arguments", _getter(tuple(i for i, p in enumerate(parts) if p.startswith("{"))))
         set_(self, "allowed", tuple(self.handlers))
 
-    def matches(self, segments: list[str]) -> bool:
-        return bool(self.literals(segments) == self.expected)
 
-    def arguments(self, segments: list[str]) -> list[str]:
-        return [segments[i] for i in self.params]
+def _getter(positions: tuple[int, ...]) -> Callable[[list[str]], tuple[str, ...]]:
+    """The path parameters at `positions`, as a tuple (itemgetter of one index gives the item)."""
+    if not positions:
+        return lambda segments: ()
+    if len(positions) == 1:
+        (only,) = positions
+        return lambda segments: (segments[only],)
+    return itemgetter(*positions)
 
 
 _STORE = "/v2/key-value-stores/{store}"
@@ -89,12 +93,12 @@ class RouteTable:
 
     def __init__(self, routes: tuple[Route, ...] = ROUTES) -> None:
         self.routes = routes
-        self._by_size: dict[int, tuple[Route, ...]] = {}
+        self._by_size: dict[int, list[tuple[Callable[[list[str]], Any], Any, Route]]] = {}
         for route in routes:
-            self._by_size[route.size] = (*self._by_size.get(route.size, ()), route)
+            self._by_size.setdefault(route.size, []).append((route.literals, route.expected, route))
 
     def match(self, segments: list[str]) -> Route | None:
-        for route in self._by_size.get(len(segments), ()):
-            if route.matches(segments):
+        for literals, expected, route in self._by_size.get(len(segments), ()):
+            if literals(segments) == expected:
                 return route
         return None
