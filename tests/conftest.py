@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from backing_services import AWS_TEST_ENV, COMMAND_ENV, ScaleOut, kvbox_migrate
-from kvbox.server import create_app
 from kvbox.backends.registry import migrate_index
 from kvbox.core.clock import FakeClock
+from kvbox.server import create_app
 from kvbox.service.container import Services, build_services
 from kvbox.service.settings import Settings
 

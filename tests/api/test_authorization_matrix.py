@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from kvbox.server import create_app
 from kvbox.core.clock import FakeClock
 from kvbox.core.models import GeneralAccess, Grant, Permission
 from kvbox.core.signatures import sign_record, sign_storage
+from kvbox.server import create_app
 from kvbox.service.container import Services, build_services
 from kvbox.service.principal import Principal
 from kvbox.service.settings import Settings

@@ -19,10 +19,10 @@ from typing import TypeVar
 import httpx
 import pytest
 
-from kvbox.server import create_app
 from kvbox.core.clock import FakeClock
 from kvbox.core.errors import InvalidTokenError
 from kvbox.core.models import GeneralAccess, Permission
+from kvbox.server import create_app
 from kvbox.service.container import Services, build_services
 from kvbox.service.principal import Principal
 from kvbox.service.settings import Settings

@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from conftest import ALICE_TOKEN, BOB_TOKEN
-from kvbox.server import create_app
 from kvbox.core.clock import FakeClock
 from kvbox.core.errors import RateLimitExceededError
+from kvbox.server import create_app
 from kvbox.service.container import Services, build_services
 from kvbox.service.ratelimit import Limits, RateLimiter
 from kvbox.service.settings import Settings

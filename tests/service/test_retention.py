@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from conftest import ALICE_TOKEN, Api
-from kvbox.server import create_app
 from kvbox.core.clock import FakeClock, iso_ms
 from kvbox.core.errors import StoreNotFoundError
 from kvbox.core.models import User
+from kvbox.server import create_app
 from kvbox.service.container import Services, build_services
 from kvbox.service.housekeeping import ORPHAN_MIN_AGE_MS
 from kvbox.service.principal import Principal
