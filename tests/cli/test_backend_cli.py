@@ -14,7 +14,6 @@ import pytest
 from backing_services import AWS_TEST_ENV, ScaleOut, scale_out_env
 from kvbox.backends.base import BlobStore, MetadataIndex
 from kvbox.backends.registry import open_backend
-from kvbox.cli.backend import fingerprint
 from kvbox.core.ids import new_id, new_secret
 from kvbox.core.models import (
     GeneralAccess,
@@ -27,6 +26,7 @@ from kvbox.core.models import (
     Token,
     User,
 )
+from kvbox.service.copy import fingerprint
 
 T0 = 1_767_225_600_000
 BIG = os.urandom(200 * 1024)

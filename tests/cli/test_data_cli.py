@@ -27,8 +27,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from kvbox.cli import remote
-from kvbox.cli.data import guess_content_type
 from kvbox.cli.main import cli
+from kvbox.cli.records import guess_content_type
 from kvbox.cli.transfer import CountingReader, run_jobs
 from kvbox.core.content import BINARY_TYPE, JSON_TYPE, TEXT_TYPE
 from kvbox.sdk.local import LocalStore, open_folder

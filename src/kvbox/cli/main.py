@@ -7,8 +7,10 @@ import click
 from kvbox import __version__
 from kvbox.cli.admin import sweep_command, tokens, users
 from kvbox.cli.backend import copy_command, migrate_command
-from kvbox.cli.data import COMMANDS as DATA_COMMANDS
+from kvbox.cli.folders import pull_command, push_command
+from kvbox.cli.records import get_command, keys_command, put_command, rm_command
 from kvbox.cli.serve import serve
+from kvbox.cli.stores import stores
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,7 +25,7 @@ cli.add_command(tokens)
 cli.add_command(sweep_command)
 cli.add_command(migrate_command)
 cli.add_command(copy_command)
-for _command in DATA_COMMANDS:
+for _command in (stores, keys_command, get_command, put_command, rm_command, push_command, pull_command):
     cli.add_command(_command)
 
 

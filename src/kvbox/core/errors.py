@@ -152,6 +152,14 @@ class MethodNotAllowedError(KvboxError):
         )
 
 
+class TargetNotEmptyError(KvboxError):
+    """A deployment copy was aimed at a deployment that already holds data."""
+
+    status = 409
+    type = "target-not-empty"
+    default_message = "The target already has users: copy only into an empty deployment."
+
+
 class RequestTooLargeError(KvboxError):
     status = 413
     type = "request-too-large"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from kvbox.backends.base import BlobStore, MetadataIndex
-from kvbox.backends.registry import describe_url, open_backend
+from kvbox.backends.registry import describe_url, migrate_index, open_backend
 from kvbox.service.settings import Settings
 
 
@@ -19,6 +22,24 @@ def open_storage(settings: Settings) -> tuple[MetadataIndex, BlobStore]:
         s3_endpoint=settings.s3_endpoint,
         pool_size=settings.metadata_pool_size,
     )
+
+
+@asynccontextmanager
+async def opened_storage(settings: Settings) -> AsyncIterator[tuple[MetadataIndex, BlobStore]]:
+    """`open_storage` for one block: both sides are closed when it ends."""
+    index, blobs = open_storage(settings)
+    try:
+        yield index, blobs
+    finally:
+        await index.close()
+        await blobs.close()
+
+
+async def migrate_storage(settings: Settings) -> tuple[int, int]:
+    """Create or upgrade the index schema of a deployment (`kvbox migrate`); returns the
+    schema version found and the version now."""
+    async with opened_storage(settings) as (index, _):
+        return await migrate_index(index)
 
 
 def describe_storage(settings: Settings) -> str:

@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
 
 from kvbox.core.errors import StorageError
@@ -38,26 +39,67 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+class AtomicFile:
+    """A new version of `directory/filename`, written under a temporary name.
+
+    Used as a context manager: leaving the block renames the file over its target in one
+    step; an exception removes it instead, leaving the target as it was. `size` counts the
+    bytes written so far.
+    """
+
+    def __init__(self, directory: str, filename: str, *, durable: bool = False) -> None:
+        self.directory = directory
+        self.filename = filename
+        self.size = 0
+        self._durable = durable
+        self._tmp = temp_name(directory, filename)
+        self._fd: int | None = os.open(self._tmp, _OPEN_FLAGS, 0o666)
+
+    def write(self, data: bytes) -> None:
+        if self._fd is None:
+            raise ValueError(f"{self.filename} was already committed or discarded")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self.size += len(data)
+
+    def __enter__(self) -> AtomicFile:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
+        if kind is None:
+            try:
+                self._commit()
+            except BaseException:
+                self._discard()
+                raise
+        else:
+            self._discard()
+
+    def _close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def _commit(self) -> None:
+        if self._durable and self._fd is not None:
+            os.fsync(self._fd)
+        self._close()
+        os.replace(self._tmp, f"{self.directory}/{self.filename}")
+        if self._durable:
+            fsync_dir(self.directory)
+
+    def _discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self._close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._tmp)
+
+
 def write_atomic(directory: str, filename: str, data: bytes, *, durable: bool = False) -> None:
     """Replace `directory/filename` with `data` in one step."""
-    tmp = temp_name(directory, filename)
-    fd = os.open(tmp, _OPEN_FLAGS, 0o666)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, f"{directory}/{filename}")
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if durable:
-        fsync_dir(directory)
+    with AtomicFile(directory, filename, durable=durable) as out:
+        out.write(data)
 
 
 def read_file(path: str) -> bytes | None:

@@ -3,7 +3,8 @@
 The folder is named after the store (`default` for the default store); the store's ID lives
 in the folder's `__metadata__.json`, as crawlee-python writes it, so opening by ID scans the
 folders. A folder without metadata (a hand-made `default/INPUT.json`, a Crawlee JS folder)
-gets metadata with a fresh ID on first open.
+gets metadata with a fresh ID on first open. `open_store_folder` opens one store folder at
+any path, for tools that move folders between machines and servers.
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ def _metadata(directory: str) -> StoreMetadata | None:
     )
 
 
-def _ensure_metadata(directory: str, name: str | None) -> StoreMetadata:
+def _ensure_metadata(directory: str, name: str | None, store_id: str | None = None) -> StoreMetadata:
     found = _metadata(directory)
     if found is not None:
         return found
     now = datetime.now(UTC)
-    created = StoreMetadata(id=new_id(), name=name, created_at=now, accessed_at=now, modified_at=now)
+    created = StoreMetadata(id=store_id or new_id(), name=name, created_at=now, accessed_at=now, modified_at=now)
     payload = files.store_metadata_bytes(created.id, name, now, now, now)
     if files.create_exclusive(directory, layout.METADATA_FILE, payload):
         return created
@@ -69,6 +70,34 @@ def open_folder(
     directory = os.path.join(root, folder)
     os.makedirs(directory, exist_ok=True)
     meta = _ensure_metadata(directory, name)
+    return LocalStore(directory, meta, durable=durable, input_keys=input_keys)
+
+
+def open_store_folder(
+    directory: str,
+    *,
+    id: str | None = None,
+    name: str | None = None,
+    read_only: bool = False,
+    durable: bool = False,
+    input_keys: frozenset[str] = frozenset({"INPUT"}),
+) -> LocalStore:
+    """Open the store folder `directory` itself, wherever it is (`open_folder` looks under a storage dir).
+
+    Writable (the default): the folder is created when missing and keeps the metadata it
+    has; a folder without metadata gets ID `id` (or a fresh one) and name `name`, else its
+    folder's name, except that a folder called `default` holds the unnamed default store.
+
+    `read_only`: nothing is ever written, not even timestamps, so a folder on a read-only
+    disk can be listed and read. Its metadata is read when present; without it, the ID is
+    empty and the store unnamed.
+    """
+    if read_only:
+        meta = _metadata(directory) or StoreMetadata("", None, created_at=None, accessed_at=None, modified_at=None)
+        return LocalStore(directory, meta, durable=durable, input_keys=input_keys, read_only=True)
+    os.makedirs(directory, exist_ok=True)
+    folder = os.path.basename(os.path.normpath(directory))
+    meta = _ensure_metadata(directory, None if folder == layout.DEFAULT_STORE_DIR else (name or folder), id)
     return LocalStore(directory, meta, durable=durable, input_keys=input_keys)
 
 

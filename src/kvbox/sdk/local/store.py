@@ -11,21 +11,25 @@ extension, it removes the old file only if it knew of it; a key whose type anoth
 changed since this one last listed the folder can be left with two files. A listing then
 takes the newer one, but a process that had already read the older one keeps reading it
 until it lists the folder or writes the key.
+
+A store opened read-only lists and reads, and never writes: not even its timestamps.
 """
 
 from __future__ import annotations
 
 import bisect
+import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote
 
-from kvbox.core.content import BINARY_TYPE
+from kvbox.core.content import BINARY_TYPE, JSON_TYPE
 from kvbox.core.errors import InvalidRecordKeyError, RecordNotFoundError
 from kvbox.sdk.local import files, layout
 from kvbox.sdk.local.layout import SIDECAR_SUFFIX
@@ -45,12 +49,34 @@ class Located:
     mtime_ns: int
 
 
-class LocalStore:
-    """The synchronous local backend behind `KeyValueStore` and `KeyValueStoreSync`."""
+@dataclass(frozen=True, slots=True)
+class RecordFile:
+    """A record as a file on disk: its key, exact content type, size in bytes and path."""
 
-    def __init__(self, directory: str, meta: StoreMetadata, *, durable: bool, input_keys: frozenset[str]) -> None:
+    key: str
+    content_type: str
+    size: int
+    path: str
+
+
+class LocalStore:
+    """The synchronous local backend behind `KeyValueStore` and `KeyValueStoreSync`.
+
+    `read_only`: list and read only; writes, deletes and `flush` raise `PermissionError`.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        meta: StoreMetadata,
+        *,
+        durable: bool,
+        input_keys: frozenset[str],
+        read_only: bool = False,
+    ) -> None:
         self.directory = directory
         self.meta = meta
+        self.read_only = read_only
         self._durable = durable
         self._input_keys = input_keys
         self._files: dict[str, str] = {}
@@ -123,6 +149,27 @@ class LocalStore:
         return self.locate(key) is not None
 
     def write(self, key: str, data: bytes, content_type: str) -> None:
+        """Replace the record with `data` in one step."""
+        with self.open_writer(key, content_type) as out:
+            out.write(data)
+
+    def write_stream(self, key: str, content_type: str, chunks: Iterable[bytes]) -> int:
+        """Replace the record with the concatenated `chunks`, in one step once all are written;
+        returns its size. Memory stays bounded by one chunk."""
+        with self.open_writer(key, content_type) as out:
+            for chunk in chunks:
+                out.write(chunk)
+        return out.size
+
+    @contextmanager
+    def open_writer(self, key: str, content_type: str) -> Iterator[files.AtomicFile]:
+        """Write a record piece by piece: call `write(chunk)` on what this yields.
+
+        The record is replaced in one step when the block ends, and left as it was when the
+        block raises; until then readers see the old value. Like `write`, a file of another
+        type that held the key is removed only if no other writer replaced it meanwhile.
+        """
+        self._check_writable()
         filename, needs_sidecar = layout.value_filename(key, content_type)
         if layout.is_reserved(filename):
             raise InvalidRecordKeyError(f"Record key {key!r} is reserved by the local folder layout")
@@ -130,12 +177,13 @@ class LocalStore:
             self._index()
         old = self._files.get(key)
         # A file of another type is removed only if it is still the one we knew: a writer in
-        # another process may have just put a newer value there, and that one must survive.
+        # another process may have put a newer value there meanwhile, and that one must survive.
         old_id = files.identity(f"{self.directory}/{old}") if old is not None and old != filename else None
-        files.write_atomic(self.directory, filename, data, durable=self._durable)
+        with files.AtomicFile(self.directory, filename, durable=self._durable) as out:
+            yield out
         sidecar = filename + SIDECAR_SUFFIX
         if needs_sidecar:
-            meta = files.sidecar_bytes(key, content_type, len(data))
+            meta = files.sidecar_bytes(key, content_type, out.size)
             files.write_atomic(self.directory, sidecar, meta, durable=self._durable)
         else:
             files.remove(f"{self.directory}/{sidecar}")
@@ -146,6 +194,7 @@ class LocalStore:
 
     def delete(self, key: str) -> None:
         """Remove every file holding `key`; a missing key is a no-op."""
+        self._check_writable()
         names = {f.filename for f in self._inspect_all(key)}
         hinted = self._files.pop(key, None)
         if hinted is not None and self._inspect(key, hinted) is not None:
@@ -183,6 +232,18 @@ class LocalStore:
         finally:
             os.close(dir_fd)
 
+    def record_files(self) -> Iterator[RecordFile]:
+        """Every record's file in key order, with its exact content type and size.
+
+        A bare input file (no extension, no sidecar) is JSON when it parses, bytes otherwise.
+        """
+        for item in self.keys():
+            found = self.locate(item.key)
+            if found is None:
+                continue  # removed since the listing
+            path = f"{self.directory}/{found.filename}"
+            yield RecordFile(item.key, found.content_type or _sniffed_type(path), found.size, path)
+
     def public_url(self, key: str) -> str:
         """The `file://` URI of the record's file."""
         found = self.locate(key)
@@ -203,6 +264,7 @@ class LocalStore:
 
     def flush(self) -> None:
         """Write the store's timestamps now (they are otherwise written at most once a second)."""
+        self._check_writable()
         meta = self.metadata()
         data = files.store_metadata_bytes(
             meta.id, meta.name, self._created, meta.accessed_at or self._created, meta.modified_at or self._created
@@ -212,17 +274,22 @@ class LocalStore:
         self._persisted = time.monotonic()
 
     def drop(self) -> None:
+        self._check_writable()
         shutil.rmtree(self.directory, ignore_errors=not os.path.isdir(self.directory))
         self._files.clear()
 
     # internals
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise PermissionError(f"The store in {self.directory} was opened read-only")
 
     def _touch(self, *, modified: bool) -> None:
         now = time.time()
         self._accessed = now
         if modified:
             self._modified = now
-        if time.monotonic() - self._persisted >= METADATA_PERSIST_INTERVAL:
+        if not self.read_only and time.monotonic() - self._persisted >= METADATA_PERSIST_INTERVAL:
             self.flush()
 
     def _remove_file(self, filename: str) -> None:
@@ -312,3 +379,12 @@ class LocalStore:
         if ctype is None:
             ctype = entry.content_type if entry is not None else BINARY_TYPE
         return key, ctype
+
+
+def _sniffed_type(path: str) -> str:
+    """The content type of a bare input file: JSON when it parses, else bytes (as reading decides)."""
+    try:
+        json.loads(files.read_file(path) or b"")
+    except ValueError:
+        return BINARY_TYPE
+    return JSON_TYPE

@@ -1,0 +1,225 @@
+"""`kvbox keys`, `get`, `put` and `rm`: the records of one store, streamed in and out."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from kvbox.cli.output import echo_json, human_size, json_option, note, records_count
+from kvbox.cli.session import TARGET_HELP, TargetOptions, run, target_options
+from kvbox.cli.target import DataError, Download, KeyRow, RecordInfo, StoreRow, Target, resolve_store
+from kvbox.cli.transfer import CountingReader, Transfer, counted, show_progress
+from kvbox.core.content import BINARY_TYPE, is_json_type, is_text_type
+from kvbox.core.keys import validate_key
+
+
+def _missing_record(key: str, store: StoreRow) -> DataError:
+    return DataError(f'Record "{key}" was not found in store {store.label} (record-not-found).')
+
+
+@click.command("keys", epilog=TARGET_HELP)
+@click.argument("store")
+@click.option("--prefix", default=None, metavar="P", help="Only keys starting with P.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N", help="At most N keys.")
+@json_option
+@target_options
+def keys_command(store: str, prefix: str | None, limit: int | None, as_json: bool, target: TargetOptions) -> None:
+    """List the keys of STORE in order, with their sizes."""
+
+    async def go(t: Target) -> list[KeyRow]:
+        row = await resolve_store(t, store)
+        found: list[KeyRow] = []
+        async for item in t.iterate_keys(row.id, prefix=prefix):
+            found.append(item)
+            if limit is not None and len(found) >= limit:
+                break
+        return found
+
+    rows = run(target, go)
+    if as_json:
+        echo_json([{"key": r.key, "size": r.size} for r in rows])
+        return
+    table = Table("Key", "Size")
+    for r in rows:
+        table.add_row(r.key, human_size(r.size))
+    Console().print(table)
+
+
+def _is_textual(content_type: str) -> bool:
+    return is_text_type(content_type) or is_json_type(content_type)
+
+
+def _part_path(output: Path) -> Path:
+    return output.with_name(f".{output.name}.{os.getpid()}.part")
+
+
+async def _to_stdout(download: Download) -> None:
+    info = download.info
+    if sys.stdout.isatty() and not _is_textual(info.content_type):
+        raise click.UsageError(
+            f"{info.key} is {info.content_type}, not text: write it to a file with -o FILE, or redirect stdout."
+        )
+    out = sys.stdout.buffer
+    try:
+        async for chunk in download.chunks():
+            out.write(chunk)
+        out.flush()
+    except BrokenPipeError:  # `kvbox get ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+async def _to_file(download: Download, output: Path, *, as_json: bool) -> int:
+    """Stream into a `.part` file beside `output`, renamed over it once whole; returns the size."""
+    info = download.info
+    part = _part_path(output)
+    enabled = show_progress(as_json=as_json, size=info.size)
+    try:
+        with Transfer(f"Downloading {info.key}", total=info.size, enabled=enabled) as bar, open(part, "xb") as f:
+            size = 0
+            async for chunk in counted(download, bar.advance):
+                f.write(chunk)
+                size += len(chunk)
+        os.replace(part, output)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            part.unlink()
+        raise
+    return size
+
+
+@click.command("get", epilog=TARGET_HELP)
+@click.argument("store")
+@click.argument("key")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="Write the record to this file instead of stdout.",
+)
+@click.option("--metadata", is_flag=True, help="Show the content type and size instead of the bytes.")
+@json_option
+@target_options
+def get_command(
+    store: str, key: str, output: Path | None, metadata: bool, as_json: bool, target: TargetOptions
+) -> None:
+    """Read one record: its bytes to stdout or to -o FILE, streamed."""
+    to_stdout = output is None or str(output) == "-"
+    if as_json and to_stdout and not metadata:
+        raise click.UsageError("--json goes with --metadata or -o FILE: otherwise stdout carries the record.")
+
+    async def go(t: Target) -> tuple[RecordInfo, int | None]:
+        validate_key(key)
+        row = await resolve_store(t, store)
+        if metadata:
+            info = await t.record_info(row.id, key)
+            if info is None:
+                raise _missing_record(key, row)
+            return info, None
+        async with t.open_record(row.id, key) as download:
+            if download is None:
+                raise _missing_record(key, row)
+            if output is None or to_stdout:
+                await _to_stdout(download)
+                return download.info, None
+            return download.info, await _to_file(download, output, as_json=as_json)
+
+    info, written = run(target, go)
+    if metadata:
+        if as_json:
+            echo_json(info.to_json())
+        else:
+            for name, value in (
+                ("Key", info.key),
+                ("Content-Type", info.content_type),
+                ("Size", str(info.size) if info.size is not None else "-"),
+                ("Encoding", info.encoding),
+            ):
+                click.echo(f"{name}: {value}")
+    elif written is not None:
+        if as_json:
+            echo_json({**info.to_json(), "size": written, "file": str(output)})
+        else:
+            note(f"Wrote {key} ({info.content_type}, {human_size(written)}) to {output}.")
+
+
+def guess_content_type(file: Path) -> str:
+    """The content type a file's extension stands for (the local layout's table first)."""
+    from kvbox.sdk.local import type_for_extension  # the SDK loads only for this
+
+    ext = file.suffix.lstrip(".")
+    return (type_for_extension(ext) if ext else None) or BINARY_TYPE
+
+
+@contextlib.contextmanager
+def _open_source(file: Path) -> Iterator[BinaryIO]:
+    if str(file) == "-":
+        yield sys.stdin.buffer
+        return
+    with open(file, "rb") as f:
+        yield f
+
+
+@click.command("put", epilog=TARGET_HELP)
+@click.argument("store")
+@click.argument("key")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path))
+@click.option(
+    "--content-type",
+    "-t",
+    metavar="TYPE",
+    help="Store with this content type (default: from FILE's extension, application/octet-stream for stdin).",
+)
+@json_option
+@target_options
+def put_command(
+    store: str, key: str, file: Path, content_type: str | None, as_json: bool, target: TargetOptions
+) -> None:
+    """Write FILE (or - for stdin) to record KEY of STORE, streamed; the record is replaced whole."""
+    ctype = content_type or (BINARY_TYPE if str(file) == "-" else guess_content_type(file))
+    size = file.stat().st_size if str(file) != "-" and file.is_file() else None  # pipes and devices: unknown
+
+    async def go(t: Target) -> StoreRow:
+        validate_key(key)
+        row = await resolve_store(t, store)
+        enabled = show_progress(as_json=as_json, size=size)
+        with _open_source(file) as raw, Transfer(f"Uploading {key}", total=size, enabled=enabled) as bar:
+            await t.put_record(row.id, key, CountingReader(raw, bar.advance), content_type=ctype, size=size)
+        return row
+
+    row = run(target, go)
+    if as_json:
+        echo_json({"store": row.id, "key": key, "contentType": ctype, "size": size})
+    else:
+        note(f"Stored {key} ({ctype}, {human_size(size) if size is not None else 'from stdin'}) in {row.label}.")
+
+
+@click.command("rm", epilog=TARGET_HELP)
+@click.argument("store")
+@click.argument("keys", nargs=-1, required=True)
+@click.option("--force", "-f", is_flag=True, help="A record that does not exist is not an error.")
+@target_options
+def rm_command(store: str, keys: tuple[str, ...], force: bool, target: TargetOptions) -> None:
+    """Delete records KEYS... of STORE. Without --force every key must exist, or nothing is deleted."""
+
+    async def go(t: Target) -> StoreRow:
+        for key in keys:
+            validate_key(key)
+        row = await resolve_store(t, store)
+        if not force:
+            for key in keys:
+                if await t.record_info(row.id, key) is None:
+                    raise _missing_record(key, row)
+        for key in keys:
+            await t.delete_record(row.id, key)
+        return row
+
+    row = run(target, go)
+    note(f"Deleted {records_count(len(keys))} from {row.label}.")
