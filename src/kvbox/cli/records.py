@@ -18,11 +18,12 @@ from kvbox.cli.session import TARGET_HELP, TargetOptions, run, target_options
 from kvbox.cli.target import DataError, Download, KeyRow, RecordInfo, StoreRow, Target, resolve_store
 from kvbox.cli.transfer import CountingReader, Transfer, counted, show_progress
 from kvbox.core.content import BINARY_TYPE, is_json_type, is_text_type
+from kvbox.core.errors import RecordNotFoundError
 from kvbox.core.keys import validate_key
 
 
 def _missing_record(key: str, store: StoreRow) -> DataError:
-    return DataError(f'Record "{key}" was not found in store {store.label} (record-not-found).')
+    return DataError(f'Record "{key}" was not found in store {store.label} ({RecordNotFoundError.type}).')
 
 
 @click.command("keys", epilog=TARGET_HELP)

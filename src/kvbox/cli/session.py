@@ -111,7 +111,7 @@ async def open_target(options: TargetOptions) -> Target:
 
 
 def _typed(message: str, error_type: str) -> str:
-    """`Record was not found (record-not-found).`: the message, then the Apify error type."""
+    """`Record was not found (TYPE).`: the message, then the Apify error type."""
     return f"{message.strip().rstrip('.')} ({error_type})."
 
 

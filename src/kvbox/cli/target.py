@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import click
 
+from kvbox.core.errors import StoreNotFoundError
 from kvbox.core.ids import looks_like_id
 
 
@@ -133,7 +134,7 @@ async def resolve_store(target: Target, ref: str) -> StoreRow:
     found = await find_store(target, ref)
     if found is None:
         raise DataError(
-            f'Key-value store "{ref}" was not found (record-not-found) on {target.where}. '
+            f'Key-value store "{ref}" was not found ({StoreNotFoundError.type}) on {target.where}. '
             "`kvbox stores ls` lists the stores you can use."
         )
     return found
