@@ -16,7 +16,6 @@ import pytest
 
 from backing_services import AWS_TEST_ENV, COMMAND_ENV, ScaleOut, kvbox_migrate
 from kvbox.api.app import create_app
-from kvbox.backends.registry import migrate_index
 from kvbox.core.clock import FakeClock
 from kvbox.service.container import Services, build_services
 from kvbox.service.settings import Settings
@@ -65,7 +64,7 @@ async def services(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeCl
         rate_limits=False,
     )
     svc = build_services(settings, clock=clock)
-    await migrate_index(svc.index)  # `kvbox migrate`; nothing to do for the others
+    await svc.index.migrate()  # `kvbox migrate`; nothing to do for the others
     await svc.users.create_user("alice", token=ALICE_TOKEN)
     await svc.users.create_user("bob", token=BOB_TOKEN)
     try:

@@ -13,7 +13,7 @@ from backends.conftest import postgres_index, s3_blobs
 from backing_services import ScaleOut
 from kvbox.backends.postgres.metadata import PostgresMetadataIndex
 from kvbox.backends.postgres.schema import SCHEMA_VERSION
-from kvbox.backends.registry import backend_kind, describe_url, exclusive, open_backend
+from kvbox.backends.registry import backend_kind, describe_url, open_backend
 from kvbox.backends.s3.blobs import MAX_UPLOAD_MS, S3BlobStore, parse_blob_url
 from kvbox.core.errors import NameNotUniqueError, StorageError
 from kvbox.core.ids import new_blob_name, new_id, new_secret
@@ -191,12 +191,12 @@ async def test_advisory_lock_admits_one_node(scale_out: ScaleOut) -> None:
     a = await postgres_index(scale_out)
     b = PostgresMetadataIndex(a.url)
     elsewhere = await postgres_index(scale_out)  # another deployment in another schema
-    async with exclusive(a, "sweeper") as first:
-        async with exclusive(b, "sweeper") as second, exclusive(elsewhere, "sweeper") as other:
+    async with a.exclusive("sweeper") as first:
+        async with b.exclusive("sweeper") as second, elsewhere.exclusive("sweeper") as other:
             assert (first, second, other) == (True, False, True)
-        async with exclusive(b, "other-job") as different:
+        async with b.exclusive("other-job") as different:
             assert different is True
-    async with exclusive(b, "sweeper") as after_release:
+    async with b.exclusive("sweeper") as after_release:
         assert after_release is True
     for ix in (a, b, elsewhere):
         await ix.close()

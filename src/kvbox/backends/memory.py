@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 
 from kvbox.core.errors import NameNotUniqueError, StorageError
 from kvbox.core.ids import new_blob_name
@@ -44,6 +45,15 @@ class MemoryMetadataIndex:
 
     async def close(self) -> None:
         return None
+
+    async def migrate(self) -> tuple[int, int]:
+        """Nothing to set up: there is no schema (version 0)."""
+        return 0, 0
+
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+        """One process holds the data: every holder may run."""
+        yield True
 
     def read_generation(self) -> int:
         return self._generation

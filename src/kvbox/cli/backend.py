@@ -19,7 +19,6 @@ from rich.console import Console
 from rich.table import Table
 
 from kvbox.backends.base import BlobStore, MetadataIndex
-from kvbox.backends.registry import migrate_index
 from kvbox.cli.options import BACKEND_SETTINGS, settings_from, with_settings
 from kvbox.core.errors import KvboxError
 from kvbox.core.models import RecordMeta, Store, User
@@ -61,7 +60,7 @@ def migrate_command(**options: Any) -> None:
     index migrates itself whenever it opens; for it this only reports the version.
     """
     settings = settings_from(options)
-    found, now = _run(_with_backend(settings, lambda index, _: migrate_index(index)))
+    found, now = _run(_with_backend(settings, lambda index, _: index.migrate()))
     if found == now:
         click.echo(f"Schema of {where(settings)} is current (version {now}).")
     else:
@@ -273,7 +272,7 @@ def copy_command(source: tuple[str, ...], target: tuple[str, ...]) -> None:
     async def go() -> tuple[Tally, Tally]:
         async def with_target(s_index: MetadataIndex, s_blobs: BlobStore) -> tuple[Tally, Tally]:
             async def both(d_index: MetadataIndex, d_blobs: BlobStore) -> tuple[Tally, Tally]:
-                await migrate_index(d_index)
+                await d_index.migrate()
                 with console.status("Copying") as status:
                     copied = await copy_deployment((s_index, s_blobs), (d_index, d_blobs), status.update)
                     status.update("Reading the target back")

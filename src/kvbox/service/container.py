@@ -8,7 +8,6 @@ import logging
 from dataclasses import dataclass
 
 from kvbox.backends.base import BlobStore, MetadataIndex
-from kvbox.backends.registry import exclusive
 from kvbox.core.clock import Clock, SystemClock
 from kvbox.service.deployment import open_storage
 from kvbox.service.principal import Authenticator
@@ -87,7 +86,7 @@ class Services:
                 if sweep_every > 0 and self.clock.now_ms() >= next_sweep:
                     next_sweep = self.clock.now_ms() + int(sweep_every * 1000)
                     # One node at a time: the lock is a PostgreSQL advisory lock when nodes share one.
-                    async with exclusive(self.index, "kvbox-sweeper") as leader:
+                    async with self.index.exclusive("kvbox-sweeper") as leader:
                         while leader and await self.retention.sweep() > 0:
                             await asyncio.sleep(0)
                         # Blobs a crashed writer left behind, also on nodes that never restart.

@@ -11,6 +11,7 @@ pool that opens lazily inside the event loop of the process that uses it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -109,6 +110,7 @@ class PostgresMetadataIndex:
         )
         self._ready = False
         self._opening: asyncio.Lock | None = None
+        self._generations = itertools.count()
 
     async def _open(self) -> AsyncConnectionPool:
         """The pool, opened on first use once a first connection found the schema current.
@@ -135,6 +137,15 @@ class PostgresMetadataIndex:
             async with await AsyncConnection.connect(self.url, **self._connect_args) as conn:
                 found = await migrate(conn)
         return found, SCHEMA_VERSION
+
+    def read_generation(self) -> int:
+        """A new value on every call: other nodes commit to the same database and nothing
+        cheaper than a query tells whether they did, so readers never reuse rows."""
+        return next(self._generations)
+
+    def metadata_generation(self) -> int:
+        """A new value on every call, as `read_generation`."""
+        return next(self._generations)
 
     @asynccontextmanager
     async def _conn(self, action: str) -> AsyncIterator[AsyncConnection]:

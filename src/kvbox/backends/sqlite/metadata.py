@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,7 +23,7 @@ from kvbox.backends.rows import grant_from_row as _grant
 from kvbox.backends.rows import store_from_row as _store
 from kvbox.backends.rows import token_from_row as _token
 from kvbox.backends.rows import user_from_row as _user
-from kvbox.backends.sqlite.schema import migrate
+from kvbox.backends.sqlite.schema import SCHEMA_VERSION, migrate
 from kvbox.backends.sqlite.writer import Batch, LoopWriter
 from kvbox.core.errors import NameNotUniqueError, StorageError
 from kvbox.core.models import (
@@ -131,6 +131,16 @@ class SqliteMetadataIndex:
     async def close(self) -> None:
         self._writer.close()
         self._conn.close()
+
+    async def migrate(self) -> tuple[int, int]:
+        """The schema was brought up to date when the file was opened: report its version."""
+        return SCHEMA_VERSION, SCHEMA_VERSION
+
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+        """The processes sharing the file live on one host, and the work run under this lock
+        is idempotent: every holder may run."""
+        yield True
 
     def read_generation(self) -> int:
         """Changes whenever any process commits to the database (readers reuse rows until then)."""
