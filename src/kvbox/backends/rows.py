@@ -1,7 +1,7 @@
 """Column lists and row-to-model conversions shared by the SQL backends (SQLite, PostgreSQL).
 
-Both keep users, tokens, grants and stores in tables of the same shape, so a row reads the
-same way from either.
+Both keep users, tokens, grants, stores and records in tables of the same shape, so a row
+reads the same way from either. Rows are decoded by position, in the order of these lists.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kvbox.core.models import GeneralAccess, Grant, Permission, Store, StoreStats, Token, User
+from kvbox.core.models import GeneralAccess, Grant, Permission, RecordMeta, Store, StoreStats, Token, User
 
 USER_COLUMNS = "id, username, created_at, default_general_access"
 TOKEN_COLUMNS = "id, user_id, token_hash, name, created_at, read_only, store_ids"
@@ -18,6 +18,8 @@ STORE_COLUMNS = (
     "id, name, user_id, created_at, modified_at, accessed_at, url_signing_secret, general_access, "
     "schema_json, read_count, write_count, delete_count, list_count, storage_bytes, record_count, title"
 )
+# PostgreSQL's kvbox_put_record returns the replaced row in this order too, `key` aside.
+RECORD_COLUMNS = "key, content_type, encoding, size, etag, modified_at, inline_body, blob_id"
 
 
 def user_from_row(row: Any) -> User:
@@ -55,3 +57,18 @@ def store_from_row(row: Any) -> Store:
         record_count=row[14],
         title=row[15],
     )
+
+
+def record_from_row(row: Any) -> RecordMeta:
+    """A row of `RECORD_COLUMNS`. A driver may hand the body over as another bytes-like type
+    (psycopg does for binary results): it becomes `bytes`."""
+    key, content_type, encoding, size, etag, modified_at, inline, blob_id = row
+    if inline is not None and type(inline) is not bytes:
+        inline = bytes(inline)
+    return RecordMeta(key, content_type, encoding, size, etag, modified_at, inline, blob_id)
+
+
+def record_values(record: RecordMeta) -> tuple[Any, ...]:
+    """The record's values in the order of `RECORD_COLUMNS`."""
+    r = record
+    return (r.key, r.content_type, r.encoding, r.size, r.etag, r.modified_at, r.inline, r.blob_id)

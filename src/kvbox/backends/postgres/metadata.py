@@ -24,10 +24,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from kvbox.backends.postgres.schema import LOCK_KEY_SQL, SCHEMA_VERSION, check_version, migrate
 from kvbox.backends.rows import GRANT_COLUMNS as _GRANT
+from kvbox.backends.rows import RECORD_COLUMNS as _RECORD
 from kvbox.backends.rows import STORE_COLUMNS as _STORE
 from kvbox.backends.rows import TOKEN_COLUMNS as _TOKEN
 from kvbox.backends.rows import USER_COLUMNS as _USER
 from kvbox.backends.rows import grant_from_row as _grant
+from kvbox.backends.rows import record_from_row as _record
+from kvbox.backends.rows import record_values
 from kvbox.backends.rows import store_from_row as _store
 from kvbox.backends.rows import token_from_row as _token
 from kvbox.backends.rows import user_from_row as _user
@@ -49,7 +52,6 @@ from kvbox.core.sentinels import UNSET, Unset
 CONNECT_TIMEOUT_S = 10
 _PREFIX_END = "\U0010ffff"
 
-_RECORD = "key, content_type, encoding, size, etag, modified_at, inline_body, blob_id"
 _STORE_PK = "(SELECT pk FROM stores WHERE id = %s)"
 _PUT_RECORD = "SELECT * FROM kvbox_put_record(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 # One statement. It locks the store row first, as kvbox_put_record does (one lock order:
@@ -68,11 +70,6 @@ upd AS (
 )
 SELECT {_RECORD} FROM d
 """
-
-
-def _record(row: Any) -> RecordMeta:
-    inline = bytes(row[6]) if row[6] is not None else None
-    return RecordMeta(row[0], row[1], row[2], row[3], row[4], row[5], inline=inline, blob_id=row[7])
 
 
 def _store_name_taken(name: object) -> NameNotUniqueError:
@@ -428,13 +425,13 @@ class PostgresMetadataIndex:
             return _record(row) if row else None
 
     async def put_record(self, store_id: str, record: RecordMeta) -> RecordMeta | None:
-        r = record
-        params = (store_id, r.key, r.content_type, r.encoding, r.size, r.etag, r.modified_at, r.inline, r.blob_id)
-        row = await self._one("write a record", _PUT_RECORD, params)
+        # The function takes the record in the order of RECORD_COLUMNS and returns the replaced
+        # one in the same order, with whether there was one in place of the key.
+        row = await self._one("write a record", _PUT_RECORD, (store_id, *record_values(record)))
         if row is None:
             raise StorageError(f"Store {store_id} does not exist.")
         with _storage_errors("write a record"):
-            return _record((r.key, *row[1:])) if row[0] else None
+            return _record((record.key, *row[1:])) if row[0] else None
 
     async def delete_record(self, store_id: str, key: str, *, now_ms: int) -> RecordMeta | None:
         row = await self._one("delete a record", _DELETE_RECORD, {"store": store_id, "key": key, "now": now_ms})

@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any, cast
 
 from kvbox.backends.rows import GRANT_COLUMNS as _GRANT
+from kvbox.backends.rows import RECORD_COLUMNS as _RECORD
 from kvbox.backends.rows import STORE_COLUMNS as _STORE
 from kvbox.backends.rows import TOKEN_COLUMNS as _TOKEN
 from kvbox.backends.rows import USER_COLUMNS as _USER
 from kvbox.backends.rows import grant_from_row as _grant
+from kvbox.backends.rows import record_from_row as _record
+from kvbox.backends.rows import record_values
 from kvbox.backends.rows import store_from_row as _store
 from kvbox.backends.rows import token_from_row as _token
 from kvbox.backends.rows import user_from_row as _user
@@ -44,12 +47,11 @@ BUSY_TIMEOUT_S = 30.0
 _PREFIX_END = "\U0010ffff"
 _IN_CHUNK = 500  # well below SQLite's bound-parameter limit
 
-_RECORD = "key, content_type, encoding, size, etag, modified_at, inline_body, blob_id"
 _STORE_PK = "(SELECT pk FROM stores WHERE id = ?)"
-
-
-def _record(row: Any) -> RecordMeta:
-    return RecordMeta(*row)
+_INSERT_RECORD = f"INSERT INTO records (store_pk, {_RECORD}) VALUES (?, {', '.join('?' * len(_RECORD.split(', ')))})"
+_UPDATE_RECORD = (
+    f"UPDATE records SET {', '.join(f'{c} = ?' for c in _RECORD.split(', ')[1:])} WHERE store_pk = ? AND key = ?"
+)
 
 
 def _name_clash(error: sqlite3.IntegrityError, column: str) -> bool:
@@ -412,16 +414,11 @@ class SqliteMetadataIndex:
                 f"SELECT {_RECORD} FROM records WHERE store_pk = ? AND key = ?", (pk, r.key)
             ).fetchone()
             old = _record(old_row) if old_row else None
-            fields = (r.content_type, r.encoding, r.size, r.etag, r.modified_at, r.inline, r.blob_id)
+            values = record_values(r)
             if old is None:
-                conn.execute(f"INSERT INTO records (store_pk, {_RECORD}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                             (pk, r.key, *fields))  # fmt: skip
+                conn.execute(_INSERT_RECORD, (pk, *values))
             else:
-                conn.execute(
-                    "UPDATE records SET content_type = ?, encoding = ?, size = ?, etag = ?, modified_at = ?, "
-                    "inline_body = ?, blob_id = ? WHERE store_pk = ? AND key = ?",
-                    (*fields, pk, r.key),
-                )
+                conn.execute(_UPDATE_RECORD, (*values[1:], pk, r.key))
             _count(batch, pk, writes=1, size=r.size - (old.size if old else 0), records=0 if old else 1,
                    modified=r.modified_at, accessed=r.modified_at)  # fmt: skip
             return old
