@@ -1,7 +1,8 @@
-"""Column lists and row-to-model conversions shared by the SQL backends (SQLite, PostgreSQL).
+"""Column lists and row conversions shared by the SQL backends (SQLite, PostgreSQL).
 
 Both keep users, tokens, grants, stores and records in tables of the same shape, so a row
-reads the same way from either. Rows are decoded by position, in the order of these lists.
+reads and writes the same way in either. Rows are decoded by position, and `*_values`
+give a model's values, in the order of these lists.
 """
 
 from __future__ import annotations
@@ -9,7 +10,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kvbox.core.models import GeneralAccess, Grant, Permission, RecordMeta, Store, StoreStats, Token, User
+from kvbox.core.models import (
+    GeneralAccess,
+    Grant,
+    KeyItem,
+    KeyPage,
+    Permission,
+    RecordMeta,
+    Store,
+    StoreStats,
+    Token,
+    User,
+)
 
 USER_COLUMNS = "id, username, created_at, default_general_access"
 TOKEN_COLUMNS = "id, user_id, token_hash, name, created_at, read_only, store_ids"
@@ -26,6 +38,10 @@ def user_from_row(row: Any) -> User:
     return User(id=row[0], username=row[1], created_at=row[2], default_general_access=GeneralAccess(row[3]))
 
 
+def user_values(user: User) -> tuple[Any, ...]:
+    return (user.id, user.username, user.created_at, user.default_general_access.value)
+
+
 def token_from_row(row: Any) -> Token:
     return Token(
         id=row[0],
@@ -38,8 +54,17 @@ def token_from_row(row: Any) -> Token:
     )
 
 
+def token_values(token: Token) -> tuple[Any, ...]:
+    store_ids = json.dumps(list(token.store_ids)) if token.store_ids is not None else None
+    return (token.id, token.user_id, token.token_hash, token.name, token.created_at, token.read_only, store_ids)
+
+
 def grant_from_row(row: Any) -> Grant:
     return Grant(store_id=row[0], user_id=row[1], permission=Permission[row[2]], created_at=row[3])
+
+
+def grant_values(grant: Grant) -> tuple[Any, ...]:
+    return (grant.store_id, grant.user_id, grant.permission.name, grant.created_at)
 
 
 def store_from_row(row: Any) -> Store:
@@ -59,6 +84,17 @@ def store_from_row(row: Any) -> Store:
     )
 
 
+def store_values(store: Store) -> tuple[Any, ...]:
+    s = store.stats
+    return (
+        store.id, store.name, store.user_id, store.created_at, store.modified_at, store.accessed_at,
+        store.url_signing_secret, store.general_access.value,
+        json.dumps(store.schema) if store.schema is not None else None,
+        s.read_count, s.write_count, s.delete_count, s.list_count, s.storage_bytes, store.record_count,
+        store.title,
+    )  # fmt: skip
+
+
 def record_from_row(row: Any) -> RecordMeta:
     """A row of `RECORD_COLUMNS`. A driver may hand the body over as another bytes-like type
     (psycopg does for binary results): it becomes `bytes`."""
@@ -72,3 +108,10 @@ def record_values(record: RecordMeta) -> tuple[Any, ...]:
     """The record's values in the order of `RECORD_COLUMNS`."""
     r = record
     return (r.key, r.content_type, r.encoding, r.size, r.etag, r.modified_at, r.inline, r.blob_id)
+
+
+def key_page(rows: list[Any], limit: int) -> KeyPage:
+    """A page of keys from (key, size) rows fetched with one row past `limit`, which only
+    tells that more follow."""
+    limit = max(limit, 0)
+    return KeyPage(items=[KeyItem(key, size) for key, size in rows[:limit]], is_truncated=len(rows) > limit)
