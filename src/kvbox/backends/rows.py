@@ -1,8 +1,10 @@
 """Column lists and row conversions shared by the SQL backends (SQLite, PostgreSQL).
 
 Both keep users, tokens, grants, stores and records in tables of the same shape, so a row
-reads and writes the same way in either. Rows are decoded by position, and `*_values`
-give a model's values, in the order of these lists.
+reads and writes the same way in either. Each list names the columns in the order of the
+model's fields; rows are decoded by position (models are built with positional arguments:
+rows are decoded on every request and per item in listings), and `*_values` give a
+model's values in that same order.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ RECORD_COLUMNS = "key, content_type, encoding, size, etag, modified_at, inline_b
 
 
 def user_from_row(row: Any) -> User:
-    return User(id=row[0], username=row[1], created_at=row[2], default_general_access=GeneralAccess(row[3]))
+    return User(row[0], row[1], row[2], GeneralAccess(row[3]))
 
 
 def user_values(user: User) -> tuple[Any, ...]:
@@ -43,15 +45,8 @@ def user_values(user: User) -> tuple[Any, ...]:
 
 
 def token_from_row(row: Any) -> Token:
-    return Token(
-        id=row[0],
-        user_id=row[1],
-        token_hash=row[2],
-        name=row[3],
-        created_at=row[4],
-        read_only=bool(row[5]),
-        store_ids=tuple(json.loads(row[6])) if row[6] is not None else None,
-    )
+    store_ids = tuple(json.loads(row[6])) if row[6] is not None else None
+    return Token(row[0], row[1], row[2], row[3], row[4], bool(row[5]), store_ids)
 
 
 def token_values(token: Token) -> tuple[Any, ...]:
@@ -60,7 +55,7 @@ def token_values(token: Token) -> tuple[Any, ...]:
 
 
 def grant_from_row(row: Any) -> Grant:
-    return Grant(store_id=row[0], user_id=row[1], permission=Permission[row[2]], created_at=row[3])
+    return Grant(row[0], row[1], Permission[row[2]], row[3])
 
 
 def grant_values(grant: Grant) -> tuple[Any, ...]:
@@ -68,20 +63,11 @@ def grant_values(grant: Grant) -> tuple[Any, ...]:
 
 
 def store_from_row(row: Any) -> Store:
-    return Store(
-        id=row[0],
-        name=row[1],
-        user_id=row[2],
-        created_at=row[3],
-        modified_at=row[4],
-        accessed_at=row[5],
-        url_signing_secret=row[6],
-        general_access=GeneralAccess(row[7]),
-        schema=json.loads(row[8]) if row[8] is not None else None,
-        stats=StoreStats(*row[9:14]),
-        record_count=row[14],
-        title=row[15],
-    )
+    """The five counters after `schema_json` become the store's `stats`."""
+    schema = json.loads(row[8]) if row[8] is not None else None
+    stats = StoreStats(row[9], row[10], row[11], row[12], row[13])
+    return Store(row[0], row[1], row[2], row[3], row[4], row[5], row[6], GeneralAccess(row[7]), schema, stats,
+                 row[14], row[15])  # fmt: skip
 
 
 def store_values(store: Store) -> tuple[Any, ...]:
