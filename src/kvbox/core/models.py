@@ -1,7 +1,8 @@
 """Domain records shared by the backends and the service layer.
 
 They are immutable: a backend or cache may hand the same row to many callers, and a
-change is a new value (`dataclasses.replace`).
+change is a new value (`dataclasses.replace`). `fast_init` (frozen.py) keeps building
+them nearly as cheap as building mutable rows.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
+
+from kvbox.core.frozen import fast_init
 
 
 class GeneralAccess(StrEnum):
@@ -18,6 +21,7 @@ class GeneralAccess(StrEnum):
     FOLLOW_USER_SETTING = "FOLLOW_USER_SETTING"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class User:
     id: str
@@ -26,6 +30,7 @@ class User:
     default_general_access: GeneralAccess = GeneralAccess.RESTRICTED
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Token:
     """An API token. Only `token_hash` (SHA-256 of the secret) is ever stored.
@@ -57,6 +62,7 @@ class Permission(IntEnum):
     MANAGE = 3
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Grant:
     """A store shared with a user."""
@@ -67,6 +73,7 @@ class Grant:
     created_at: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class StoreStats:
     read_count: int = 0
@@ -76,6 +83,7 @@ class StoreStats:
     storage_bytes: int = 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Store:
     id: str
@@ -92,6 +100,7 @@ class Store:
     title: str | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RecordMeta:
     """One record's index row. The body is `inline` or lives in the blob store under `blob_id`."""
@@ -106,12 +115,14 @@ class RecordMeta:
     blob_id: str | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class KeyItem:
     key: str
     size: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class KeyPage:
     items: list[KeyItem]
@@ -122,12 +133,14 @@ class KeyPage:
         return self.items[-1].key if self.is_truncated and self.items else None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class StorePage:
     total: int
     items: list[Store]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class StatsDelta:
     """Reads and lists of one store counted in memory and flushed in batches (they are not
