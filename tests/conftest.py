@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from backing_services import AWS_TEST_ENV, COMMAND_ENV, ScaleOut, kvbox_migrate
-from kvbox.backends.registry import migrate_index
 from kvbox.core.clock import FakeClock
 from kvbox.server import create_app
 from kvbox.service.container import Services, build_services
@@ -65,7 +64,7 @@ async def services(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeCl
         rate_limits=False,
     )
     svc = build_services(settings, clock=clock)
-    await migrate_index(svc.index)  # `kvbox migrate`; nothing to do for the others
+    await svc.index.migrate()  # `kvbox migrate`; nothing to do for the others
     await svc.users.create_user("alice", token=ALICE_TOKEN)
     await svc.users.create_user("bob", token=BOB_TOKEN)
     try:

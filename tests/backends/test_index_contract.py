@@ -68,6 +68,35 @@ async def keys_of(index: MetadataIndex, store_id: str, **kwargs: object) -> list
     return [item.key for item in page.items]
 
 
+# schema, coordination and change detection
+
+
+async def test_migrate_reports_a_current_schema_and_is_idempotent(index: MetadataIndex) -> None:
+    found, now = await index.migrate()  # the fixture's index is set up already
+    assert found == now
+    assert await index.migrate() == (now, now)
+
+
+async def test_exclusive_admits_the_only_holder_and_releases(index: MetadataIndex) -> None:
+    async with index.exclusive("job") as held:
+        assert held is True
+    async with index.exclusive("job") as again:
+        assert again is True
+
+
+async def test_generations_move_with_what_they_cover(index: MetadataIndex) -> None:
+    store = await add_store(index)
+    before = index.read_generation()
+    await index.put_record(store.id, rec("k"))
+    assert index.read_generation() != before
+    before = index.metadata_generation()
+    await index.update_store(store.id, modified_at=T0 + 1, title="renamed")
+    assert index.metadata_generation() != before
+    before = index.metadata_generation()
+    await index.insert_user(User(id="u9", username="gen", created_at=T0))
+    assert index.metadata_generation() != before
+
+
 # users and tokens
 
 

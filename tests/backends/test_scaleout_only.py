@@ -4,6 +4,7 @@ processes, advisory locks, and bodies as S3 objects uploaded in parts."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import psycopg
@@ -12,8 +13,9 @@ import pytest
 from backends.conftest import postgres_index, s3_blobs
 from backing_services import ScaleOut
 from kvbox.backends.postgres.metadata import PostgresMetadataIndex
-from kvbox.backends.postgres.schema import SCHEMA_VERSION
-from kvbox.backends.registry import backend_kind, describe_url, exclusive, open_backend
+from kvbox.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION
+from kvbox.backends.registry import backend_kind, describe_url, open_backend
+from kvbox.backends.rows import RECORD_COLUMNS
 from kvbox.backends.s3.blobs import MAX_UPLOAD_MS, S3BlobStore, parse_blob_url
 from kvbox.core.errors import NameNotUniqueError, StorageError
 from kvbox.core.ids import new_blob_name, new_id, new_secret
@@ -86,6 +88,21 @@ async def test_corrupt_rows_raise_storage_error_with_cause(scale_out: ScaleOut) 
         await index.get_store(store.id)
     assert isinstance(caught.value.__cause__, ValueError)
     await index.close()
+
+
+def test_put_record_function_speaks_the_record_row_shape() -> None:
+    """The index passes a record to kvbox_put_record and decodes the replaced one it returns
+    by the position of RECORD_COLUMNS: the function's parameters and result keep that order."""
+    function = next(s for s in MIGRATIONS[0] if "FUNCTION kvbox_put_record" in s)
+    columns = RECORD_COLUMNS.split(", ")
+    parameters = re.findall(r"\b(p_\w+) \w+", function.split(") RETURNS")[0])
+    inserted = re.search(r"INSERT INTO records AS r \((.*?)\)\s+VALUES \((.*?)\)", function, re.S)
+    returned = re.search(r"RETURN QUERY SELECT (.*?);", function, re.S)
+    assert inserted is not None and returned is not None
+    assert inserted.group(1).split(", ") == ["store_pk", *columns]
+    assert inserted.group(2).split(", ") == ["v_pk", *parameters[1:]]  # p_store selects v_pk
+    assert returned.group(1).startswith("v_old.key IS NOT NULL,")  # whether a row was replaced
+    assert re.findall(r"v_old\.(\w+)", returned.group(1)) == columns
 
 
 async def test_key_listing_can_be_an_index_only_scan(scale_out: ScaleOut) -> None:
@@ -191,12 +208,12 @@ async def test_advisory_lock_admits_one_node(scale_out: ScaleOut) -> None:
     a = await postgres_index(scale_out)
     b = PostgresMetadataIndex(a.url)
     elsewhere = await postgres_index(scale_out)  # another deployment in another schema
-    async with exclusive(a, "sweeper") as first:
-        async with exclusive(b, "sweeper") as second, exclusive(elsewhere, "sweeper") as other:
+    async with a.exclusive("sweeper") as first:
+        async with b.exclusive("sweeper") as second, elsewhere.exclusive("sweeper") as other:
             assert (first, second, other) == (True, False, True)
-        async with exclusive(b, "other-job") as different:
+        async with b.exclusive("other-job") as different:
             assert different is True
-    async with exclusive(b, "sweeper") as after_release:
+    async with b.exclusive("sweeper") as after_release:
         assert after_release is True
     for ix in (a, b, elsewhere):
         await ix.close()

@@ -9,6 +9,7 @@ callers never see half of a change.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from kvbox.core.models import (
@@ -49,6 +50,38 @@ class MetadataIndex(Protocol):
     """
 
     async def close(self) -> None: ...
+
+    # schema and coordination
+    async def migrate(self) -> tuple[int, int]:
+        """Create or upgrade the schema (`kvbox migrate`); returns (version found, version now).
+
+        Safe to run from several processes at once and on a current schema. An index that
+        migrates itself when it opens, or has no schema, reports the version it has now twice.
+        """
+        ...
+
+    def exclusive(self, name: str) -> AbstractAsyncContextManager[bool]:
+        """Hold the lock `name` for a block, shared by every process on the same data; yields
+        whether this process got it (when False, another one holds it: skip the work).
+
+        An index that lives on one host yields True to every holder: work run under it must
+        be idempotent, as several workers of one server may run it at once.
+        """
+        ...
+
+    # change detection, for readers that reuse rows across requests
+    def read_generation(self) -> int:
+        """A value that changes whenever anything in the index changes, in any process.
+
+        Cheap enough to call before every read. An index that cannot tell cheaply returns a
+        new value on every call, so readers never reuse a row.
+        """
+        ...
+
+    def metadata_generation(self) -> int:
+        """Like `read_generation`, for users, tokens, stores and grants only: record writes
+        and the counters they move (a store's stats and record count) may leave it alone."""
+        ...
 
     # users and tokens
     async def insert_user(self, user: User) -> None: ...

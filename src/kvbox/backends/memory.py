@@ -1,10 +1,16 @@
-"""In-memory reference backend: the contract in its simplest form, used by fast tests."""
+"""In-memory reference backend: the contract in its simplest form, used by fast tests.
+
+Rows are immutable, so the index keeps and hands out the same objects; a change stores a
+new row in place of the old one.
+"""
 
 from __future__ import annotations
 
 import bisect
 import dataclasses
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
 
 from kvbox.core.errors import NameNotUniqueError, StorageError
 from kvbox.core.ids import new_blob_name
@@ -23,6 +29,37 @@ from kvbox.core.models import (
 from kvbox.core.sentinels import UNSET, Unset
 
 _PREFIX_END = "\U0010ffff"
+
+
+def _counted(
+    store: Store,
+    *,
+    writes: int = 0,
+    deletes: int = 0,
+    reads: int = 0,
+    lists: int = 0,
+    size: int = 0,
+    records: int = 0,
+    modified: int = 0,
+    accessed: int = 0,
+) -> Store:
+    """The store with counts added and its times moved forward (never backwards)."""
+    s = store.stats
+    stats = dataclasses.replace(
+        s,
+        read_count=s.read_count + reads,
+        write_count=s.write_count + writes,
+        delete_count=s.delete_count + deletes,
+        list_count=s.list_count + lists,
+        storage_bytes=s.storage_bytes + size,
+    )
+    return dataclasses.replace(
+        store,
+        stats=stats,
+        record_count=store.record_count + records,
+        modified_at=max(store.modified_at, modified),
+        accessed_at=max(store.accessed_at, accessed),
+    )
 
 
 class _StoreRecords:
@@ -45,6 +82,15 @@ class MemoryMetadataIndex:
     async def close(self) -> None:
         return None
 
+    async def migrate(self) -> tuple[int, int]:
+        """Nothing to set up: there is no schema (version 0)."""
+        return 0, 0
+
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+        """One process holds the data: every holder may run."""
+        yield True
+
     def read_generation(self) -> int:
         return self._generation
 
@@ -57,40 +103,34 @@ class MemoryMetadataIndex:
         self._metadata_generation += 1
         if any(u.username == user.username for u in self._users.values()):
             raise NameNotUniqueError(f"User {user.username!r} already exists.")
-        self._users[user.id] = dataclasses.replace(user)
+        self._users[user.id] = user
 
     async def get_user(self, user_id: str) -> User | None:
-        u = self._users.get(user_id)
-        return dataclasses.replace(u) if u else None
+        return self._users.get(user_id)
 
     async def get_user_by_name(self, username: str) -> User | None:
-        for u in self._users.values():
-            if u.username == username:
-                return dataclasses.replace(u)
-        return None
+        return next((u for u in self._users.values() if u.username == username), None)
 
     async def list_users(self) -> list[User]:
-        return sorted((dataclasses.replace(u) for u in self._users.values()), key=lambda u: (u.created_at, u.id))
+        return sorted(self._users.values(), key=lambda u: (u.created_at, u.id))
 
     async def set_user_default_access(self, user_id: str, access: GeneralAccess) -> None:
         self._generation += 1
         self._metadata_generation += 1
-        if user_id in self._users:
-            self._users[user_id].default_general_access = access
+        user = self._users.get(user_id)
+        if user is not None:
+            self._users[user_id] = dataclasses.replace(user, default_general_access=access)
 
     async def insert_token(self, token: Token) -> None:
         self._generation += 1
         self._metadata_generation += 1
-        self._tokens[token.id] = dataclasses.replace(token)
+        self._tokens[token.id] = token
 
     async def get_token_by_hash(self, token_hash: str) -> Token | None:
-        for t in self._tokens.values():
-            if t.token_hash == token_hash:
-                return dataclasses.replace(t)
-        return None
+        return next((t for t in self._tokens.values() if t.token_hash == token_hash), None)
 
     async def list_tokens(self, user_id: str) -> list[Token]:
-        return [dataclasses.replace(t) for t in self._tokens.values() if t.user_id == user_id]
+        return [t for t in self._tokens.values() if t.user_id == user_id]
 
     async def delete_token(self, token_id: str) -> bool:
         self._generation += 1
@@ -98,9 +138,6 @@ class MemoryMetadataIndex:
         return self._tokens.pop(token_id, None) is not None
 
     # stores
-    def _copy(self, store: Store) -> Store:
-        return dataclasses.replace(store, stats=dataclasses.replace(store.stats))
-
     def _name_taken(self, user_id: str, name: str, except_id: str | None = None) -> bool:
         return any(s.user_id == user_id and s.name == name and s.id != except_id for s in self._stores.values())
 
@@ -109,18 +146,14 @@ class MemoryMetadataIndex:
         self._metadata_generation += 1
         if store.name is not None and self._name_taken(store.user_id, store.name):
             raise NameNotUniqueError(f"You already have a key-value store named {store.name!r}.")
-        self._stores[store.id] = self._copy(store)
+        self._stores[store.id] = store
         self._records[store.id] = _StoreRecords()
 
     async def get_store(self, store_id: str) -> Store | None:
-        s = self._stores.get(store_id)
-        return self._copy(s) if s else None
+        return self._stores.get(store_id)
 
     async def get_store_by_name(self, user_id: str, name: str) -> Store | None:
-        for s in self._stores.values():
-            if s.user_id == user_id and s.name == name:
-                return self._copy(s)
-        return None
+        return next((s for s in self._stores.values() if s.user_id == user_id and s.name == name), None)
 
     async def update_store(
         self,
@@ -136,17 +169,18 @@ class MemoryMetadataIndex:
         s = self._stores.get(store_id)
         if s is None:
             return None
+        changes: dict[str, Any] = {}
         if not isinstance(name, Unset):
             if name is not None and self._name_taken(s.user_id, name, except_id=store_id):
                 raise NameNotUniqueError(f"You already have a key-value store named {name!r}.")
-            s.name = name
+            changes["name"] = name
         if not isinstance(general_access, Unset):
-            s.general_access = general_access
+            changes["general_access"] = general_access
         if not isinstance(title, Unset):
-            s.title = title
-        s.modified_at = max(s.modified_at, modified_at)
-        s.accessed_at = max(s.accessed_at, modified_at)
-        return self._copy(s)
+            changes["title"] = title
+        s = _counted(dataclasses.replace(s, **changes), modified=modified_at, accessed=modified_at)
+        self._stores[store_id] = s
+        return s
 
     async def delete_store(self, store_id: str, *, expired_before: int | None = None) -> bool:
         self._generation += 1
@@ -181,7 +215,7 @@ class MemoryMetadataIndex:
         ]
         order = {store_id: i for i, store_id in enumerate(self._stores)}
         matching.sort(key=lambda s: (s.created_at, order[s.id]), reverse=desc)
-        return StorePage(total=len(matching), items=[self._copy(s) for s in matching[offset : offset + limit]])
+        return StorePage(total=len(matching), items=matching[offset : offset + limit])
 
     async def list_expired_stores(self, *, accessed_before: int, limit: int) -> list[str]:
         expired = [s for s in self._stores.values() if s.name is None and s.accessed_at < accessed_before]
@@ -193,14 +227,13 @@ class MemoryMetadataIndex:
         self._generation += 1
         self._metadata_generation += 1
         if grant.store_id in self._stores:
-            self._grants[(grant.store_id, grant.user_id)] = dataclasses.replace(grant)
+            self._grants[(grant.store_id, grant.user_id)] = grant
 
     async def get_grant(self, store_id: str, user_id: str) -> Grant | None:
-        g = self._grants.get((store_id, user_id))
-        return dataclasses.replace(g) if g else None
+        return self._grants.get((store_id, user_id))
 
     async def list_grants(self, store_id: str) -> list[Grant]:
-        found = [dataclasses.replace(g) for (sid, _), g in self._grants.items() if sid == store_id]
+        found = [g for (sid, _), g in self._grants.items() if sid == store_id]
         return sorted(found, key=lambda g: (g.created_at, g.user_id))
 
     async def delete_grant(self, store_id: str, user_id: str) -> bool:
@@ -212,17 +245,13 @@ class MemoryMetadataIndex:
         self._generation += 1
         for store_id, d in deltas.items():
             s = self._stores.get(store_id)
-            if s is None:
-                continue
-            s.stats.read_count += d.reads
-            s.stats.list_count += d.lists
-            s.accessed_at = max(s.accessed_at, d.accessed_at)
+            if s is not None:
+                self._stores[store_id] = _counted(s, reads=d.reads, lists=d.lists, accessed=d.accessed_at)
 
     # records
     async def get_record(self, store_id: str, key: str) -> RecordMeta | None:
         recs = self._records.get(store_id)
-        r = recs.rows.get(key) if recs else None
-        return dataclasses.replace(r) if r else None
+        return recs.rows.get(key) if recs else None
 
     async def put_record(self, store_id: str, record: RecordMeta) -> RecordMeta | None:
         self._generation += 1
@@ -233,12 +262,10 @@ class MemoryMetadataIndex:
         old = recs.rows.get(record.key)
         if old is None:
             bisect.insort(recs.keys, record.key)
-            s.record_count += 1
-        recs.rows[record.key] = dataclasses.replace(record)
-        s.stats.write_count += 1
-        s.stats.storage_bytes += record.size - (old.size if old else 0)
-        s.modified_at = max(s.modified_at, record.modified_at)
-        s.accessed_at = max(s.accessed_at, record.modified_at)
+        recs.rows[record.key] = record
+        self._stores[store_id] = _counted(s, writes=1, size=record.size - (old.size if old else 0),
+                                          records=0 if old else 1, modified=record.modified_at,
+                                          accessed=record.modified_at)  # fmt: skip
         return old
 
     async def delete_record(self, store_id: str, key: str, *, now_ms: int) -> RecordMeta | None:
@@ -247,15 +274,12 @@ class MemoryMetadataIndex:
         if s is None:
             return None
         recs = self._records[store_id]
-        s.stats.delete_count += 1
-        s.accessed_at = max(s.accessed_at, now_ms)
         old = recs.rows.pop(key, None)
-        if old is None:
-            return None
-        del recs.keys[bisect.bisect_left(recs.keys, key)]
-        s.record_count -= 1
-        s.stats.storage_bytes -= old.size
-        s.modified_at = max(s.modified_at, now_ms)
+        if old is not None:
+            del recs.keys[bisect.bisect_left(recs.keys, key)]
+        # Deleting a missing key still counts as a delete and an access, but modifies nothing.
+        self._stores[store_id] = _counted(s, deletes=1, size=-(old.size if old else 0), records=-1 if old else 0,
+                                          modified=now_ms if old else 0, accessed=now_ms)  # fmt: skip
         return old
 
     async def list_keys(self, store_id: str, *, after: str | None, prefix: str | None, limit: int) -> KeyPage:

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from kvbox.backends.base import BlobStore, MetadataIndex
-
-if TYPE_CHECKING:
-    from kvbox.backends.postgres.metadata import PostgresMetadataIndex
 
 BACKENDS = ("sqlite", "postgres", "memory")
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -49,10 +42,14 @@ def open_backend(
     of the process that first uses them (each server worker builds its own).
     """
     kind = backend_kind(kind, metadata_url=metadata_url, blob_url=blob_url)
+    # Declared once, assigned per backend: mypy checks each class against the whole protocol.
+    index: MetadataIndex
+    blobs: BlobStore
     if kind == "memory":
         from kvbox.backends.memory import MemoryBlobStore, MemoryMetadataIndex
 
-        return MemoryMetadataIndex(), MemoryBlobStore()
+        index, blobs = MemoryMetadataIndex(), MemoryBlobStore()
+        return index, blobs
     if kind == "postgres":
         try:
             from kvbox.backends.postgres.metadata import PostgresMetadataIndex
@@ -63,59 +60,16 @@ def open_backend(
             ) from e
 
         assert metadata_url is not None and blob_url is not None  # checked by backend_kind
-        return (
-            PostgresMetadataIndex(metadata_url, pool_size=pool_size),
-            S3BlobStore.from_url(blob_url, endpoint=s3_endpoint),
-        )
+        index = PostgresMetadataIndex(metadata_url, pool_size=pool_size)
+        blobs = S3BlobStore.from_url(blob_url, endpoint=s3_endpoint)
+        return index, blobs
     from kvbox.backends.sqlite.blobs import FileBlobStore
     from kvbox.backends.sqlite.metadata import SqliteMetadataIndex
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    return (
-        SqliteMetadataIndex(data_dir / "kvbox.sqlite3", durable=durable),
-        FileBlobStore(data_dir / "blobs", durable=durable),
-    )
-
-
-async def migrate_index(index: MetadataIndex) -> tuple[int, int]:
-    """Create or upgrade the index schema; returns (version found, version now).
-
-    SQLite migrates whenever it opens, so there this only reports the version.
-    """
-    from kvbox.backends.sqlite.metadata import SqliteMetadataIndex
-
-    postgres = _postgres(index)
-    if postgres is not None:
-        return await postgres.migrate()
-    if isinstance(index, SqliteMetadataIndex):
-        from kvbox.backends.sqlite.schema import SCHEMA_VERSION
-
-        return SCHEMA_VERSION, SCHEMA_VERSION
-    return 0, 0
-
-
-@asynccontextmanager
-async def exclusive(index: MetadataIndex, name: str) -> AsyncIterator[bool]:
-    """Run a block on one node at a time: yields whether this process holds the lock `name`.
-
-    PostgreSQL deployments take an advisory lock shared by every node; the embedded and
-    memory backends live on one host, where every holder may run (their work is idempotent).
-    """
-    postgres = _postgres(index)
-    if postgres is not None:
-        async with postgres.exclusive(name) as got:
-            yield got
-    else:
-        yield True
-
-
-def _postgres(index: MetadataIndex) -> PostgresMetadataIndex | None:
-    # Without the postgres extra installed the module was never imported: nothing is postgres.
-    module = sys.modules.get("kvbox.backends.postgres.metadata")
-    if module is not None and isinstance(index, module.PostgresMetadataIndex):
-        found: PostgresMetadataIndex = index
-        return found
-    return None
+    index = SqliteMetadataIndex(data_dir / "kvbox.sqlite3", durable=durable)
+    blobs = FileBlobStore(data_dir / "blobs", durable=durable)
+    return index, blobs
 
 
 def describe_url(url: str) -> str:

@@ -1,7 +1,10 @@
-"""Column lists and row-to-model conversions shared by the SQL backends (SQLite, PostgreSQL).
+"""Column lists and row conversions shared by the SQL backends (SQLite, PostgreSQL).
 
-Both keep users, tokens, grants and stores in tables of the same shape, so a row reads the
-same way from either.
+Both keep users, tokens, grants, stores and records in tables of the same shape, so a row
+reads and writes the same way in either. Each list names the columns in the order of the
+model's fields; rows are decoded by position (models are built with positional arguments:
+rows are decoded on every request and per item in listings), and `*_values` give a
+model's values in that same order.
 """
 
 from __future__ import annotations
@@ -9,7 +12,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kvbox.core.models import GeneralAccess, Grant, Permission, Store, StoreStats, Token, User
+from kvbox.core.models import (
+    GeneralAccess,
+    Grant,
+    KeyItem,
+    KeyPage,
+    Permission,
+    RecordMeta,
+    Store,
+    StoreStats,
+    Token,
+    User,
+)
 
 USER_COLUMNS = "id, username, created_at, default_general_access"
 TOKEN_COLUMNS = "id, user_id, token_hash, name, created_at, read_only, store_ids"
@@ -18,40 +32,72 @@ STORE_COLUMNS = (
     "id, name, user_id, created_at, modified_at, accessed_at, url_signing_secret, general_access, "
     "schema_json, read_count, write_count, delete_count, list_count, storage_bytes, record_count, title"
 )
+# PostgreSQL's kvbox_put_record returns the replaced row in this order too, `key` aside.
+RECORD_COLUMNS = "key, content_type, encoding, size, etag, modified_at, inline_body, blob_id"
 
 
 def user_from_row(row: Any) -> User:
-    return User(id=row[0], username=row[1], created_at=row[2], default_general_access=GeneralAccess(row[3]))
+    return User(row[0], row[1], row[2], GeneralAccess(row[3]))
+
+
+def user_values(user: User) -> tuple[Any, ...]:
+    return (user.id, user.username, user.created_at, user.default_general_access.value)
 
 
 def token_from_row(row: Any) -> Token:
-    return Token(
-        id=row[0],
-        user_id=row[1],
-        token_hash=row[2],
-        name=row[3],
-        created_at=row[4],
-        read_only=bool(row[5]),
-        store_ids=tuple(json.loads(row[6])) if row[6] is not None else None,
-    )
+    store_ids = tuple(json.loads(row[6])) if row[6] is not None else None
+    return Token(row[0], row[1], row[2], row[3], row[4], bool(row[5]), store_ids)
+
+
+def token_values(token: Token) -> tuple[Any, ...]:
+    store_ids = json.dumps(list(token.store_ids)) if token.store_ids is not None else None
+    return (token.id, token.user_id, token.token_hash, token.name, token.created_at, token.read_only, store_ids)
 
 
 def grant_from_row(row: Any) -> Grant:
-    return Grant(store_id=row[0], user_id=row[1], permission=Permission[row[2]], created_at=row[3])
+    return Grant(row[0], row[1], Permission[row[2]], row[3])
+
+
+def grant_values(grant: Grant) -> tuple[Any, ...]:
+    return (grant.store_id, grant.user_id, grant.permission.name, grant.created_at)
 
 
 def store_from_row(row: Any) -> Store:
-    return Store(
-        id=row[0],
-        name=row[1],
-        user_id=row[2],
-        created_at=row[3],
-        modified_at=row[4],
-        accessed_at=row[5],
-        url_signing_secret=row[6],
-        general_access=GeneralAccess(row[7]),
-        schema=json.loads(row[8]) if row[8] is not None else None,
-        stats=StoreStats(*row[9:14]),
-        record_count=row[14],
-        title=row[15],
-    )
+    """The five counters after `schema_json` become the store's `stats`."""
+    schema = json.loads(row[8]) if row[8] is not None else None
+    stats = StoreStats(row[9], row[10], row[11], row[12], row[13])
+    return Store(row[0], row[1], row[2], row[3], row[4], row[5], row[6], GeneralAccess(row[7]), schema, stats,
+                 row[14], row[15])  # fmt: skip
+
+
+def store_values(store: Store) -> tuple[Any, ...]:
+    s = store.stats
+    return (
+        store.id, store.name, store.user_id, store.created_at, store.modified_at, store.accessed_at,
+        store.url_signing_secret, store.general_access.value,
+        json.dumps(store.schema) if store.schema is not None else None,
+        s.read_count, s.write_count, s.delete_count, s.list_count, s.storage_bytes, store.record_count,
+        store.title,
+    )  # fmt: skip
+
+
+def record_from_row(row: Any) -> RecordMeta:
+    """A row of `RECORD_COLUMNS`. A driver may hand the body over as another bytes-like type
+    (psycopg does for binary results): it becomes `bytes`."""
+    key, content_type, encoding, size, etag, modified_at, inline, blob_id = row
+    if inline is not None and type(inline) is not bytes:
+        inline = bytes(inline)
+    return RecordMeta(key, content_type, encoding, size, etag, modified_at, inline, blob_id)
+
+
+def record_values(record: RecordMeta) -> tuple[Any, ...]:
+    """The record's values in the order of `RECORD_COLUMNS`."""
+    r = record
+    return (r.key, r.content_type, r.encoding, r.size, r.etag, r.modified_at, r.inline, r.blob_id)
+
+
+def key_page(rows: list[Any], limit: int) -> KeyPage:
+    """A page of keys from (key, size) rows fetched with one row past `limit`, which only
+    tells that more follow."""
+    limit = max(limit, 0)
+    return KeyPage(items=[KeyItem(key, size) for key, size in rows[:limit]], is_truncated=len(rows) > limit)

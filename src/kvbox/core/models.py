@@ -1,10 +1,17 @@
-"""Domain records shared by the backends and the service layer."""
+"""Domain records shared by the backends and the service layer.
+
+They are immutable: a backend or cache may hand the same row to many callers, and a
+change is a new value (`dataclasses.replace`). `fast_init` (frozen.py) keeps building
+them nearly as cheap as building mutable rows.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
+
+from kvbox.core.frozen import fast_init
 
 
 class GeneralAccess(StrEnum):
@@ -14,7 +21,8 @@ class GeneralAccess(StrEnum):
     FOLLOW_USER_SETTING = "FOLLOW_USER_SETTING"
 
 
-@dataclass(slots=True)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class User:
     id: str
     username: str
@@ -22,7 +30,8 @@ class User:
     default_general_access: GeneralAccess = GeneralAccess.RESTRICTED
 
 
-@dataclass(slots=True)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class Token:
     """An API token. Only `token_hash` (SHA-256 of the secret) is ever stored.
 
@@ -53,7 +62,8 @@ class Permission(IntEnum):
     MANAGE = 3
 
 
-@dataclass(slots=True)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class Grant:
     """A store shared with a user."""
 
@@ -63,7 +73,8 @@ class Grant:
     created_at: int
 
 
-@dataclass(slots=True)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class StoreStats:
     read_count: int = 0
     write_count: int = 0
@@ -72,7 +83,8 @@ class StoreStats:
     storage_bytes: int = 0
 
 
-@dataclass(slots=True)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class Store:
     id: str
     name: str | None
@@ -88,7 +100,8 @@ class Store:
     title: str | None = None
 
 
-@dataclass(slots=True)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class RecordMeta:
     """One record's index row. The body is `inline` or lives in the blob store under `blob_id`."""
 
@@ -102,13 +115,15 @@ class RecordMeta:
     blob_id: str | None = None
 
 
-@dataclass(slots=True)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class KeyItem:
     key: str
     size: int
 
 
-@dataclass(slots=True)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class KeyPage:
     items: list[KeyItem]
     is_truncated: bool
@@ -118,21 +133,19 @@ class KeyPage:
         return self.items[-1].key if self.is_truncated and self.items else None
 
 
-@dataclass(slots=True)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class StorePage:
     total: int
     items: list[Store]
 
 
-@dataclass(slots=True)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class StatsDelta:
-    """Counters accumulated in memory and flushed in batches (reads and lists are not worth a commit each)."""
+    """Reads and lists of one store counted in memory and flushed in batches (they are not
+    worth a commit each), and the latest access among them."""
 
     reads: int = 0
     lists: int = 0
     accessed_at: int = 0
-
-    def merge(self, other: StatsDelta) -> None:
-        self.reads += other.reads
-        self.lists += other.lists
-        self.accessed_at = max(self.accessed_at, other.accessed_at)

@@ -17,7 +17,6 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from kvbox.backends.base import BlobStore, MetadataIndex
-from kvbox.backends.registry import migrate_index
 from kvbox.core.errors import StorageError, TargetNotEmptyError
 from kvbox.core.models import RecordMeta, Store, User
 from kvbox.service.deployment import opened_storage
@@ -91,7 +90,7 @@ async def copy_and_verify(source: Settings, target: Settings, *, progress: Progr
     created first), then read the target back. Raises `TargetNotEmptyError` when the target
     has users, and ValueError for settings that name no usable backend."""
     async with opened_storage(source) as src, opened_storage(target) as dst:
-        await migrate_index(dst[0])
+        await dst[0].migrate()
         copied = await copy_deployment(src, dst, progress=lambda t: progress(CopyPhase.COPYING, t))
         check = await fingerprint(*dst, progress=lambda t: progress(CopyPhase.VERIFYING, t))
     return CopyReport(copied, check)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from kvbox.backends.base import BlobStore, MetadataIndex
-from kvbox.backends.registry import describe_url, migrate_index, open_backend
+from kvbox.backends.registry import describe_url, open_backend
 from kvbox.service.settings import Settings
 
 
@@ -39,7 +39,7 @@ async def migrate_storage(settings: Settings) -> tuple[int, int]:
     """Create or upgrade the index schema of a deployment (`kvbox migrate`); returns the
     schema version found and the version now."""
     async with opened_storage(settings) as (index, _):
-        return await migrate_index(index)
+        return await index.migrate()
 
 
 def describe_storage(settings: Settings) -> str:

@@ -11,7 +11,6 @@ import contextlib
 import logging
 
 from kvbox.backends.base import BlobStore, MetadataIndex
-from kvbox.backends.registry import exclusive
 from kvbox.core.clock import Clock
 from kvbox.service.retention import RetentionService
 from kvbox.service.stats import StatsBuffer
@@ -97,7 +96,7 @@ class Housekeeper:
     async def _sweep(self, *, orphans_due: bool) -> bool:
         """Sweep expired stores if this node holds the sweeper lock; returns whether orphans
         were collected too (also on nodes that never restart)."""
-        async with exclusive(self._index, SWEEPER_LOCK) as leader:
+        async with self._index.exclusive(SWEEPER_LOCK) as leader:
             if not leader:
                 return False
             while await self._retention.sweep() > 0:

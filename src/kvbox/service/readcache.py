@@ -5,10 +5,11 @@ index's metadata generation (which record writes leave alone), and one for recor
 keyed to any commit at all.
 
 A record GET otherwise reads the token, its user, the store and the record: four queries.
-Backends that can say cheaply whether anything changed (a `read_generation()` method:
-SQLite's `data_version`, the memory backend's counter) let the first three come from here;
-the check is one cheap call per lookup, so a revoked token or a changed store is seen at
-once. Backends without it (PostgreSQL shared by many nodes) read every time.
+Indexes that can say cheaply whether anything changed (SQLite's `data_version`, the memory
+backend's counter) let the first three come from here; the check is one cheap call per
+lookup, so a revoked token or a changed store is seen at once. An index that cannot tell
+(PostgreSQL shared by many nodes) reports a new generation on every call: every lookup
+then loads.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ _MISS = object()
 
 class ReadCache:
     def __init__(self, index: MetadataIndex, *, metadata_only: bool = False) -> None:
-        name = "metadata_generation" if metadata_only else "read_generation"
-        self._generation_of: Callable[[], int] | None = getattr(index, name, None)
+        self._generation_of = index.metadata_generation if metadata_only else index.read_generation
         self._generation: int | None = None
         self._rows: dict[Hashable, Any] = {}
         self._bytes = 0
@@ -39,8 +39,6 @@ class ReadCache:
     async def get_record(self, key: Hashable, load: Callable[[], Awaitable[T]], size: Callable[[T], int]) -> T:
         """Like `get`, for rows that carry a body: `size` weighs it against the byte budget,
         and a row heavier than 1/64 of the budget is not kept."""
-        if self._generation_of is None:
-            return await load()
         generation = self._generation_of()
         if generation != self._generation:
             self._clear()

@@ -11,7 +11,7 @@ pool that opens lazily inside the event loop of the process that uses it.
 from __future__ import annotations
 
 import asyncio
-import json
+import itertools
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -22,19 +22,18 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from kvbox.backends.postgres.schema import LOCK_KEY_SQL, SCHEMA_VERSION, check_version, migrate
-from kvbox.backends.rows import GRANT_COLUMNS as _GRANT
-from kvbox.backends.rows import STORE_COLUMNS as _STORE
-from kvbox.backends.rows import TOKEN_COLUMNS as _TOKEN
-from kvbox.backends.rows import USER_COLUMNS as _USER
+from kvbox.backends.rows import RECORD_COLUMNS as _RECORD
 from kvbox.backends.rows import grant_from_row as _grant
+from kvbox.backends.rows import grant_values, key_page, record_values, store_values, token_values, user_values
+from kvbox.backends.rows import record_from_row as _record
 from kvbox.backends.rows import store_from_row as _store
 from kvbox.backends.rows import token_from_row as _token
 from kvbox.backends.rows import user_from_row as _user
+from kvbox.backends.statements import Dialect, Statements
 from kvbox.core.errors import NameNotUniqueError, StorageError
 from kvbox.core.models import (
     GeneralAccess,
     Grant,
-    KeyItem,
     KeyPage,
     RecordMeta,
     StatsDelta,
@@ -46,10 +45,10 @@ from kvbox.core.models import (
 from kvbox.core.sentinels import UNSET, Unset
 
 CONNECT_TIMEOUT_S = 10
-_PREFIX_END = "\U0010ffff"
 
-_RECORD = "key, content_type, encoding, size, etag, modified_at, inline_body, blob_id"
-_STORE_PK = "(SELECT pk FROM stores WHERE id = %s)"
+_SQL = Statements(Dialect(param="%s", greatest="greatest", token_order="seq"))
+# Record writes are one round trip each: a stored function (schema.py) for a put, one
+# statement with data-modifying CTEs for a delete. Both lock the store row first.
 _PUT_RECORD = "SELECT * FROM kvbox_put_record(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 # One statement. It locks the store row first, as kvbox_put_record does (one lock order:
 # no deadlocks); a write of the same key that commits meanwhile is then seen through the
@@ -67,11 +66,6 @@ upd AS (
 )
 SELECT {_RECORD} FROM d
 """
-
-
-def _record(row: Any) -> RecordMeta:
-    inline = bytes(row[6]) if row[6] is not None else None
-    return RecordMeta(row[0], row[1], row[2], row[3], row[4], row[5], inline=inline, blob_id=row[7])
 
 
 def _store_name_taken(name: object) -> NameNotUniqueError:
@@ -109,6 +103,7 @@ class PostgresMetadataIndex:
         )
         self._ready = False
         self._opening: asyncio.Lock | None = None
+        self._generations = itertools.count()
 
     async def _open(self) -> AsyncConnectionPool:
         """The pool, opened on first use once a first connection found the schema current.
@@ -135,6 +130,15 @@ class PostgresMetadataIndex:
             async with await AsyncConnection.connect(self.url, **self._connect_args) as conn:
                 found = await migrate(conn)
         return found, SCHEMA_VERSION
+
+    def read_generation(self) -> int:
+        """A new value on every call: other nodes commit to the same database and nothing
+        cheaper than a query tells whether they did, so readers never reuse rows."""
+        return next(self._generations)
+
+    def metadata_generation(self) -> int:
+        """A new value on every call, as `read_generation`."""
+        return next(self._generations)
 
     @asynccontextmanager
     async def _conn(self, action: str) -> AsyncIterator[AsyncConnection]:
@@ -184,94 +188,65 @@ class PostgresMetadataIndex:
     async def insert_user(self, user: User) -> None:
         try:
             async with self._conn("insert a user") as conn:
-                await conn.execute(
-                    f"INSERT INTO users ({_USER}) VALUES (%s, %s, %s, %s)",
-                    (user.id, user.username, user.created_at, user.default_general_access.value),
-                )
+                await conn.execute(_SQL.insert_user, user_values(user))
         except StorageError as e:
             if isinstance(e.__cause__, errors.UniqueViolation) and _violates(e.__cause__, "users_username"):
                 raise NameNotUniqueError(f"User {user.username!r} already exists.") from e.__cause__
             raise
 
     async def get_user(self, user_id: str) -> User | None:
-        row = await self._one("read a user", f"SELECT {_USER} FROM users WHERE id = %s", (user_id,))
+        row = await self._one("read a user", _SQL.get_user, (user_id,))
         with _storage_errors("read a user"):
             return _user(row) if row else None
 
     async def get_user_by_name(self, username: str) -> User | None:
-        row = await self._one("read a user", f"SELECT {_USER} FROM users WHERE username = %s", (username,))
+        row = await self._one("read a user", _SQL.get_user_by_name, (username,))
         with _storage_errors("read a user"):
             return _user(row) if row else None
 
     async def list_users(self) -> list[User]:
-        rows = await self._all("list users", f"SELECT {_USER} FROM users ORDER BY created_at, id")
+        rows = await self._all("list users", _SQL.list_users)
         with _storage_errors("list users"):
             return [_user(r) for r in rows]
 
     async def set_user_default_access(self, user_id: str, access: GeneralAccess) -> None:
         async with self._conn("update a user") as conn:
-            await conn.execute("UPDATE users SET default_general_access = %s WHERE id = %s", (access.value, user_id))
+            await conn.execute(_SQL.set_user_default_access, (access.value, user_id))
 
     async def insert_token(self, token: Token) -> None:
-        # Re-inserting an id replaces the token in place, as the reference backend does.
         async with self._conn("insert a token") as conn:
-            await conn.execute(
-                f"INSERT INTO tokens ({_TOKEN}) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
-                "user_id = excluded.user_id, token_hash = excluded.token_hash, name = excluded.name, "
-                "created_at = excluded.created_at, read_only = excluded.read_only, store_ids = excluded.store_ids",
-                (
-                    token.id,
-                    token.user_id,
-                    token.token_hash,
-                    token.name,
-                    token.created_at,
-                    token.read_only,
-                    json.dumps(list(token.store_ids)) if token.store_ids is not None else None,
-                ),
-            )
+            await conn.execute(_SQL.insert_token, token_values(token))
 
     async def get_token_by_hash(self, token_hash: str) -> Token | None:
-        sql = f"SELECT {_TOKEN} FROM tokens WHERE token_hash = %s ORDER BY seq LIMIT 1"
-        row = await self._one("read a token", sql, (token_hash,))
+        row = await self._one("read a token", _SQL.get_token_by_hash, (token_hash,))
         with _storage_errors("read a token"):
             return _token(row) if row else None
 
     async def list_tokens(self, user_id: str) -> list[Token]:
-        rows = await self._all(
-            "list tokens", f"SELECT {_TOKEN} FROM tokens WHERE user_id = %s ORDER BY seq", (user_id,)
-        )
+        rows = await self._all("list tokens", _SQL.list_tokens, (user_id,))
         with _storage_errors("list tokens"):
             return [_token(r) for r in rows]
 
     async def delete_token(self, token_id: str) -> bool:
-        return bool(await self._all("delete a token", "DELETE FROM tokens WHERE id = %s RETURNING id", (token_id,)))
+        return bool(await self._all("delete a token", _SQL.delete_token, (token_id,)))
 
     # stores
     async def insert_store(self, store: Store) -> None:
-        s = store.stats
-        values = (
-            store.id, store.name, store.user_id, store.created_at, store.modified_at, store.accessed_at,
-            store.url_signing_secret, store.general_access.value,
-            json.dumps(store.schema) if store.schema is not None else None,
-            s.read_count, s.write_count, s.delete_count, s.list_count, s.storage_bytes, store.record_count,
-            store.title,
-        )  # fmt: skip
         try:
             async with self._conn("insert a store") as conn:
-                await conn.execute(f"INSERT INTO stores ({_STORE}) VALUES ({', '.join(['%s'] * len(values))})", values)
+                await conn.execute(_SQL.insert_store, store_values(store))
         except StorageError as e:
             if isinstance(e.__cause__, errors.UniqueViolation) and _violates(e.__cause__, "stores_name"):
                 raise _store_name_taken(store.name) from e.__cause__
             raise
 
     async def get_store(self, store_id: str) -> Store | None:
-        row = await self._one("read a store", f"SELECT {_STORE} FROM stores WHERE id = %s", (store_id,))
+        row = await self._one("read a store", _SQL.get_store, (store_id,))
         with _storage_errors("read a store"):
             return _store(row) if row else None
 
     async def get_store_by_name(self, user_id: str, name: str) -> Store | None:
-        sql = f"SELECT {_STORE} FROM stores WHERE user_id = %s AND name = %s"
-        row = await self._one("read a store", sql, (user_id, name))
+        row = await self._one("read a store", _SQL.get_store_by_name, (user_id, name))
         with _storage_errors("read a store"):
             return _store(row) if row else None
 
@@ -284,20 +259,11 @@ class PostgresMetadataIndex:
         general_access: GeneralAccess | Unset = UNSET,
         title: str | Unset | None = UNSET,
     ) -> Store | None:
-        sets = ["modified_at = greatest(modified_at, %s)", "accessed_at = greatest(accessed_at, %s)"]
-        params: list[Any] = [modified_at, modified_at]
-        if not isinstance(name, Unset):
-            sets.append("name = %s")
-            params.append(name)
-        if not isinstance(general_access, Unset):
-            sets.append("general_access = %s")
-            params.append(general_access.value)
-        if not isinstance(title, Unset):
-            sets.append("title = %s")
-            params.append(title)
-        sql = f"UPDATE stores SET {', '.join(sets)} WHERE id = %s RETURNING {_STORE}"
+        sql, params = _SQL.update_store(
+            store_id, modified_at=modified_at, name=name, general_access=general_access, title=title
+        )
         try:
-            row = await self._one("update a store", sql, (*params, store_id))
+            row = await self._one("update a store", sql, params)
         except StorageError as e:
             if isinstance(e.__cause__, errors.UniqueViolation) and _violates(e.__cause__, "stores_name"):
                 raise _store_name_taken(name) from e.__cause__
@@ -306,13 +272,9 @@ class PostgresMetadataIndex:
             return _store(row) if row else None
 
     async def delete_store(self, store_id: str, *, expired_before: int | None = None) -> bool:
-        where = "id = %s"
-        params: list[Any] = [store_id]
-        if expired_before is not None:
-            where += " AND name IS NULL AND accessed_at < %s"
-            params.append(expired_before)
-        # The records stay behind, unreachable without the store row, until purge_deleted;
-        # the grants go with the row (ON DELETE CASCADE).
+        where, params = _SQL.deletable_store(store_id, expired_before=expired_before)
+        # One statement (SQLite needs three). The records stay behind, unreachable without the
+        # store row, until purge_deleted; the grants go with the row (ON DELETE CASCADE).
         sql = (
             f"WITH d AS (DELETE FROM stores WHERE {where} RETURNING pk, id) "
             "INSERT INTO deleted_stores (store_pk, store_id) SELECT pk, id FROM d RETURNING store_pk"
@@ -330,64 +292,46 @@ class PostgresMetadataIndex:
         owned: bool = True,
         shared: bool = False,
     ) -> StorePage:
-        who: list[str] = []
-        params: list[Any] = []
-        if owned:
-            who.append("user_id = %s")
-            params.append(user_id)
-        if shared:
-            who.append("id IN (SELECT store_id FROM grants WHERE user_id = %s)")
-            params.append(user_id)
-        if not who:
+        listed = _SQL.listed_stores(user_id, owned=owned, shared=shared, include_unnamed=include_unnamed)
+        if listed is None:
             return StorePage(total=0, items=[])
-        where = f"({' OR '.join(who)})" + ("" if include_unnamed else " AND name IS NOT NULL")
-        order = "DESC" if desc else "ASC"
-        # The window count is taken before LIMIT, so one query gives the page and the total.
-        page_sql = (
-            f"SELECT {_STORE}, count(*) OVER () FROM stores WHERE {where} "
-            f"ORDER BY created_at {order}, pk {order} LIMIT %s OFFSET %s"
-        )
+        where, params = listed
+        # The window count is taken before LIMIT, so one query (one round trip, where SQLite
+        # makes two cheap calls) gives the page and the total.
+        page_sql = _SQL.store_page(where, desc=desc, with_total=True)
         rows = await self._all("list stores", page_sql, (*params, max(limit, 0), max(offset, 0)))
         if rows:
             total = rows[0][-1]
         else:
-            (total,) = await self._one("list stores", f"SELECT count(*) FROM stores WHERE {where}", params)
+            (total,) = await self._one("list stores", _SQL.count_stores(where), params)
         with _storage_errors("list stores"):
             return StorePage(total=total, items=[_store(r) for r in rows])
 
     async def list_expired_stores(self, *, accessed_before: int, limit: int) -> list[str]:
-        sql = "SELECT id FROM stores WHERE name IS NULL AND accessed_at < %s ORDER BY accessed_at, id LIMIT %s"
-        return [r[0] for r in await self._all("list expired stores", sql, (accessed_before, max(limit, 0)))]
+        rows = await self._all("list expired stores", _SQL.list_expired_stores, (accessed_before, max(limit, 0)))
+        return [r[0] for r in rows]
 
     # sharing
     async def set_grant(self, grant: Grant) -> None:
-        sql = (
-            f"INSERT INTO grants ({_GRANT}) SELECT %s, %s, %s, %s WHERE EXISTS (SELECT 1 FROM stores WHERE id = %s) "
-            "ON CONFLICT (store_id, user_id) DO UPDATE SET permission = excluded.permission"
-        )
-        params = (grant.store_id, grant.user_id, grant.permission.name, grant.created_at, grant.store_id)
         try:
             async with self._conn("share a store") as conn:
-                await conn.execute(sql, params)
+                await conn.execute(_SQL.set_grant, (*grant_values(grant), grant.store_id))
         except StorageError as e:
             if not isinstance(e.__cause__, errors.ForeignKeyViolation):
                 raise  # else the store was deleted meanwhile: sharing a missing store is a no-op
 
     async def get_grant(self, store_id: str, user_id: str) -> Grant | None:
-        sql = f"SELECT {_GRANT} FROM grants WHERE store_id = %s AND user_id = %s"
-        row = await self._one("read a grant", sql, (store_id, user_id))
+        row = await self._one("read a grant", _SQL.get_grant, (store_id, user_id))
         with _storage_errors("read a grant"):
             return _grant(row) if row else None
 
     async def list_grants(self, store_id: str) -> list[Grant]:
-        sql = f"SELECT {_GRANT} FROM grants WHERE store_id = %s ORDER BY created_at, user_id"
-        rows = await self._all("list grants", sql, (store_id,))
+        rows = await self._all("list grants", _SQL.list_grants, (store_id,))
         with _storage_errors("list grants"):
             return [_grant(r) for r in rows]
 
     async def delete_grant(self, store_id: str, user_id: str) -> bool:
-        sql = "DELETE FROM grants WHERE store_id = %s AND user_id = %s RETURNING store_id"
-        return bool(await self._all("unshare a store", sql, (store_id, user_id)))
+        return bool(await self._all("unshare a store", _SQL.delete_grant, (store_id, user_id)))
 
     async def apply_stats(self, deltas: Mapping[str, StatsDelta]) -> None:
         if not deltas:
@@ -411,19 +355,18 @@ class PostgresMetadataIndex:
 
     # records
     async def get_record(self, store_id: str, key: str) -> RecordMeta | None:
-        sql = f"SELECT {_RECORD} FROM records WHERE store_pk = {_STORE_PK} AND key = %s"
-        row = await self._one("read a record", sql, (store_id, key))
+        row = await self._one("read a record", _SQL.get_record, (store_id, key))
         with _storage_errors("read a record"):
             return _record(row) if row else None
 
     async def put_record(self, store_id: str, record: RecordMeta) -> RecordMeta | None:
-        r = record
-        params = (store_id, r.key, r.content_type, r.encoding, r.size, r.etag, r.modified_at, r.inline, r.blob_id)
-        row = await self._one("write a record", _PUT_RECORD, params)
+        # The function takes the record in the order of RECORD_COLUMNS and returns the replaced
+        # one in the same order, with whether there was one in place of the key.
+        row = await self._one("write a record", _PUT_RECORD, (store_id, *record_values(record)))
         if row is None:
             raise StorageError(f"Store {store_id} does not exist.")
         with _storage_errors("write a record"):
-            return _record((r.key, *row[1:])) if row[0] else None
+            return _record((record.key, *row[1:])) if row[0] else None
 
     async def delete_record(self, store_id: str, key: str, *, now_ms: int) -> RecordMeta | None:
         row = await self._one("delete a record", _DELETE_RECORD, {"store": store_id, "key": key, "now": now_ms})
@@ -431,20 +374,9 @@ class PostgresMetadataIndex:
             return _record(row) if row else None
 
     async def list_keys(self, store_id: str, *, after: str | None, prefix: str | None, limit: int) -> KeyPage:
-        # One lower bound and at most one upper bound on `key`: an index-only range scan.
-        low = prefix or ""
-        if after is not None and after >= low:
-            where, params = "key > %s", [store_id, after]
-        else:
-            where, params = "key >= %s", [store_id, low]
-        if prefix:
-            where += " AND key < %s"
-            params.append(prefix + _PREFIX_END)
-        limit = max(limit, 0)
-        sql = f"SELECT key, size FROM records WHERE store_pk = {_STORE_PK} AND {where} ORDER BY key LIMIT %s"
-        rows = await self._all("list keys", sql, (*params, limit + 1))
-        items = [KeyItem(key=k, size=size) for k, size in rows[:limit]]
-        return KeyPage(items=items, is_truncated=len(rows) > limit)
+        # An index-only range scan of the primary key, which carries the size.
+        sql, params = _SQL.list_keys(store_id, after=after, prefix=prefix, limit=limit)
+        return key_page(await self._all("list keys", sql, params), limit)
 
     # housekeeping
     async def purge_deleted(self, *, max_rows: int) -> list[str]:
@@ -474,11 +406,11 @@ class PostgresMetadataIndex:
             return freed
 
     async def purge_pending(self) -> bool:
-        row = await self._one("look up deleted stores", "SELECT EXISTS (SELECT 1 FROM deleted_stores)")
-        return bool(row and row[0])
+        return await self._one("look up deleted stores", _SQL.purge_pending) is not None
 
     async def referenced_blob_ids(self, blob_ids: list[str]) -> set[str]:
         if not blob_ids:
             return set()
+        # One array parameter, where SQLite binds the ids in chunks of scalar parameters.
         sql = "SELECT DISTINCT blob_id FROM records WHERE blob_id = ANY(%s)"
         return {r[0] for r in await self._all("look up blob references", sql, (list(dict.fromkeys(blob_ids)),))}

@@ -8,28 +8,26 @@ scans, cheaper than a hop to a worker thread.
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
-from kvbox.backends.rows import GRANT_COLUMNS as _GRANT
-from kvbox.backends.rows import STORE_COLUMNS as _STORE
-from kvbox.backends.rows import TOKEN_COLUMNS as _TOKEN
-from kvbox.backends.rows import USER_COLUMNS as _USER
+from kvbox.backends.rows import RECORD_COLUMNS as _RECORD
 from kvbox.backends.rows import grant_from_row as _grant
+from kvbox.backends.rows import grant_values, key_page, record_values, store_values, token_values, user_values
+from kvbox.backends.rows import record_from_row as _record
 from kvbox.backends.rows import store_from_row as _store
 from kvbox.backends.rows import token_from_row as _token
 from kvbox.backends.rows import user_from_row as _user
-from kvbox.backends.sqlite.schema import migrate
+from kvbox.backends.sqlite.schema import SCHEMA_VERSION, migrate
 from kvbox.backends.sqlite.writer import Batch, LoopWriter
+from kvbox.backends.statements import Dialect, Statements
 from kvbox.core.errors import NameNotUniqueError, StorageError
 from kvbox.core.models import (
     GeneralAccess,
     Grant,
-    KeyItem,
     KeyPage,
     RecordMeta,
     StatsDelta,
@@ -41,15 +39,15 @@ from kvbox.core.models import (
 from kvbox.core.sentinels import UNSET, Unset
 
 BUSY_TIMEOUT_S = 30.0
-_PREFIX_END = "\U0010ffff"
 _IN_CHUNK = 500  # well below SQLite's bound-parameter limit
 
-_RECORD = "key, content_type, encoding, size, etag, modified_at, inline_body, blob_id"
-_STORE_PK = "(SELECT pk FROM stores WHERE id = ?)"
-
-
-def _record(row: Any) -> RecordMeta:
-    return RecordMeta(*row)
+_SQL = Statements(Dialect(param="?", greatest="max", token_order="rowid"))
+# Record writes run on the group-commit writer as separate statements: SQLite has no
+# stored functions, and the writer's transaction already serializes them.
+_INSERT_RECORD = f"INSERT INTO records (store_pk, {_RECORD}) VALUES (?, {', '.join('?' * len(_RECORD.split(', ')))})"
+_UPDATE_RECORD = (
+    f"UPDATE records SET {', '.join(f'{c} = ?' for c in _RECORD.split(', ')[1:])} WHERE store_pk = ? AND key = ?"
+)
 
 
 def _name_clash(error: sqlite3.IntegrityError, column: str) -> bool:
@@ -132,6 +130,16 @@ class SqliteMetadataIndex:
         self._writer.close()
         self._conn.close()
 
+    async def migrate(self) -> tuple[int, int]:
+        """The schema was brought up to date when the file was opened: report its version."""
+        return SCHEMA_VERSION, SCHEMA_VERSION
+
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+        """The processes sharing the file live on one host, and the work run under this lock
+        is idempotent: every holder may run."""
+        yield True
+
     def read_generation(self) -> int:
         """Changes whenever any process commits to the database (readers reuse rows until then)."""
         version = self._conn.execute("PRAGMA data_version").fetchone()[0]
@@ -175,10 +183,7 @@ class SqliteMetadataIndex:
     async def insert_user(self, user: User) -> None:
         with self._write("insert a user") as conn:
             try:
-                conn.execute(
-                    f"INSERT INTO users ({_USER}) VALUES (?, ?, ?, ?)",
-                    (user.id, user.username, user.created_at, user.default_general_access.value),
-                )
+                conn.execute(_SQL.insert_user, user_values(user))
             except sqlite3.IntegrityError as e:
                 if _name_clash(e, "users.username"):
                     raise NameNotUniqueError(f"User {user.username!r} already exists.") from e
@@ -186,69 +191,45 @@ class SqliteMetadataIndex:
 
     async def get_user(self, user_id: str) -> User | None:
         with _storage_errors("read a user"):
-            row = self._conn.execute(f"SELECT {_USER} FROM users WHERE id = ?", (user_id,)).fetchone()
+            row = self._conn.execute(_SQL.get_user, (user_id,)).fetchone()
             return _user(row) if row else None
 
     async def get_user_by_name(self, username: str) -> User | None:
         with _storage_errors("read a user"):
-            row = self._conn.execute(f"SELECT {_USER} FROM users WHERE username = ?", (username,)).fetchone()
+            row = self._conn.execute(_SQL.get_user_by_name, (username,)).fetchone()
             return _user(row) if row else None
 
     async def list_users(self) -> list[User]:
         with _storage_errors("list users"):
-            rows = self._conn.execute(f"SELECT {_USER} FROM users ORDER BY created_at, id").fetchall()
+            rows = self._conn.execute(_SQL.list_users).fetchall()
             return [_user(r) for r in rows]
 
     async def set_user_default_access(self, user_id: str, access: GeneralAccess) -> None:
         with self._write("update a user") as conn:
-            conn.execute("UPDATE users SET default_general_access = ? WHERE id = ?", (access.value, user_id))
+            conn.execute(_SQL.set_user_default_access, (access.value, user_id))
 
     async def insert_token(self, token: Token) -> None:
-        # Re-inserting an id replaces the token in place, as the reference backend does.
         with self._write("insert a token") as conn:
-            conn.execute(
-                f"INSERT INTO tokens ({_TOKEN}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-                "user_id = excluded.user_id, token_hash = excluded.token_hash, name = excluded.name, "
-                "created_at = excluded.created_at, read_only = excluded.read_only, store_ids = excluded.store_ids",
-                (
-                    token.id,
-                    token.user_id,
-                    token.token_hash,
-                    token.name,
-                    token.created_at,
-                    int(token.read_only),
-                    json.dumps(list(token.store_ids)) if token.store_ids is not None else None,
-                ),
-            )
+            conn.execute(_SQL.insert_token, token_values(token))
 
     async def get_token_by_hash(self, token_hash: str) -> Token | None:
         with _storage_errors("read a token"):
-            sql = f"SELECT {_TOKEN} FROM tokens WHERE token_hash = ? ORDER BY rowid LIMIT 1"
-            row = self._conn.execute(sql, (token_hash,)).fetchone()
+            row = self._conn.execute(_SQL.get_token_by_hash, (token_hash,)).fetchone()
             return _token(row) if row else None
 
     async def list_tokens(self, user_id: str) -> list[Token]:
         with _storage_errors("list tokens"):
-            sql = f"SELECT {_TOKEN} FROM tokens WHERE user_id = ? ORDER BY rowid"
-            return [_token(r) for r in self._conn.execute(sql, (user_id,)).fetchall()]
+            return [_token(r) for r in self._conn.execute(_SQL.list_tokens, (user_id,)).fetchall()]
 
     async def delete_token(self, token_id: str) -> bool:
         with self._write("delete a token") as conn:
-            return bool(conn.execute("DELETE FROM tokens WHERE id = ? RETURNING id", (token_id,)).fetchall())
+            return bool(conn.execute(_SQL.delete_token, (token_id,)).fetchall())
 
     # stores
     async def insert_store(self, store: Store) -> None:
-        s = store.stats
-        values = (
-            store.id, store.name, store.user_id, store.created_at, store.modified_at, store.accessed_at,
-            store.url_signing_secret, store.general_access.value,
-            json.dumps(store.schema) if store.schema is not None else None,
-            s.read_count, s.write_count, s.delete_count, s.list_count, s.storage_bytes, store.record_count,
-            store.title,
-        )  # fmt: skip
         with self._write("insert a store") as conn:
             try:
-                conn.execute(f"INSERT INTO stores ({_STORE}) VALUES ({', '.join('?' * len(values))})", values)
+                conn.execute(_SQL.insert_store, store_values(store))
             except sqlite3.IntegrityError as e:
                 if _name_clash(e, "stores.name"):
                     raise _store_name_taken(store.name) from e
@@ -256,13 +237,12 @@ class SqliteMetadataIndex:
 
     async def get_store(self, store_id: str) -> Store | None:
         with _storage_errors("read a store"):
-            row = self._conn.execute(f"SELECT {_STORE} FROM stores WHERE id = ?", (store_id,)).fetchone()
+            row = self._conn.execute(_SQL.get_store, (store_id,)).fetchone()
             return _store(row) if row else None
 
     async def get_store_by_name(self, user_id: str, name: str) -> Store | None:
         with _storage_errors("read a store"):
-            sql = f"SELECT {_STORE} FROM stores WHERE user_id = ? AND name = ?"
-            row = self._conn.execute(sql, (user_id, name)).fetchone()
+            row = self._conn.execute(_SQL.get_store_by_name, (user_id, name)).fetchone()
             return _store(row) if row else None
 
     async def update_store(
@@ -274,21 +254,12 @@ class SqliteMetadataIndex:
         general_access: GeneralAccess | Unset = UNSET,
         title: str | Unset | None = UNSET,
     ) -> Store | None:
-        sets = ["modified_at = max(modified_at, ?)", "accessed_at = max(accessed_at, ?)"]
-        params: list[Any] = [modified_at, modified_at]
-        if not isinstance(name, Unset):
-            sets.append("name = ?")
-            params.append(name)
-        if not isinstance(general_access, Unset):
-            sets.append("general_access = ?")
-            params.append(general_access.value)
-        if not isinstance(title, Unset):
-            sets.append("title = ?")
-            params.append(title)
-        sql = f"UPDATE stores SET {', '.join(sets)} WHERE id = ? RETURNING {_STORE}"
+        sql, params = _SQL.update_store(
+            store_id, modified_at=modified_at, name=name, general_access=general_access, title=title
+        )
         with self._write("update a store") as conn:
             try:
-                rows = conn.execute(sql, (*params, store_id)).fetchall()
+                rows = conn.execute(sql, params).fetchall()
             except sqlite3.IntegrityError as e:
                 if _name_clash(e, "stores.name"):
                     raise _store_name_taken(name) from e
@@ -296,13 +267,10 @@ class SqliteMetadataIndex:
             return _store(rows[0]) if rows else None
 
     async def delete_store(self, store_id: str, *, expired_before: int | None = None) -> bool:
-        sql = "DELETE FROM stores WHERE id = ?"
-        params: list[Any] = [store_id]
-        if expired_before is not None:
-            sql += " AND name IS NULL AND accessed_at < ?"
-            params.append(expired_before)
+        where, params = _SQL.deletable_store(store_id, expired_before=expired_before)
         with self._write("delete a store") as conn:
-            rows = conn.execute(sql + " RETURNING pk", params).fetchall()
+            # SQLite has no data-modifying CTE: the row, its marker and its grants go one by one.
+            rows = conn.execute(f"DELETE FROM stores WHERE {where} RETURNING pk", params).fetchall()
             if not rows:
                 return False
             # The records stay behind, unreachable without the store row, until purge_deleted.
@@ -321,59 +289,46 @@ class SqliteMetadataIndex:
         owned: bool = True,
         shared: bool = False,
     ) -> StorePage:
-        who: list[str] = []
-        params: list[Any] = []
-        if owned:
-            who.append("user_id = ?")
-            params.append(user_id)
-        if shared:
-            who.append("id IN (SELECT store_id FROM grants WHERE user_id = ?)")
-            params.append(user_id)
-        if not who:
+        listed = _SQL.listed_stores(user_id, owned=owned, shared=shared, include_unnamed=include_unnamed)
+        if listed is None:
             return StorePage(total=0, items=[])
-        where = f"({' OR '.join(who)})" + ("" if include_unnamed else " AND name IS NOT NULL")
-        order = "DESC" if desc else "ASC"
-        page_sql = f"SELECT {_STORE} FROM stores WHERE {where} ORDER BY created_at {order}, pk {order} LIMIT ? OFFSET ?"
+        where, params = listed
+        # The count and the page come from one read transaction, so they agree.
         with self._snapshot("list stores") as conn:
-            total = conn.execute(f"SELECT count(*) FROM stores WHERE {where}", params).fetchone()[0]
+            total = conn.execute(_SQL.count_stores(where), params).fetchone()[0]
+            page_sql = _SQL.store_page(where, desc=desc)
             rows = conn.execute(page_sql, (*params, max(limit, 0), max(offset, 0))).fetchall()
             return StorePage(total=total, items=[_store(r) for r in rows])
 
     async def list_expired_stores(self, *, accessed_before: int, limit: int) -> list[str]:
-        sql = "SELECT id FROM stores WHERE name IS NULL AND accessed_at < ? ORDER BY accessed_at, id LIMIT ?"
         with _storage_errors("list expired stores"):
-            return [r[0] for r in self._conn.execute(sql, (accessed_before, max(limit, 0))).fetchall()]
+            rows = self._conn.execute(_SQL.list_expired_stores, (accessed_before, max(limit, 0))).fetchall()
+            return [r[0] for r in rows]
 
     # sharing
     async def set_grant(self, grant: Grant) -> None:
         with self._write("share a store") as conn:
-            conn.execute(
-                f"INSERT INTO grants ({_GRANT}) SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM stores WHERE id = ?) "
-                "ON CONFLICT (store_id, user_id) DO UPDATE SET permission = excluded.permission",
-                (grant.store_id, grant.user_id, grant.permission.name, grant.created_at, grant.store_id),
-            )
+            conn.execute(_SQL.set_grant, (*grant_values(grant), grant.store_id))
 
     async def get_grant(self, store_id: str, user_id: str) -> Grant | None:
         with _storage_errors("read a grant"):
-            sql = f"SELECT {_GRANT} FROM grants WHERE store_id = ? AND user_id = ?"
-            row = self._conn.execute(sql, (store_id, user_id)).fetchone()
+            row = self._conn.execute(_SQL.get_grant, (store_id, user_id)).fetchone()
             return _grant(row) if row else None
 
     async def list_grants(self, store_id: str) -> list[Grant]:
         with _storage_errors("list grants"):
-            sql = f"SELECT {_GRANT} FROM grants WHERE store_id = ? ORDER BY created_at, user_id"
-            return [_grant(r) for r in self._conn.execute(sql, (store_id,)).fetchall()]
+            return [_grant(r) for r in self._conn.execute(_SQL.list_grants, (store_id,)).fetchall()]
 
     async def delete_grant(self, store_id: str, user_id: str) -> bool:
         with self._write("unshare a store") as conn:
-            sql = "DELETE FROM grants WHERE store_id = ? AND user_id = ? RETURNING store_id"
-            return bool(conn.execute(sql, (store_id, user_id)).fetchall())
+            return bool(conn.execute(_SQL.delete_grant, (store_id, user_id)).fetchall())
 
     async def apply_stats(self, deltas: Mapping[str, StatsDelta]) -> None:
         if not deltas:
             return
         params = [(d.reads, d.lists, d.accessed_at, store_id) for store_id, d in deltas.items()]
 
+        # One batched UPDATE on the group-commit writer; PostgreSQL locks the rows in order first.
         def op(conn: sqlite3.Connection, batch: Batch) -> None:
             conn.executemany(
                 "UPDATE stores SET read_count = read_count + ?, list_count = list_count + ?, "
@@ -386,8 +341,7 @@ class SqliteMetadataIndex:
     # records
     async def get_record(self, store_id: str, key: str) -> RecordMeta | None:
         with _storage_errors("read a record"):
-            sql = f"SELECT {_RECORD} FROM records WHERE store_pk = {_STORE_PK} AND key = ?"
-            row = self._conn.execute(sql, (store_id, key)).fetchone()
+            row = self._conn.execute(_SQL.get_record, (store_id, key)).fetchone()
             return _record(row) if row else None
 
     async def put_record(self, store_id: str, record: RecordMeta) -> RecordMeta | None:
@@ -402,16 +356,11 @@ class SqliteMetadataIndex:
                 f"SELECT {_RECORD} FROM records WHERE store_pk = ? AND key = ?", (pk, r.key)
             ).fetchone()
             old = _record(old_row) if old_row else None
-            fields = (r.content_type, r.encoding, r.size, r.etag, r.modified_at, r.inline, r.blob_id)
+            values = record_values(r)
             if old is None:
-                conn.execute(f"INSERT INTO records (store_pk, {_RECORD}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                             (pk, r.key, *fields))  # fmt: skip
+                conn.execute(_INSERT_RECORD, (pk, *values))
             else:
-                conn.execute(
-                    "UPDATE records SET content_type = ?, encoding = ?, size = ?, etag = ?, modified_at = ?, "
-                    "inline_body = ?, blob_id = ? WHERE store_pk = ? AND key = ?",
-                    (*fields, pk, r.key),
-                )
+                conn.execute(_UPDATE_RECORD, (*values[1:], pk, r.key))
             _count(batch, pk, writes=1, size=r.size - (old.size if old else 0), records=0 if old else 1,
                    modified=r.modified_at, accessed=r.modified_at)  # fmt: skip
             return old
@@ -436,22 +385,11 @@ class SqliteMetadataIndex:
         return cast(RecordMeta | None, await self._writer.run("delete a record", op))
 
     async def list_keys(self, store_id: str, *, after: str | None, prefix: str | None, limit: int) -> KeyPage:
-        # One lower bound and at most one upper bound on `key`, so the covering index
-        # (store_pk, key, size) is entered at the right place and walked in order.
-        low = prefix or ""
-        if after is not None and after >= low:
-            where, params = "key > ?", [store_id, after]
-        else:
-            where, params = "key >= ?", [store_id, low]
-        if prefix:
-            where += " AND key < ?"
-            params.append(prefix + _PREFIX_END)
-        limit = max(limit, 0)
-        sql = f"SELECT key, size FROM records WHERE store_pk = {_STORE_PK} AND {where} ORDER BY key LIMIT ?"
+        # The covering index (store_pk, key, size) serves it without touching the table.
+        sql, params = _SQL.list_keys(store_id, after=after, prefix=prefix, limit=limit)
         with _storage_errors("list keys"):
-            rows = self._conn.execute(sql, (*params, limit + 1)).fetchall()
-        items = [KeyItem(key=k, size=size) for k, size in rows[:limit]]
-        return KeyPage(items=items, is_truncated=len(rows) > limit)
+            rows = self._conn.execute(sql, params).fetchall()
+        return key_page(rows, limit)
 
     # housekeeping
     async def purge_deleted(self, *, max_rows: int) -> list[str]:
@@ -481,7 +419,7 @@ class SqliteMetadataIndex:
 
     async def purge_pending(self) -> bool:
         with _storage_errors("look up deleted stores"):
-            return self._conn.execute("SELECT 1 FROM deleted_stores LIMIT 1").fetchone() is not None
+            return self._conn.execute(_SQL.purge_pending).fetchone() is not None
 
     async def referenced_blob_ids(self, blob_ids: list[str]) -> set[str]:
         wanted = list(dict.fromkeys(blob_ids))

@@ -1,0 +1,163 @@
+"""The SQL both indexes run (SQLite and PostgreSQL), written once and rendered per dialect.
+
+The two keep users, tokens, stores, grants and records in tables of the same shape (see
+rows.py), so most statements differ only in what a `Dialect` names. Statements are
+rendered once, when a backend module builds its `Statements`; the few that depend on a
+call's arguments are picked or assembled from fixed parts. Statements of a different shape
+(record writes, counters, purges) stay in their backend, which says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kvbox.backends.rows import GRANT_COLUMNS, RECORD_COLUMNS, STORE_COLUMNS, TOKEN_COLUMNS, USER_COLUMNS
+from kvbox.core.models import GeneralAccess
+from kvbox.core.sentinels import Unset
+
+# Above every character a key can hold: `key < prefix + PREFIX_END` bounds a prefix scan.
+PREFIX_END = "\U0010ffff"
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What the shared statements spell differently per database."""
+
+    param: str  # the placeholder: "?" for sqlite3, "%s" for psycopg
+    greatest: str  # the two-argument maximum: max() in SQLite, greatest() in PostgreSQL
+    token_order: str  # the column giving tokens their insertion order: rowid (SQLite), seq (PostgreSQL)
+
+    def params(self, n: int) -> str:
+        return ", ".join([self.param] * n)
+
+
+class Statements:
+    """Every shared statement, in one dialect."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = d = dialect
+        p = d.param
+        self.store_pk = f"(SELECT pk FROM stores WHERE id = {p})"
+
+        # users and tokens
+        self.insert_user = f"INSERT INTO users ({USER_COLUMNS}) VALUES ({d.params(4)})"
+        self.get_user = f"SELECT {USER_COLUMNS} FROM users WHERE id = {p}"
+        self.get_user_by_name = f"SELECT {USER_COLUMNS} FROM users WHERE username = {p}"
+        self.list_users = f"SELECT {USER_COLUMNS} FROM users ORDER BY created_at, id"
+        self.set_user_default_access = f"UPDATE users SET default_general_access = {p} WHERE id = {p}"
+        # Re-inserting an id replaces the token in place, as the reference backend does.
+        self.insert_token = (
+            f"INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ({d.params(7)}) ON CONFLICT (id) DO UPDATE SET "
+            "user_id = excluded.user_id, token_hash = excluded.token_hash, name = excluded.name, "
+            "created_at = excluded.created_at, read_only = excluded.read_only, store_ids = excluded.store_ids"
+        )
+        self.get_token_by_hash = (
+            f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_hash = {p} ORDER BY {d.token_order} LIMIT 1"
+        )
+        self.list_tokens = f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE user_id = {p} ORDER BY {d.token_order}"
+        self.delete_token = f"DELETE FROM tokens WHERE id = {p} RETURNING id"
+
+        # stores
+        self.insert_store = f"INSERT INTO stores ({STORE_COLUMNS}) VALUES ({d.params(len(STORE_COLUMNS.split(',')))})"
+        self.get_store = f"SELECT {STORE_COLUMNS} FROM stores WHERE id = {p}"
+        self.get_store_by_name = f"SELECT {STORE_COLUMNS} FROM stores WHERE user_id = {p} AND name = {p}"
+        self.list_expired_stores = (
+            f"SELECT id FROM stores WHERE name IS NULL AND accessed_at < {p} ORDER BY accessed_at, id LIMIT {p}"
+        )
+
+        # sharing
+        # Sharing a missing store is a no-op: the row goes in only while the store exists.
+        self.set_grant = (
+            f"INSERT INTO grants ({GRANT_COLUMNS}) SELECT {d.params(4)} "
+            f"WHERE EXISTS (SELECT 1 FROM stores WHERE id = {p}) "
+            "ON CONFLICT (store_id, user_id) DO UPDATE SET permission = excluded.permission"
+        )
+        self.get_grant = f"SELECT {GRANT_COLUMNS} FROM grants WHERE store_id = {p} AND user_id = {p}"
+        self.list_grants = f"SELECT {GRANT_COLUMNS} FROM grants WHERE store_id = {p} ORDER BY created_at, user_id"
+        self.delete_grant = f"DELETE FROM grants WHERE store_id = {p} AND user_id = {p} RETURNING store_id"
+
+        # records
+        self.get_record = f"SELECT {RECORD_COLUMNS} FROM records WHERE store_pk = {self.store_pk} AND key = {p}"
+        # One lower bound (strict after a cursor) and at most one upper bound (a prefix) on `key`,
+        # so the index on (store_pk, key) is entered at the right place and walked in order.
+        self._list_keys = {
+            (strict, bounded): f"SELECT key, size FROM records WHERE store_pk = {self.store_pk} "
+            f"AND key {'>' if strict else '>='} {p}{f' AND key < {p}' if bounded else ''} ORDER BY key LIMIT {p}"
+            for strict in (False, True)
+            for bounded in (False, True)
+        }
+
+        # housekeeping
+        self.purge_pending = "SELECT 1 FROM deleted_stores LIMIT 1"
+
+    def update_store(
+        self,
+        store_id: str,
+        *,
+        modified_at: int,
+        name: str | Unset | None,
+        general_access: GeneralAccess | Unset,
+        title: str | Unset | None,
+    ) -> tuple[str, list[Any]]:
+        """Set the given fields (times never move backwards) and return the row."""
+        p, greatest = self.dialect.param, self.dialect.greatest
+        sets = [f"modified_at = {greatest}(modified_at, {p})", f"accessed_at = {greatest}(accessed_at, {p})"]
+        params: list[Any] = [modified_at, modified_at]
+        if not isinstance(name, Unset):
+            sets.append(f"name = {p}")
+            params.append(name)
+        if not isinstance(general_access, Unset):
+            sets.append(f"general_access = {p}")
+            params.append(general_access.value)
+        if not isinstance(title, Unset):
+            sets.append(f"title = {p}")
+            params.append(title)
+        return f"UPDATE stores SET {', '.join(sets)} WHERE id = {p} RETURNING {STORE_COLUMNS}", [*params, store_id]
+
+    def deletable_store(self, store_id: str, *, expired_before: int | None) -> tuple[str, list[Any]]:
+        """The WHERE clause picking a store to delete: with `expired_before`, only if it is unnamed
+        and was last accessed before then."""
+        p = self.dialect.param
+        if expired_before is None:
+            return f"id = {p}", [store_id]
+        return f"id = {p} AND name IS NULL AND accessed_at < {p}", [store_id, expired_before]
+
+    def listed_stores(
+        self, user_id: str, *, owned: bool, shared: bool, include_unnamed: bool
+    ) -> tuple[str, list[Any]] | None:
+        """The WHERE clause of a store listing, or None when it can match nothing."""
+        p = self.dialect.param
+        who: list[str] = []
+        if owned:
+            who.append(f"user_id = {p}")
+        if shared:
+            who.append(f"id IN (SELECT store_id FROM grants WHERE user_id = {p})")
+        if not who:
+            return None
+        where = f"({' OR '.join(who)})" + ("" if include_unnamed else " AND name IS NOT NULL")
+        return where, [user_id] * len(who)
+
+    def count_stores(self, where: str) -> str:
+        return f"SELECT count(*) FROM stores WHERE {where}"
+
+    def store_page(self, where: str, *, desc: bool, with_total: bool = False) -> str:
+        """One page (LIMIT, OFFSET parameters) of the stores `where` picks, oldest first unless
+        `desc`; `with_total` adds the count of all matches to every row (a window count)."""
+        order = "DESC" if desc else "ASC"
+        total = ", count(*) OVER ()" if with_total else ""
+        return (
+            f"SELECT {STORE_COLUMNS}{total} FROM stores WHERE {where} "
+            f"ORDER BY created_at {order}, pk {order} LIMIT {self.dialect.param} OFFSET {self.dialect.param}"
+        )
+
+    def list_keys(self, store_id: str, *, after: str | None, prefix: str | None, limit: int) -> tuple[str, list[Any]]:
+        """Keys and sizes after `after` that start with `prefix`, one row past `limit` (see
+        rows.key_page)."""
+        low = prefix or ""
+        strict = after is not None and after >= low
+        params: list[Any] = [store_id, after if strict else low]
+        if prefix:
+            params.append(prefix + PREFIX_END)
+        params.append(max(limit, 0) + 1)
+        return self._list_keys[strict, bool(prefix)], params
