@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -84,11 +85,12 @@ class Api:
     def auth(self, token: str | None = ALICE_TOKEN) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"} if token else {}
 
-    async def create_store(self, name: str | None = None, token: str = ALICE_TOKEN) -> dict:
+    async def create_store(self, name: str | None = None, token: str = ALICE_TOKEN) -> dict[str, Any]:
         params = {"name": name} if name else {}
         r = await self.client.post("/v2/key-value-stores", params=params, headers=self.auth(token), json={})
         assert r.status_code in (200, 201), r.text
-        return r.json()["data"]
+        data: dict[str, Any] = r.json()["data"]
+        return data
 
 
 @pytest.fixture

@@ -274,7 +274,7 @@ def test_update_store(client: ApifyClient, bob_client: ApifyClient, anon_client:
     assert_forbidden(exc.value)
 
     with pytest.raises(ApifyApiError) as exc:
-        kv.update(general_access="NOT_A_VALUE")  # type: ignore[arg-type]
+        kv.update(general_access="NOT_A_VALUE")
     assert_api_error(exc.value, 400)
 
 
@@ -358,7 +358,8 @@ def test_record_roundtrip_value_types(client: ApifyClient) -> None:
 def test_large_records_are_compressed_by_client_and_stored_in_files(
     client: ApifyClient, server: Any, alice: UserInfo
 ) -> None:
-    kv = client.key_value_store(client.key_value_stores().get_or_create().id)
+    store_id = client.key_value_stores().get_or_create().id
+    kv = client.key_value_store(store_id)
     data = os.urandom(200 * 1024)
     text = incompressible_text(300 * 1024, seed=7)
     kv.set_record("large-bin", data)
@@ -373,7 +374,7 @@ def test_large_records_are_compressed_by_client_and_stored_in_files(
 
     # The Apify SDK's setting: request bodies compressed with brotli.
     br_client = ApifyClient(alice.token, api_url=server.url, api_public_url=server.url, compression="brotli")
-    br_client.key_value_store(kv.resource_id).set_record("large-br", text)
+    br_client.key_value_store(store_id).set_record("large-br", text)
     assert kv.get_record("large-br")["value"] == text  # type: ignore[index]
 
     sizes = {item.key: item.size for item in kv.list_keys().items}
@@ -754,13 +755,13 @@ async def test_async_records(server: Any, alice: UserInfo) -> None:
     large_item = next(i for i in (await kv.list_keys()).items if i.key == "large")
     assert large_item.size > INLINE_LIMIT
 
-    async def chunks() -> AsyncIterator[bytes]:
+    async def text_chunks() -> AsyncIterator[bytes]:
         for i in range(50):
             yield f"chunk {i};".encode() * 200
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Streaming a request body is experimental")
-        await kv.set_record("agen", chunks(), content_type="text/plain")
+        await kv.set_record("agen", text_chunks(), content_type="text/plain")
         await kv.set_record("aio", io.BytesIO(large))
     expected_text = "".join(f"chunk {i};" * 200 for i in range(50))
     assert (await kv.get_record("agen"))["value"] == expected_text  # type: ignore[index]
