@@ -141,31 +141,33 @@ def start_server(
         "KVBOX_RATE_LIMITS": "false",
         **(extra_env or {}),
     }
-    log = open(data_dir.parent / f"server-{port}.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kvbox.cli",
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    log = data_dir.parent / f"server-{port}.log"
+    # The server process keeps its own copy of the descriptor, so ours can be closed at once.
+    with open(log, "ab") as log_file:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kvbox.cli",
+                "serve",
+                "--data-dir",
+                str(data_dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"kvbox serve exited with {proc.returncode}; see {log.name}")
+            raise RuntimeError(f"kvbox serve exited with {proc.returncode}; see {log}")
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                 return ServerProcess(url=url, data_dir=data_dir, proc=proc, admin_token=ADMIN_TOKEN)

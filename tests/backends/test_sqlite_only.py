@@ -313,6 +313,7 @@ async def test_list_ids_filters_by_age_and_sweeps_stale_temp_files(tmp_path: Pat
     assert sorted([b async for b in blobs.list_ids(older_than_ms=now + 60_000)]) == sorted(ids)
     await fresh.abort()
     assert new_id_ in ids
+    await stale.abort()  # the crashed writer's file is gone; this closes its descriptor
 
 
 @pytest.mark.parametrize(
