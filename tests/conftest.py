@@ -28,6 +28,32 @@ BOB_TOKEN = "bob-token-0123456789ab"
 ADMIN_TOKEN = "admin-token-0123456789"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with the real services it drives (`postgres`, `s3`, `browser`), so that
+    `-m "not postgres and not s3 and not browser"` (`make test-quick`) leaves them out."""
+    for item in items:
+        for marker in sorted(services_of(item)):
+            item.add_marker(marker)
+
+
+def services_of(item: pytest.Item) -> set[str]:
+    """The services a test reaches through its fixtures.
+
+    `scale_out` starts PostgreSQL and the S3 server together, so reaching it means both. Fixtures
+    parametrized over backends reach it with `request.getfixturevalue`, which the fixture closure
+    does not show: there the parameter value (`postgres`, `s3`) tells.
+    """
+    fixtures = set(getattr(item, "fixturenames", ()))
+    callspec = getattr(item, "callspec", None)
+    values = {v for v in callspec.params.values() if isinstance(v, str)} if callspec else set()
+    needs = set()
+    if "scale_out" in fixtures or values & {"postgres", "s3"}:
+        needs |= {"postgres", "s3"}
+    if "browser" in fixtures:
+        needs.add("browser")
+    return needs
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

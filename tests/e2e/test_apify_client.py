@@ -418,6 +418,7 @@ def test_precompressed_uploads_read_back_as_original(client: ApifyClient) -> Non
     assert kv.record_exists("bad") is False
 
 
+# apify-client warns that streamed request bodies are experimental; they are what this test drives.
 @pytest.mark.filterwarnings("ignore:Streaming a request body is experimental")
 def test_streamed_uploads(client: ApifyClient, tmp_path: Path) -> None:
     """File-like values and chunk iterables go up chunked (no Content-Length, never compressed)."""
