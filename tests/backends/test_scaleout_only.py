@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -299,7 +301,7 @@ async def test_a_dropped_stream_resumes_from_the_same_object(
         if len(ranges) == 1:
             real_iter = response["Body"].iter_chunks
 
-            async def breaks_after_two(chunk_size: int):  # type: ignore[no-untyped-def]
+            async def breaks_after_two(chunk_size: int) -> AsyncIterator[bytes]:
                 n = 0
                 async for chunk in real_iter(chunk_size):
                     yield chunk
@@ -337,7 +339,7 @@ def test_blob_urls() -> None:
             parse_blob_url(bad)
 
 
-def test_backend_selection(tmp_path: object) -> None:
+def test_backend_selection(tmp_path: Path) -> None:
     pg, s3 = "postgresql://u@h/db", "s3://b/p"
     assert backend_kind("sqlite") == "sqlite"
     assert backend_kind("sqlite", metadata_url=pg, blob_url=s3) == "postgres"
@@ -346,7 +348,7 @@ def test_backend_selection(tmp_path: object) -> None:
                             ("memory", pg, s3), ("sqlite", pg, "gs://b"), ("oracle", None, None)]:  # fmt: skip
         with pytest.raises(ValueError):
             backend_kind(kind, metadata_url=url, blob_url=blob)
-    index, blobs = open_backend("sqlite", data_dir=tmp_path, durable=False, metadata_url=pg, blob_url=s3)  # type: ignore[arg-type]
+    index, blobs = open_backend("sqlite", data_dir=tmp_path, durable=False, metadata_url=pg, blob_url=s3)
     assert isinstance(index, PostgresMetadataIndex) and isinstance(blobs, S3BlobStore)
     assert describe_url("postgresql://kv:s3cret@db:5432/kv") == "postgresql://kv:***@db:5432/kv"
     assert describe_url("postgresql://kv@db/kv") == "postgresql://kv@db/kv"
