@@ -4,8 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 RUNTIME := $(VENV)/.installed
+# The quick loop leaves out the tests that drive real PostgreSQL, S3 and Chromium (markers
+# set from the fixtures a test uses, in tests/conftest.py).
+QUICK := not postgres and not s3 and not browser
 
-.PHONY: run test check bench clean
+.PHONY: run test test-quick check fmt bench clean
 
 $(RUNTIME): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,13 +25,20 @@ run: $(RUNTIME)
 
 test: $(STAMP)
 	./scripts/ensure-system-packages.sh
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --cov=kvbox --cov-report=term
+
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -m "$(QUICK)"
 
 check: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+fmt: $(STAMP)
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
 
 bench: $(STAMP)
 	sh bench/ensure_tools.sh

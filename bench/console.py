@@ -19,7 +19,7 @@ import shutil
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,8 @@ CONTENT_TYPES = (
 )
 VALUES = (b'{"n": 1, "ok": true}', b"hello, console", b"\x89PNG\r\n\x1a\n", b"\x00\x01\x02\x03")
 
-ASGI = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]],
-                Awaitable[None]]  # fmt: skip
+Message = MutableMapping[str, Any]
+ASGI = Callable[[Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
 
 
 def key_at(i: int) -> str:
@@ -132,7 +132,7 @@ async def call(app: ASGI, method: str, target: str, *, headers: dict[str, str] |
     out_headers: dict[str, str] = {}
     chunks: list[bytes] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         nonlocal status
         if message["type"] == "http.response.start":
             status = message["status"]

@@ -112,9 +112,10 @@ def _record(spy: str, server: Server, args: argparse.Namespace, load: threading.
     flags = ["-r", str(RATE), "-d", str(round(args.seconds)), "-f", "raw"]
     # Native stacks need py-spy to pause the worker for each sample, which slows it down.
     flags += ["--idle"] * args.idle + (["--native"] if args.native else ["--nonblocking"])
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT}
     spies = [
-        subprocess.Popen([spy, "record", "-p", str(pid), *flags, "-o", str(raw)], **quiet)
+        subprocess.Popen(
+            [spy, "record", "-p", str(pid), *flags, "-o", str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
         for pid, raw in zip(workers, raws, strict=True)
     ]
     time.sleep(0.5)  # let py-spy attach before the load starts

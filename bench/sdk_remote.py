@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from bench.sdk_local import record
-from kvbox.client import KvboxClient, KvboxClientAsync
+from kvbox.client import KvboxClient, KvboxClientAsync, StoreClientAsync
 from kvbox.sdk import Configuration, KeyValueStore
 
 Op = Callable[[int], Awaitable[Any]]
@@ -67,15 +67,29 @@ async def measure(api_url: str, token: str, *, n: int = 1000) -> dict[str, dict[
                     "get": await rate(n, raw_get, concurrency=concurrency),
                 }
             store = client.key_value_store(info.id)
+
+            async def client_set(i: int, s: StoreClientAsync = store) -> None:
+                await s.set_record(f"c-{i}", values[i])
+
+            async def client_get(i: int, s: StoreClientAsync = store) -> None:
+                await s.get_record(f"c-{i}")
+
             results[f"client x{concurrency}"] = {
-                "set": await rate(n, lambda i, s=store: s.set_record(f"c-{i}", values[i]), concurrency=concurrency),
-                "get": await rate(n, lambda i, s=store: s.get_record(f"c-{i}"), concurrency=concurrency),
+                "set": await rate(n, client_set, concurrency=concurrency),
+                "get": await rate(n, client_get, concurrency=concurrency),
             }
             config = Configuration(remote=True, api_url=api_url, token=token, default_store_id=info.id)
             kvs = await KeyValueStore.open(configuration=config)
+
+            async def sdk_set(i: int, k: KeyValueStore = kvs) -> None:
+                await k.set_value(f"s-{i}", values[i])
+
+            async def sdk_get(i: int, k: KeyValueStore = kvs) -> None:
+                await k.get_value(f"s-{i}")
+
             results[f"sdk x{concurrency}"] = {
-                "set": await rate(n, lambda i, k=kvs: k.set_value(f"s-{i}", values[i]), concurrency=concurrency),
-                "get": await rate(n, lambda i, k=kvs: k.get_value(f"s-{i}"), concurrency=concurrency),
+                "set": await rate(n, sdk_set, concurrency=concurrency),
+                "get": await rate(n, sdk_get, concurrency=concurrency),
             }
             if concurrency == 1:
                 start = time.perf_counter()

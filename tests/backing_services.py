@@ -24,6 +24,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import TypedDict
 from urllib.parse import quote
 
 import httpx
@@ -74,6 +75,13 @@ def _run_as() -> pwd.struct_passwd | None:
     raise RuntimeError("running as root, but neither a 'postgres' nor a 'nobody' user exists to run PostgreSQL")
 
 
+class _RunAs(TypedDict, total=False):
+    """`subprocess` arguments that run the server as another OS user."""
+
+    user: int
+    group: int
+
+
 class PostgresServer:
     """A private PostgreSQL cluster on 127.0.0.1:<free port>, removed by `stop`."""
 
@@ -89,7 +97,7 @@ class PostgresServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._schemas = itertools.count()
 
-    def _as_user(self) -> dict[str, object]:
+    def _as_user(self) -> _RunAs:
         return {} if self._user is None else {"user": self._user.pw_uid, "group": self._user.pw_gid}
 
     def start(self) -> PostgresServer:
@@ -98,7 +106,7 @@ class PostgresServer:
         subprocess.run(
             [str(self.bin / "initdb"), "-D", str(self.data), "-U", PG_USER, "--auth=trust", "-E", "UTF8",
              "--locale=C", "--no-sync"],
-            check=True, capture_output=True, cwd=self.root, **self._as_user(),  # type: ignore[arg-type]
+            check=True, capture_output=True, cwd=self.root, **self._as_user(),
         )  # fmt: skip
         options = [f"-c{k}={v}" for k, v in self.settings.items()]
         with open(self.log, "ab") as log:
@@ -106,7 +114,7 @@ class PostgresServer:
                 [str(self.bin / "postgres"), "-D", str(self.data), "-h", "127.0.0.1", "-p", str(self.port),
                  "-k", str(self.root), *options],
                 stdout=log, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True,
-                **self._as_user(),  # type: ignore[arg-type]
+                **self._as_user(),
             )  # fmt: skip
         self._wait_ready()
         return self
@@ -134,7 +142,7 @@ class PostgresServer:
         import psycopg
 
         with psycopg.connect(self.url(database), autocommit=True) as conn:
-            conn.execute(sql)  # type: ignore[arg-type]
+            conn.execute(sql)
 
     def create_database(self, prefix: str = "kvbox") -> str:
         """A new empty database; returns its URL."""

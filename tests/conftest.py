@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +25,32 @@ BACKENDS = ["memory", "sqlite", "postgres"]
 ALICE_TOKEN = "alice-token-0123456789"
 BOB_TOKEN = "bob-token-0123456789ab"
 ADMIN_TOKEN = "admin-token-0123456789"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with the real services it drives (`postgres`, `s3`, `browser`), so that
+    `-m "not postgres and not s3 and not browser"` (`make test-quick`) leaves them out."""
+    for item in items:
+        for marker in sorted(services_of(item)):
+            item.add_marker(marker)
+
+
+def services_of(item: pytest.Item) -> set[str]:
+    """The services a test reaches through its fixtures.
+
+    `scale_out` starts PostgreSQL and the S3 server together, so reaching it means both. Fixtures
+    parametrized over backends reach it with `request.getfixturevalue`, which the fixture closure
+    does not show: there the parameter value (`postgres`, `s3`) tells.
+    """
+    fixtures = set(getattr(item, "fixturenames", ()))
+    callspec = getattr(item, "callspec", None)
+    values = {v for v in callspec.params.values() if isinstance(v, str)} if callspec else set()
+    needs = set()
+    if "scale_out" in fixtures or values & {"postgres", "s3"}:
+        needs |= {"postgres", "s3"}
+    if "browser" in fixtures:
+        needs.add("browser")
+    return needs
 
 
 @pytest.fixture
@@ -83,11 +110,12 @@ class Api:
     def auth(self, token: str | None = ALICE_TOKEN) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"} if token else {}
 
-    async def create_store(self, name: str | None = None, token: str = ALICE_TOKEN) -> dict:
+    async def create_store(self, name: str | None = None, token: str = ALICE_TOKEN) -> dict[str, Any]:
         params = {"name": name} if name else {}
         r = await self.client.post("/v2/key-value-stores", params=params, headers=self.auth(token), json={})
         assert r.status_code in (200, 201), r.text
-        return r.json()["data"]
+        data: dict[str, Any] = r.json()["data"]
+        return data
 
 
 @pytest.fixture
@@ -138,31 +166,33 @@ def start_server(
         "KVBOX_RATE_LIMITS": "false",
         **(extra_env or {}),
     }
-    log = open(data_dir.parent / f"server-{port}.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kvbox.cli",
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    log = data_dir.parent / f"server-{port}.log"
+    # The server process keeps its own copy of the descriptor, so ours can be closed at once.
+    with open(log, "ab") as log_file:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kvbox.cli",
+                "serve",
+                "--data-dir",
+                str(data_dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"kvbox serve exited with {proc.returncode}; see {log.name}")
+            raise RuntimeError(f"kvbox serve exited with {proc.returncode}; see {log}")
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                 return ServerProcess(url=url, data_dir=data_dir, proc=proc, admin_token=ADMIN_TOKEN)

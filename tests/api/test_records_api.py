@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from conftest import ALICE_TOKEN, BOB_TOKEN, Api
 from kvbox.core.clock import FakeClock
+from kvbox.core.models import RecordMeta
 from kvbox.service.container import Services
 
 pytestmark = pytest.mark.anyio
@@ -63,6 +64,13 @@ async def raw_get(api: Api, url: str, accept_encoding: str) -> tuple[httpx.Respo
 
 async def list_keys(api: Api, store_id: str, token: str | None = ALICE_TOKEN, **params: Any) -> httpx.Response:
     return await api.client.get(f"{STORES}/{store_id}/keys", params=params, headers=api.auth(token))
+
+
+async def row(services: Services, store_id: str, key: str) -> RecordMeta:
+    """The record's row in the index (it must exist)."""
+    found = await services.index.get_record(store_id, key)
+    assert found is not None, key
+    return found
 
 
 async def blob_ids(services: Services) -> set[str]:
@@ -187,8 +195,8 @@ async def test_records_above_the_inline_threshold_live_in_the_blob_store(
     small, large = b"s" * INLINE, bytes(range(256)) * 40  # 1024 and 10240 bytes
     await put(api, store["id"], "small", small)
     await put(api, store["id"], "large", large)
-    assert (await services.index.get_record(store["id"], "small")).blob_id is None
-    large_row = await services.index.get_record(store["id"], "large")
+    assert (await row(services, store["id"], "small")).blob_id is None
+    large_row = await row(services, store["id"], "large")
     assert large_row.blob_id is not None
     assert await blob_ids(services) == {large_row.blob_id}
     assert (await owner_get(api, store["id"], "small")).content == small
@@ -198,16 +206,16 @@ async def test_records_above_the_inline_threshold_live_in_the_blob_store(
 async def test_replacing_large_with_small_and_back(api: Api, services: Services, store: dict[str, Any]) -> None:
     big1, big2, small = b"1" * 5000, b"2" * 6000, b"tiny"
     await put(api, store["id"], "k", big1)
-    first_blob = (await services.index.get_record(store["id"], "k")).blob_id
+    first_blob = (await row(services, store["id"], "k")).blob_id
 
     await put(api, store["id"], "k", big2)
-    second_blob = (await services.index.get_record(store["id"], "k")).blob_id
+    second_blob = (await row(services, store["id"], "k")).blob_id
     assert second_blob != first_blob
     assert await blob_ids(services) == {second_blob}
     assert (await owner_get(api, store["id"], "k")).content == big2
 
     await put(api, store["id"], "k", small)
-    assert (await services.index.get_record(store["id"], "k")).blob_id is None
+    assert (await row(services, store["id"], "k")).blob_id is None
     assert await blob_ids(services) == set()
     assert (await owner_get(api, store["id"], "k")).content == small
 
@@ -619,7 +627,8 @@ SCHEMA = {
 async def schema_store(api: Api) -> dict[str, Any]:
     r = await api.client.post(STORES, params={"name": "typed"}, json={"schema": SCHEMA}, headers=api.auth())
     assert r.status_code == 201
-    return r.json()["data"]
+    data: dict[str, Any] = r.json()["data"]
+    return data
 
 
 async def test_collection_content_types_are_enforced(api: Api, schema_store: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
 def assert_error(r: httpx.Response, status: int, type_: str) -> dict[str, Any]:
     assert r.status_code == status, r.text
-    error = r.json()["error"]
+    error: dict[str, Any] = r.json()["error"]
     assert error["type"] == type_
     assert isinstance(error["message"], str) and error["message"]
     return error

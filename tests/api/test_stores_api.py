@@ -34,7 +34,7 @@ SCHEMA = {
 def assert_error(r: httpx.Response, status: int, type_: str) -> dict[str, Any]:
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/json")
-    error = r.json()["error"]
+    error: dict[str, Any] = r.json()["error"]
     assert error["type"] == type_
     assert isinstance(error["message"], str) and error["message"]
     return error

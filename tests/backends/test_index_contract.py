@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -41,8 +42,8 @@ def make_store(
     )
 
 
-async def add_store(index: MetadataIndex, **kwargs: object) -> Store:
-    store = make_store(**kwargs)  # type: ignore[arg-type]
+async def add_store(index: MetadataIndex, **kwargs: Any) -> Store:
+    store = make_store(**kwargs)
     await index.insert_store(store)
     return store
 
@@ -62,9 +63,9 @@ def rec(
     )
 
 
-async def keys_of(index: MetadataIndex, store_id: str, **kwargs: object) -> list[str]:
-    args: dict[str, object] = {"after": None, "prefix": None, "limit": 1000, **kwargs}
-    page = await index.list_keys(store_id, **args)  # type: ignore[arg-type]
+async def keys_of(index: MetadataIndex, store_id: str, **kwargs: Any) -> list[str]:
+    args: dict[str, Any] = {"after": None, "prefix": None, "limit": 1000, **kwargs}
+    page = await index.list_keys(store_id, **args)
     return [item.key for item in page.items]
 
 

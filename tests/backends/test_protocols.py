@@ -18,7 +18,7 @@ from kvbox.backends.s3.blobs import S3BlobStore
 from kvbox.backends.sqlite.blobs import FileBlobStore
 from kvbox.backends.sqlite.metadata import SqliteMetadataIndex
 
-BLOB_STORES = [MemoryBlobStore, FileBlobStore, S3BlobStore]
+BLOB_STORES: list[type[MemoryBlobStore | FileBlobStore | S3BlobStore]] = [MemoryBlobStore, FileBlobStore, S3BlobStore]
 IMPLEMENTATIONS: list[tuple[type, type]] = [
     *((MetadataIndex, cls) for cls in (MemoryMetadataIndex, SqliteMetadataIndex, PostgresMetadataIndex)),
     *((BlobStore, cls) for cls in BLOB_STORES),

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -38,6 +40,12 @@ def rec(key: str, body: bytes = b"body", *, blob_id: str | None = None) -> Recor
 
 
 # the schema
+
+
+def inline_body(record: RecordMeta) -> bytes:
+    """The body of a record kept in the index (it must be one)."""
+    assert record.inline is not None, record.key
+    return record.inline
 
 
 async def test_migrations_from_many_processes_at_once(scale_out: ScaleOut) -> None:
@@ -154,7 +162,7 @@ async def test_concurrent_writers_of_one_key_keep_counts_exact(scale_out: ScaleO
     final = await nodes[1].get_record(store.id, "k")
     assert final is not None and final.inline in bodies
     # every body but the final one was replaced exactly once: no lost update
-    assert sorted(r.inline for r in replaced if r is not None) == sorted(b for b in bodies if b != final.inline)
+    assert sorted(inline_body(r) for r in replaced if r is not None) == sorted(b for b in bodies if b != final.inline)
     s = await nodes[0].get_store(store.id)
     assert s is not None
     assert (s.record_count, s.stats.write_count, s.stats.storage_bytes) == (1, 40, final.size)
@@ -310,7 +318,7 @@ async def test_a_dropped_stream_resumes_from_the_same_object(
         if len(ranges) == 1:
             real_iter = response["Body"].iter_chunks
 
-            async def breaks_after_two(chunk_size: int):  # type: ignore[no-untyped-def]
+            async def breaks_after_two(chunk_size: int) -> AsyncIterator[bytes]:
                 n = 0
                 async for chunk in real_iter(chunk_size):
                     yield chunk
@@ -348,7 +356,7 @@ def test_blob_urls() -> None:
             parse_blob_url(bad)
 
 
-def test_backend_selection(tmp_path: object) -> None:
+def test_backend_selection(tmp_path: Path) -> None:
     pg, s3 = "postgresql://u@h/db", "s3://b/p"
     assert backend_kind("sqlite") == "sqlite"
     assert backend_kind("sqlite", metadata_url=pg, blob_url=s3) == "postgres"
@@ -357,7 +365,7 @@ def test_backend_selection(tmp_path: object) -> None:
                             ("memory", pg, s3), ("sqlite", pg, "gs://b"), ("oracle", None, None)]:  # fmt: skip
         with pytest.raises(ValueError):
             backend_kind(kind, metadata_url=url, blob_url=blob)
-    index, blobs = open_backend("sqlite", data_dir=tmp_path, durable=False, metadata_url=pg, blob_url=s3)  # type: ignore[arg-type]
+    index, blobs = open_backend("sqlite", data_dir=tmp_path, durable=False, metadata_url=pg, blob_url=s3)
     assert isinstance(index, PostgresMetadataIndex) and isinstance(blobs, S3BlobStore)
     assert describe_url("postgresql://kv:s3cret@db:5432/kv") == "postgresql://kv:***@db:5432/kv"
     assert describe_url("postgresql://kv@db/kv") == "postgresql://kv@db/kv"

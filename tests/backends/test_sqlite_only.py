@@ -267,6 +267,7 @@ async def test_blob_reader_stops_early_cleanly(tmp_path: Path) -> None:
     blob_id = await writer.commit()
     reader = await blobs.open(blob_id)
     assert await reader.__anext__() == b"ab"
+    # `BlobStore.open` is typed as an AsyncIterator; every backend returns an async generator.
     await reader.aclose()  # type: ignore[attr-defined]
     await blobs.delete(blob_id)
 
@@ -313,6 +314,7 @@ async def test_list_ids_filters_by_age_and_sweeps_stale_temp_files(tmp_path: Pat
     assert sorted([b async for b in blobs.list_ids(older_than_ms=now + 60_000)]) == sorted(ids)
     await fresh.abort()
     assert new_id_ in ids
+    await stale.abort()  # the crashed writer's file is gone; this closes its descriptor
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,9 @@ import dataclasses
 import os
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -30,6 +32,8 @@ from kvbox.service.copy import fingerprint
 
 T0 = 1_767_225_600_000
 BIG = os.urandom(200 * 1024)
+
+T = TypeVar("T")
 
 
 def kvbox(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -118,7 +122,9 @@ async def snapshot(index: MetadataIndex, blobs: BlobStore) -> dict[str, object]:
     return out
 
 
-async def closing(backend: tuple[MetadataIndex, BlobStore], action):  # type: ignore[no-untyped-def]
+async def closing(
+    backend: tuple[MetadataIndex, BlobStore], action: Callable[[MetadataIndex, BlobStore], Awaitable[T]]
+) -> T:
     try:
         return await action(*backend)
     finally:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kvbox.client import KvboxClient, KvboxClientAsync, StoreClient, StoreClientAsync
+from kvbox.client import KvboxClient, KvboxClientAsync, Record, StoreClient, StoreClientAsync
 
 
 def create_user(server: Any, prefix: str) -> str:
@@ -24,6 +24,12 @@ def create_user(server: Any, prefix: str) -> str:
         timeout=60,
     )
     return result.stdout.strip().splitlines()[-1]
+
+
+def value_of(record: Record | None) -> Any:
+    """The value of a record the client returned (it must exist)."""
+    assert record is not None
+    return record.value
 
 
 def unique_name(prefix: str = "t") -> str:

@@ -16,8 +16,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import ServerProcess
 from kvbox.client import KvboxClient, StoreClient
-from kvbox.client._compression import compress, compress_chunks, is_compressible
+from kvbox.client._compression import Compression, compress, compress_chunks, is_compressible
 
 
 def capture() -> tuple[Callable[[httpx.Request], httpx.Response], list[httpx.Request]]:
@@ -31,11 +32,11 @@ def capture() -> tuple[Callable[[httpx.Request], httpx.Response], list[httpx.Req
     return handle, seen
 
 
-def put(value: object, content_type: str | None = None, compression: str | None = "gzip") -> httpx.Request:
+def put(value: object, content_type: str | None = None, compression: Compression | None = "gzip") -> httpx.Request:
     handler, seen = capture()
     with KvboxClient(
         "t", api_url="http://kvbox.test", transport=httpx.MockTransport(handler), compression=compression
-    ) as client:  # type: ignore[arg-type]
+    ) as client:
         client.key_value_store("s").set_record("k", value, content_type)
     return seen[0]
 
@@ -113,8 +114,10 @@ def test_streaming_compression_round_trips(parts: list[bytes]) -> None:
 
 
 @pytest.mark.parametrize("compression", ["gzip", "brotli"])
-def test_compressed_uploads_read_back_from_the_server(server: object, token: str, compression: str) -> None:
-    with KvboxClient(token, api_url=server.url, compression=compression) as client:  # type: ignore[arg-type, attr-defined]
+def test_compressed_uploads_read_back_from_the_server(
+    server: ServerProcess, token: str, compression: Compression
+) -> None:
+    with KvboxClient(token, api_url=server.url, compression=compression) as client:
         info = client.key_value_stores().get_or_create()
         store = client.key_value_store(info.id)
         value = {"items": [{"n": i, "text": "lorem ipsum " * 5} for i in range(200)]}

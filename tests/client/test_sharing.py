@@ -8,7 +8,7 @@ import pytest
 
 from kvbox.client import ForbiddenError, KvboxClient, KvboxClientAsync, NotFoundError, StoreClient
 
-from .conftest import create_user
+from .conftest import create_user, value_of
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def test_share_read_then_unshare(server: Any, store: StoreClient, other_token: s
         grant = store.share(me.username, "READ")
         assert grant.username == me.username and grant.permission == "READ" and grant.user_id == me.id
         assert [g.username for g in store.list_grants()] == [me.username]
-        assert shared_store.get_record("doc").value == {"shared": True}  # type: ignore[union-attr]
+        assert value_of(shared_store.get_record("doc")) == {"shared": True}
         with pytest.raises(ForbiddenError):
             shared_store.set_record("doc", "no writes with READ")
         assert store.share(me.id, "WRITE").permission == "WRITE"

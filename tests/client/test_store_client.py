@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import ServerProcess
 from kvbox.client import (
     ApiError,
     InvalidRequestError,
@@ -143,8 +144,8 @@ def test_missing_store_is_not_found(client: KvboxClient) -> None:
     assert caught.value.status == 404 and caught.value.type == "record-not-found"
 
 
-def test_bad_token_is_unauthorized(server: object) -> None:
-    bad = KvboxClient("not-a-real-token-000", api_url=server.url)  # type: ignore[attr-defined]
+def test_bad_token_is_unauthorized(server: ServerProcess) -> None:
+    bad = KvboxClient("not-a-real-token-000", api_url=server.url)
     with bad, pytest.raises(UnauthorizedError) as caught:
         bad.key_value_stores().list()
     assert caught.value.status == 401 and caught.value.type == "invalid-token"
@@ -205,7 +206,7 @@ def test_content_encoding_given_by_the_caller(store: StoreClient) -> None:
         store.set_record("pre", "text is not encoded bytes", content_encoding="gzip")
 
 
-def test_api_url_with_v2_suffix_works(server: object, token: str) -> None:
-    with KvboxClient(token, api_url=server.url + "/v2/") as c:  # type: ignore[attr-defined]
-        assert c.api_url == server.url  # type: ignore[attr-defined]
+def test_api_url_with_v2_suffix_works(server: ServerProcess, token: str) -> None:
+    with KvboxClient(token, api_url=server.url + "/v2/") as c:
+        assert c.api_url == server.url
         c.key_value_stores().list(limit=1)

@@ -11,7 +11,7 @@ import pytest
 
 from kvbox.client import InvalidRequestError, KvboxClientAsync, NotFoundError, StoreClientAsync
 
-from .conftest import unique_name
+from .conftest import unique_name, value_of
 
 pytestmark = pytest.mark.anyio
 
@@ -34,9 +34,9 @@ async def test_records(astore: StoreClientAsync) -> None:
     await astore.set_record("j", {"x": [1, 2]})
     await astore.set_record("t", "text")
     await astore.set_record("b", b"\x01\x02")
-    assert (await astore.get_record("j")).value == {"x": [1, 2]}  # type: ignore[union-attr]
-    assert (await astore.get_record("t")).value == "text"  # type: ignore[union-attr]
-    assert (await astore.get_record_as_bytes("j")).value == b'{"x": [1, 2]}'  # type: ignore[union-attr]
+    assert value_of(await astore.get_record("j")) == {"x": [1, 2]}
+    assert value_of(await astore.get_record("t")) == "text"
+    assert value_of(await astore.get_record_as_bytes("j")) == b'{"x": [1, 2]}'
     assert await astore.record_exists("b")
     await astore.delete_record("b")
     assert not await astore.record_exists("b")

@@ -18,6 +18,13 @@ from kvbox.core.clock import FakeClock
 pytestmark = pytest.mark.anyio
 
 
+def first_match(pattern: str, page: str) -> str:
+    """The first group of the pattern's first match in the page (which must have one)."""
+    found = re.search(pattern, page)
+    assert found, pattern
+    return found.group(1)
+
+
 async def new_store(console: Console, name: str = "") -> str:
     r = await console.post("/stores", {"name": name})
     assert r.status_code == 303, r.text
@@ -100,14 +107,14 @@ async def test_records_tab_lists_with_prefix_and_cursor_pages(console: Console) 
     keys1 = re.findall(r'data-key="([^"]+)"', page1)
     assert keys1 == [f"item-{i:03d}" for i in range(50)]
     assert "Page 1 of 3" in page1 and "application/json" in page1
-    next_url = re.search(r'href="([^"]+)" data-swap="records" rel="next"', page1).group(1).replace("&amp;", "&")
+    next_url = first_match(r'href="([^"]+)" data-swap="records" rel="next"', page1).replace("&amp;", "&")
     page2 = (await console.get(next_url)).text
     assert re.findall(r'data-key="([^"]+)"', page2)[0] == "item-050"
-    next_url = re.search(r'href="([^"]+)" data-swap="records" rel="next"', page2).group(1).replace("&amp;", "&")
+    next_url = first_match(r'href="([^"]+)" data-swap="records" rel="next"', page2).replace("&amp;", "&")
     page3 = (await console.get(next_url)).text
     assert re.findall(r'data-key="([^"]+)"', page3) == [*(f"item-{i:03d}" for i in range(100, 120)), "other"]
     assert 'rel="next"' not in page3
-    prev_url = re.search(r'href="([^"]+)" data-swap="records" rel="prev"', page3).group(1).replace("&amp;", "&")
+    prev_url = first_match(r'href="([^"]+)" data-swap="records" rel="prev"', page3).replace("&amp;", "&")
     back = (await console.get(prev_url)).text
     assert re.findall(r'data-key="([^"]+)"', back)[0] == "item-050"
     filtered = (await console.get(f"/stores/{store}?prefix=item-11")).text
@@ -180,7 +187,7 @@ async def test_signed_link_of_a_record_works_anonymously(console: Console) -> No
     store = await new_store(console, "links")
     await console.upload(store, "shared", b"for anyone", "text/plain")
     page = (await console.get(f"/stores/{store}")).text
-    link = re.search(r'data-copy="(http://kvbox\.test/v2/key-value-stores/[^"]+signature=[^"]+)"', page).group(1)
+    link = first_match(r'data-copy="(http://kvbox\.test/v2/key-value-stores/[^"]+signature=[^"]+)"', page)
     async with httpx.AsyncClient(transport=console.client._transport, base_url="http://kvbox.test") as anonymous:
         r = await anonymous.get(link.replace("&amp;", "&"))
     assert r.status_code == 200 and r.content == b"for anyone"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
 import pytest
 
 from conftest import ALICE_TOKEN, BOB_TOKEN
@@ -12,7 +15,7 @@ from kvbox.service.settings import Settings
 pytestmark = pytest.mark.anyio
 
 
-def cookie_header(response, name: str) -> str:  # type: ignore[no-untyped-def]
+def cookie_header(response: httpx.Response, name: str) -> str:
     for value in response.headers.get_list("set-cookie"):
         if value.startswith(name + "="):
             return value
@@ -43,9 +46,7 @@ async def test_session_cookie_is_httponly_samesite_and_expiring(console: Console
     assert page.status_code == 200 and "alice" in page.text
 
 
-async def test_cookie_is_secure_behind_https(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import httpx
-
+async def test_cookie_is_secure_behind_https(tmp_path: Path) -> None:
     from kvbox.server import create_app
     from kvbox.service.container import build_services
 

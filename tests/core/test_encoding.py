@@ -186,7 +186,9 @@ def _bomb(encoding: str, size: int) -> bytes:
     zeros = bytes(MiB)
     if encoding == "br":
         c = brotli.Compressor(quality=5)
-        return b"".join(c.process(zeros) for _ in range(size // MiB)) + c.finish()
+        body = b"".join(c.process(zeros) for _ in range(size // MiB))
+        tail: bytes = c.finish()  # brotli ships no type information
+        return body + tail
     z = zlib.compressobj(9, zlib.DEFLATED, 31 if encoding == "gzip" else zlib.MAX_WBITS)
     return b"".join(z.compress(zeros) for _ in range(size // MiB)) + z.flush()
 

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from backing_services import COMMAND_ENV
+from conftest import ServerProcess
 
 KVBOX_SCRIPT = Path(sys.executable).with_name("kvbox")
 
@@ -77,11 +78,11 @@ def new_connection_client(base_url: str, token: str | None = None) -> httpx.Clie
 
 
 @pytest.fixture(scope="module")
-def alice(server) -> UserInfo:  # type: ignore[no-untyped-def]
+def alice(server: ServerProcess) -> UserInfo:
     """A user of its own per module, so listings in one module see only that module's stores."""
     return create_user(server.data_dir, "alice")
 
 
 @pytest.fixture(scope="module")
-def bob(server) -> UserInfo:  # type: ignore[no-untyped-def]
+def bob(server: ServerProcess) -> UserInfo:
     return create_user(server.data_dir, "bob")

@@ -72,6 +72,12 @@ def assert_forbidden(err: ApifyApiError) -> None:
     assert_api_error(err, 403, "insufficient-permissions", FORBIDDEN_MESSAGE)
 
 
+def value_of(record: dict[str, Any] | None) -> Any:
+    """The value of a record apify-client returned (it must exist)."""
+    assert record is not None
+    return record["value"]
+
+
 def incompressible_text(n: int, seed: int) -> str:
     rnd = random.Random(seed)
     return "".join(rnd.choices(string.ascii_letters + string.digits, k=n))
@@ -274,7 +280,7 @@ def test_update_store(client: ApifyClient, bob_client: ApifyClient, anon_client:
     assert_forbidden(exc.value)
 
     with pytest.raises(ApifyApiError) as exc:
-        kv.update(general_access="NOT_A_VALUE")  # type: ignore[arg-type]
+        kv.update(general_access="NOT_A_VALUE")
     assert_api_error(exc.value, 400)
 
 
@@ -326,14 +332,14 @@ def test_record_roundtrip_value_types(client: ApifyClient) -> None:
     assert rec is not None and rec["value"] == "<a>1</a>" and rec["content_type"] == "application/xml"
     rec = kv.get_record("png")
     assert rec is not None and rec["value"] == b"\x89PNG\r\n\x1a\n...." and rec["content_type"] == "image/png"
-    assert kv.get_record("_underscore")["value"] == "ok"  # type: ignore[index]
-    assert kv.get_record("odd!-_.'()")["value"] == "chars"  # type: ignore[index]
+    assert value_of(kv.get_record("_underscore")) == "ok"
+    assert value_of(kv.get_record("odd!-_.'()")) == "chars"
 
     # Stored as sent, never re-serialised.
     raw = kv.get_record_as_bytes("json")
     expected = json.dumps(obj, ensure_ascii=False, allow_nan=False, default=str).encode()
     assert raw == {"key": "json", "value": expected, "content_type": "application/json; charset=utf-8"}
-    assert kv.get_record_as_bytes("text")["value"] == "héllo wörld".encode()  # type: ignore[index]
+    assert value_of(kv.get_record_as_bytes("text")) == "héllo wörld".encode()
 
     with kv.stream_record("bin") as streamed:
         assert streamed is not None
@@ -341,7 +347,7 @@ def test_record_roundtrip_value_types(client: ApifyClient) -> None:
         assert b"".join(streamed["value"].iter_bytes()) == bytes(range(256))
 
     kv.set_record("text", "second version")
-    assert kv.get_record("text")["value"] == "second version"  # type: ignore[index]
+    assert value_of(kv.get_record("text")) == "second version"
 
     assert kv.record_exists("json") is True
     assert kv.record_exists("missing") is False
@@ -358,23 +364,24 @@ def test_record_roundtrip_value_types(client: ApifyClient) -> None:
 def test_large_records_are_compressed_by_client_and_stored_in_files(
     client: ApifyClient, server: Any, alice: UserInfo
 ) -> None:
-    kv = client.key_value_store(client.key_value_stores().get_or_create().id)
+    store_id = client.key_value_stores().get_or_create().id
+    kv = client.key_value_store(store_id)
     data = os.urandom(200 * 1024)
     text = incompressible_text(300 * 1024, seed=7)
     kv.set_record("large-bin", data)
     kv.set_record("large-text", text)
 
-    assert kv.get_record("large-bin")["value"] == data  # type: ignore[index]
-    assert kv.get_record("large-text")["value"] == text  # type: ignore[index]
-    assert kv.get_record_as_bytes("large-text")["value"] == text.encode()  # type: ignore[index]
+    assert value_of(kv.get_record("large-bin")) == data
+    assert value_of(kv.get_record("large-text")) == text
+    assert value_of(kv.get_record_as_bytes("large-text")) == text.encode()
     with kv.stream_record("large-bin") as streamed:
         assert streamed is not None
         assert b"".join(streamed["value"].iter_bytes()) == data
 
     # The Apify SDK's setting: request bodies compressed with brotli.
     br_client = ApifyClient(alice.token, api_url=server.url, api_public_url=server.url, compression="brotli")
-    br_client.key_value_store(kv.resource_id).set_record("large-br", text)
-    assert kv.get_record("large-br")["value"] == text  # type: ignore[index]
+    br_client.key_value_store(store_id).set_record("large-br", text)
+    assert value_of(kv.get_record("large-br")) == text
 
     sizes = {item.key: item.size for item in kv.list_keys().items}
     # The client gzips bodies >= 1 KiB; both stay above the inline threshold after compression.
@@ -405,8 +412,8 @@ def test_precompressed_uploads_read_back_as_original(client: ApifyClient) -> Non
     for key in ("gz", "br", "id"):
         rec = kv.get_record(key)
         assert rec is not None and rec["value"] == original.decode(), key
-        assert kv.get_record_as_bytes(key)["value"] == original  # type: ignore[index]
-    assert kv.get_record("zz")["value"] == original  # type: ignore[index]
+        assert value_of(kv.get_record_as_bytes(key)) == original
+    assert value_of(kv.get_record("zz")) == original
 
     with pytest.raises(ApifyApiError) as exc:
         kv.set_record("bad", b"abc", content_encoding="compress")
@@ -417,6 +424,7 @@ def test_precompressed_uploads_read_back_as_original(client: ApifyClient) -> Non
     assert kv.record_exists("bad") is False
 
 
+# apify-client warns that streamed request bodies are experimental; they are what this test drives.
 @pytest.mark.filterwarnings("ignore:Streaming a request body is experimental")
 def test_streamed_uploads(client: ApifyClient, tmp_path: Path) -> None:
     """File-like values and chunk iterables go up chunked (no Content-Length, never compressed)."""
@@ -436,18 +444,18 @@ def test_streamed_uploads(client: ApifyClient, tmp_path: Path) -> None:
     kv.set_record("gz-stream", io.BytesIO(gzip.compress(original)), content_type="text/plain", content_encoding="gzip")
 
     assert kv.get_record("bytesio") == {"key": "bytesio", "value": data, "content_type": "application/octet-stream"}
-    assert kv.get_record("file")["value"] == data[:100_000]  # type: ignore[index]
+    assert value_of(kv.get_record("file")) == data[:100_000]
     rec = kv.get_record("textfile")
     assert rec is not None and rec["value"] == "tëxt file\n" * 100
     assert rec["content_type"] == "text/plain; charset=utf-8"
-    assert kv.get_record("chunks")["value"] == "ab" + "cd" * 40_000  # type: ignore[index]
-    assert kv.get_record("gz-stream")["value"] == original.decode()  # type: ignore[index]
+    assert value_of(kv.get_record("chunks")) == "ab" + "cd" * 40_000
+    assert value_of(kv.get_record("gz-stream")) == original.decode()
 
     # Pipe one record into another straight from the streamed response.
     with kv.stream_record("bytesio") as streamed:
         assert streamed is not None
         kv.set_record("copy", streamed["value"], content_type=streamed["content_type"])
-    assert kv.get_record_as_bytes("copy")["value"] == data  # type: ignore[index]
+    assert value_of(kv.get_record_as_bytes("copy")) == data
     sizes = {i.key: i.size for i in kv.list_keys().items}
     assert sizes["bytesio"] == sizes["copy"] == len(data)
 
@@ -529,7 +537,7 @@ def test_iterate_keys_over_many_pages(client: ApifyClient, many_keys_store: tupl
     assert [k.key for k in kv.iterate_keys(chunk_size=700)] == keys
     assert [k.key for k in kv.iterate_keys(prefix="key-01")] == [k for k in keys if k.startswith("key-01")]
     assert [k.key for k in kv.iterate_keys(exclusive_start_key="key-02049")] == keys[2050:]
-    assert kv.get_record("key-01234")["value"] == "key-01234"  # type: ignore[index]
+    assert value_of(kv.get_record("key-01234")) == "key-01234"
 
 
 def test_public_urls(client: ApifyClient, server: Any) -> None:
@@ -626,7 +634,7 @@ def test_errors(client: ApifyClient, bob_client: ApifyClient, anon_client: Apify
     assert_forbidden(exc.value)
 
     # Nothing changed.
-    assert kv.get_record("secret")["value"] == {"s": 1}  # type: ignore[index]
+    assert value_of(kv.get_record("secret")) == {"s": 1}
 
     # Anonymous: reads are forbidden, writes need a token.
     with pytest.raises(ApifyApiError) as exc:
@@ -652,7 +660,7 @@ def test_errors(client: ApifyClient, bob_client: ApifyClient, anon_client: Apify
             kv.get_record(bad)
         assert_api_error(exc.value, 400, "invalid-record-key")
     kv.set_record("x" * 256, "longest key")
-    assert kv.get_record("x" * 256)["value"] == "longest key"  # type: ignore[index]
+    assert value_of(kv.get_record("x" * 256)) == "longest key"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -726,12 +734,12 @@ async def test_async_records(server: Any, alice: UserInfo) -> None:
         "value": obj,
         "content_type": "application/json; charset=utf-8",
     }
-    assert (await kv.get_record("text"))["value"] == "plain text"  # type: ignore[index]
-    assert (await kv.get_record("bytes"))["value"] == b"\x00\x01\x02"  # type: ignore[index]
-    assert (await kv.get_record("large"))["value"] == large  # type: ignore[index]
-    assert (await kv.get_record("gz"))["value"] == original.decode()  # type: ignore[index]
-    assert (await kv.get_record_as_bytes("gz"))["value"] == original  # type: ignore[index]
-    assert (await kv.get_record_as_bytes("json"))["value"] == json.dumps(obj, ensure_ascii=False).encode()  # type: ignore[index]
+    assert value_of(await kv.get_record("text")) == "plain text"
+    assert value_of(await kv.get_record("bytes")) == b"\x00\x01\x02"
+    assert value_of(await kv.get_record("large")) == large
+    assert value_of(await kv.get_record("gz")) == original.decode()
+    assert value_of(await kv.get_record_as_bytes("gz")) == original
+    assert value_of(await kv.get_record_as_bytes("json")) == json.dumps(obj, ensure_ascii=False).encode()
     assert await kv.get_record("missing") is None
     assert await kv.get_record_as_bytes("missing") is None
 
@@ -754,17 +762,17 @@ async def test_async_records(server: Any, alice: UserInfo) -> None:
     large_item = next(i for i in (await kv.list_keys()).items if i.key == "large")
     assert large_item.size > INLINE_LIMIT
 
-    async def chunks() -> AsyncIterator[bytes]:
+    async def text_chunks() -> AsyncIterator[bytes]:
         for i in range(50):
             yield f"chunk {i};".encode() * 200
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Streaming a request body is experimental")
-        await kv.set_record("agen", chunks(), content_type="text/plain")
+        await kv.set_record("agen", text_chunks(), content_type="text/plain")
         await kv.set_record("aio", io.BytesIO(large))
     expected_text = "".join(f"chunk {i};" * 200 for i in range(50))
-    assert (await kv.get_record("agen"))["value"] == expected_text  # type: ignore[index]
-    assert (await kv.get_record("aio"))["value"] == large  # type: ignore[index]
+    assert value_of(await kv.get_record("agen")) == expected_text
+    assert value_of(await kv.get_record("aio")) == large
     await kv.delete_record("agen")
     await kv.delete_record("aio")
 
@@ -800,7 +808,7 @@ async def test_async_iterate_keys_written_with_gather(server: Any, alice: UserIn
     assert [k.key async for k in kv.iterate_keys(limit=1234)] == keys[:1234]
     assert [k.key async for k in kv.iterate_keys(chunk_size=999, exclusive_start_key="k00100")] == keys[101:]
     assert [k.key async for k in kv.iterate_keys(prefix="k020")] == keys[2000:2100]
-    assert (await kv.get_record("k02099"))["value"] == {"key": "k02099"}  # type: ignore[index]
+    assert value_of(await kv.get_record("k02099")) == {"key": "k02099"}
 
 
 @pytest.mark.anyio

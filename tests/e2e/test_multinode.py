@@ -45,9 +45,12 @@ def token(nodes: list[ServerProcess]) -> str:
     return create_user(nodes[0].data_dir, "multi").token
 
 
-def clients(nodes: list[ServerProcess], token: str) -> tuple[httpx.Client, httpx.Client]:
+@pytest.fixture
+def clients(nodes: list[ServerProcess], token: str) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    """A client on each node."""
     a, b = (httpx.Client(base_url=n.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) for n in nodes)
-    return a, b
+    with a, b:
+        yield a, b
 
 
 def new_store(client: httpx.Client, name: str | None = None) -> str:
@@ -67,8 +70,10 @@ def intact(body: bytes) -> bool:
     return hashlib.sha256(payload).hexdigest().encode() == digest
 
 
-def test_a_write_acknowledged_by_one_node_is_read_on_the_other_at_once(nodes: list[ServerProcess], token: str) -> None:
-    a, b = clients(nodes, token)
+def test_a_write_acknowledged_by_one_node_is_read_on_the_other_at_once(
+    nodes: list[ServerProcess], clients: tuple[httpx.Client, httpx.Client]
+) -> None:
+    a, b = clients
     store = new_store(a, "read-after-write")
     rnd = random.Random(1)
     for i in range(60):
@@ -82,8 +87,10 @@ def test_a_write_acknowledged_by_one_node_is_read_on_the_other_at_once(nodes: li
     assert b.get(f"/v2/key-value-stores/{store}/records/k0").status_code == 404
 
 
-def test_concurrent_writers_on_both_nodes_leave_one_intact_value(nodes: list[ServerProcess], token: str) -> None:
-    a, b = clients(nodes, token)
+def test_concurrent_writers_on_both_nodes_leave_one_intact_value(
+    nodes: list[ServerProcess], clients: tuple[httpx.Client, httpx.Client]
+) -> None:
+    a, b = clients
     store = new_store(a, "contended")
     url = f"/v2/key-value-stores/{store}/records/hot"
     objects_before = len(bucket_objects(nodes[0]))
@@ -124,8 +131,10 @@ def bucket_objects(node: ServerProcess) -> dict[str, int]:
     return stored_objects(COMMAND_ENV[node.data_dir])
 
 
-def test_key_listings_agree_on_both_nodes(nodes: list[ServerProcess], token: str) -> None:
-    a, b = clients(nodes, token)
+def test_key_listings_agree_on_both_nodes(
+    nodes: list[ServerProcess], clients: tuple[httpx.Client, httpx.Client]
+) -> None:
+    a, b = clients
     store = new_store(a, "listing")
 
     def put(i: int) -> None:
@@ -149,8 +158,10 @@ def test_key_listings_agree_on_both_nodes(nodes: list[ServerProcess], token: str
     assert on_a == on_b == [(f"key-{i:04d}", i) for i in range(250)]
 
 
-def test_expired_unnamed_stores_are_swept(nodes: list[ServerProcess], token: str) -> None:
-    a, b = clients(nodes, token)
+def test_expired_unnamed_stores_are_swept(
+    nodes: list[ServerProcess], clients: tuple[httpx.Client, httpx.Client]
+) -> None:
+    a, b = clients
     store = new_store(a)  # unnamed; the nodes keep them 2 s
     assert b.get(f"/v2/key-value-stores/{store}").status_code == 200
 
@@ -166,18 +177,24 @@ def test_expired_unnamed_stores_are_swept(nodes: list[ServerProcess], token: str
     assert b.get(f"/v2/key-value-stores/{store}").status_code == 404
 
 
-def test_killing_a_node_loses_no_acknowledged_write(nodes: list[ServerProcess], token: str, tmp_path: Path) -> None:
+def test_killing_a_node_loses_no_acknowledged_write(
+    nodes: list[ServerProcess], token: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """A third node takes writes and is killed with SIGKILL mid-stream; node B then serves
     every write the dead node had acknowledged."""
     backend = COMMAND_ENV[nodes[0].data_dir]
     victim = start_server(tmp_path / "data", workers=1, extra_env=backend)
     survivor = new_connection_client(nodes[1].url, token)
+    request.addfinalizer(survivor.close)
     store = new_store(survivor, "survives")
     acknowledged: dict[str, bytes] = {}
     lock = threading.Lock()
 
     def write(worker: int) -> None:
-        client = new_connection_client(victim.url, token)
+        with new_connection_client(victim.url, token) as client:
+            write_until_killed(client, worker)
+
+    def write_until_killed(client: httpx.Client, worker: int) -> None:
         for n in range(10_000):
             key = f"w{worker}-{n}"
             body = tagged(key, n, random.Random(key).choice([50, INLINE + 10, 150_000]))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ServerProcess
 from kvbox.sdk import Actor, Configuration, KeyValueStore
 
 from .conftest import unique_name
@@ -89,8 +90,8 @@ async def test_force_cloud_needs_a_server(tmp_path: Path) -> None:
             await actor.open_key_value_store(name="x", force_cloud=True)
 
 
-async def test_force_cloud_opens_a_remote_store(tmp_path: Path, server: object, sdk_token: str) -> None:
-    local = Configuration(storage_dir=str(tmp_path), api_url=server.url, token=sdk_token)  # type: ignore[attr-defined]
+async def test_force_cloud_opens_a_remote_store(tmp_path: Path, server: ServerProcess, sdk_token: str) -> None:
+    local = Configuration(storage_dir=str(tmp_path), api_url=server.url, token=sdk_token)
     async with Actor(configuration=local) as actor:
         await actor.set_value("here", "local")
         remote = await actor.open_key_value_store(name=unique_name(), force_cloud=True)

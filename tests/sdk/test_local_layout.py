@@ -198,7 +198,8 @@ async def test_store_metadata_and_open_by_id(storage: Path, local: Configuration
     assert saved["id"] == kvs.id and saved["name"] == "meta"
     again = await KeyValueStore.open(id=kvs.id, configuration=local)
     after = await again.get_metadata()
-    assert after.created_at == before.created_at and after.modified_at and after.modified_at >= before.created_at  # type: ignore[operator]
+    assert after.created_at == before.created_at and before.created_at is not None
+    assert after.modified_at and after.modified_at >= before.created_at
     await KeyValueStore.close_all()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import pytest
 
 from kvbox.backends.memory import MemoryMetadataIndex
@@ -34,7 +36,7 @@ async def test_record_bodies_stay_within_the_byte_budget(monkeypatch: pytest.Mon
     cache = ReadCache(MemoryMetadataIndex())
     loads: list[str] = []
 
-    def loader(key: str, size: int):  # type: ignore[no-untyped-def]
+    def loader(key: str, size: int) -> Callable[[], Awaitable[bytes]]:
         async def load() -> bytes:
             loads.append(key)
             return b"x" * size
