@@ -1,0 +1,115 @@
+"""Record GET and PUT of this checkout against another commit, in one run: `python -m bench.compare REV`.
+
+Both versions serve side by side (the other one from a git worktree under bench/.cache, its
+source put first on the server's PYTHONPATH), each with a fresh data dir, and are measured
+in alternating rounds so that drift in the machine's load falls on both alike. A bare ASGI
+app GET is measured in the same rounds as the common baseline. Prints req/s per version and
+the ratio of this checkout to REV (the median of per-round ratios).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from bench.servers import BENCH_TOKEN, auth_headers, start_bare, start_kvbox
+from bench.wrk import WrkResult, get_script, put_script, require_wrk, run_wrk
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+SIZE = 1024
+WARMUP_S = 1.5
+
+
+def worktree(rev: str) -> Path:
+    """A checkout of `rev` under bench/.cache (made once, reused while it exists)."""
+    sha = subprocess.run(["git", "rev-parse", "--verify", rev + "^{commit}"], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout.strip()  # fmt: skip
+    path = BENCH_DIR / ".cache" / f"rev-{sha[:12]}"
+    if not (path / "src" / "kvbox").is_dir():
+        subprocess.run(["git", "worktree", "add", "--detach", "--force", str(path), sha], cwd=ROOT, check=True,
+                       capture_output=True)  # fmt: skip
+    return path
+
+
+def _prepare(url: str) -> tuple[str, str]:
+    """Create the store and the 1 KiB record; return the record URL and the PUT path prefix."""
+    store_id = create_store_at(url)
+    record = f"{url}/v2/key-value-stores/{store_id}/records/bench-record"
+    headers = {**auth_headers(), "Content-Type": "application/octet-stream"}
+    httpx.put(record, content=b"x" * SIZE, headers=headers, timeout=10).raise_for_status()
+    return record, f"/v2/key-value-stores/{store_id}/records/put-"
+
+
+def create_store_at(url: str) -> str:
+    r = httpx.post(f"{url}/v2/key-value-stores", params={"name": "bench"}, headers=auth_headers(), json={}, timeout=10)
+    r.raise_for_status()
+    return str(r.json()["data"]["id"])
+
+
+def _getter(url: str, token: str | None, connections: int) -> Callable[[float], WrkResult]:
+    return lambda seconds: run_wrk(url, get_script(token), seconds=seconds, connections=connections)
+
+
+def _putter(url: str, path_prefix: str, connections: int) -> Callable[[float], WrkResult]:
+    script = put_script(BENCH_TOKEN, path_prefix, size=SIZE)
+    return lambda seconds: run_wrk(url, script, seconds=seconds, connections=connections)
+
+
+def compare(rev: str, *, workers: int, rounds: int, seconds: float, connections: int) -> dict[str, list[float]]:
+    other = worktree(rev)
+    with tempfile.TemporaryDirectory(prefix="kvbox-compare-") as tmp:
+        work = Path(tmp)
+        with (
+            start_bare(workers, work) as bare,
+            start_kvbox(work / "this", workers, work, {"PYTHONPATH": str(ROOT / "src")}) as this,
+            start_kvbox(work / "other", workers, work, {"PYTHONPATH": str(other / "src")}) as that,
+        ):
+            runs = {"bare GET": _getter(bare.url + "/", None, connections)}
+            for label, server in (("this", this), ("rev", that)):
+                record, put_prefix = _prepare(server.url)
+                runs[f"{label} GET"] = _getter(record, BENCH_TOKEN, connections)
+                runs[f"{label} PUT"] = _putter(server.url, put_prefix, connections)
+            for run in runs.values():
+                run(WARMUP_S)
+            results: dict[str, list[float]] = {name: [] for name in runs}
+            for _ in range(rounds):
+                for name, run in runs.items():
+                    result = run(seconds)
+                    if result.errors:
+                        raise RuntimeError(f"{name}: {result.errors} failed requests")
+                    results[name].append(result.rps)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__)
+    p.add_argument("rev", help="the commit to compare against (any git revision)")
+    p.add_argument("--workers", type=int, action="append", help="server workers (repeatable; default 1 and 2)")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--connections", type=int, default=64)
+    args = p.parse_args(argv)
+    require_wrk()
+    print(f"| workers | request | this checkout | {args.rev} | ratio | bare GET |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for workers in args.workers or [1, 2]:
+        r = compare(args.rev, workers=workers, rounds=args.rounds, seconds=args.seconds,
+                    connections=args.connections)  # fmt: skip
+        bare = statistics.median(r["bare GET"])
+        for request in ("GET", "PUT"):
+            this, that = r[f"this {request}"], r[f"rev {request}"]
+            ratio = statistics.median(a / b for a, b in zip(this, that, strict=True))
+            print(f"| {workers} | {request} 1 KiB | {statistics.median(this):,.0f} req/s | "
+                  f"{statistics.median(that):,.0f} req/s | {ratio:.3f} | {bare:,.0f} req/s |", flush=True)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
