@@ -267,8 +267,7 @@ async def test_blob_reader_stops_early_cleanly(tmp_path: Path) -> None:
     blob_id = await writer.commit()
     reader = await blobs.open(blob_id)
     assert await reader.__anext__() == b"ab"
-    # `BlobStore.open` is typed as an AsyncIterator; every backend returns an async generator.
-    await reader.aclose()  # type: ignore[attr-defined]
+    await reader.aclose()
     await blobs.delete(blob_id)
 
 

@@ -8,7 +8,7 @@ callers never see half of a change.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -152,11 +152,12 @@ class BlobStore(Protocol):
     """Bodies by opaque id. Deleting a missing blob is a no-op; opening one raises `StorageError`.
 
     `open` starts the read before it returns: a body being streamed stays readable even when
-    a newer write replaces and deletes the blob meanwhile.
+    a newer write replaces and deletes the blob meanwhile. A reader that stops early closes
+    the body (`aclose()`), which releases its file or connection at once.
     """
 
     async def create(self) -> BlobWriter: ...
-    async def open(self, blob_id: str) -> AsyncIterator[bytes]: ...
+    async def open(self, blob_id: str) -> AsyncGenerator[bytes, None]: ...
     async def delete(self, blob_id: str) -> None: ...
     def list_ids(self, *, older_than_ms: int) -> AsyncIterator[str]: ...
     async def close(self) -> None: ...

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -350,13 +350,13 @@ class MemoryBlobStore:
     async def create(self) -> _MemoryBlobWriter:
         return _MemoryBlobWriter(self)
 
-    async def open(self, blob_id: str) -> AsyncIterator[bytes]:
+    async def open(self, blob_id: str) -> AsyncGenerator[bytes, None]:
         data = self.blobs.get(blob_id)
         if data is None:
             raise StorageError(f"Blob {blob_id} is missing.")
         return self._chunks(data)
 
-    async def _chunks(self, data: bytes) -> AsyncIterator[bytes]:
+    async def _chunks(self, data: bytes) -> AsyncGenerator[bytes, None]:
         for i in range(0, len(data), self._chunk):
             yield data[i : i + self._chunk]
 

@@ -76,9 +76,8 @@ class LocalDownload:
         return decode_stream(self._stored(), self.info.encoding)
 
     async def aclose(self) -> None:
-        close = getattr(self._body, "aclose", None)
-        if close is not None:
-            await close()
+        if self._body is not None:
+            await self._body.aclose()
 
 
 async def _file_chunks(source: Source) -> AsyncIterator[bytes]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,7 +103,7 @@ async def records_tab(console: Console, request: Request, caller: Caller) -> Res
     )  # fmt: skip
 
 
-async def _read_prefix(body: AsyncIterator[bytes] | None, encoding: str, limit: int) -> tuple[bytes, bool]:
+async def _read_prefix(body: AsyncGenerator[bytes, None] | None, encoding: str, limit: int) -> tuple[bytes, bool]:
     """Up to `limit` decoded bytes of a record, and whether there was more."""
     if body is None:
         return b"", False
@@ -118,10 +118,8 @@ async def _read_prefix(body: AsyncIterator[bytes] | None, encoding: str, limit: 
                 break
     finally:
         for it in (stream, body):
-            close = getattr(it, "aclose", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    await close()
+            with contextlib.suppress(Exception):
+                await it.aclose()
     return bytes(data[:limit]), more
 
 

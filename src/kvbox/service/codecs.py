@@ -8,7 +8,7 @@ encoding.
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import Protocol
 
 import brotli
@@ -158,7 +158,7 @@ def decode_bytes(data: bytes, encoding: str, *, limit: int) -> bytes:
     return bytes(out)
 
 
-async def decode_stream(chunks: AsyncIterator[bytes], encoding: str) -> AsyncIterator[bytes]:
+async def decode_stream(chunks: AsyncIterator[bytes], encoding: str) -> AsyncGenerator[bytes, None]:
     """Decompress a stored body while streaming it out."""
     decoder = decoder_for(encoding)
     async for chunk in chunks:

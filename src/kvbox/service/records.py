@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from kvbox.backends.base import BlobStore, BlobWriter, MetadataIndex
@@ -46,7 +46,7 @@ class RecordRead:
 
     resolved: Resolved
     meta: RecordMeta
-    body: AsyncIterator[bytes] | None = None
+    body: AsyncGenerator[bytes, None] | None = None
 
 
 class RecordService:
@@ -174,7 +174,9 @@ class RecordService:
             raise RecordNotFoundError()
         return RecordRead(resolved=resolved, meta=found, body=body)
 
-    async def _open(self, store_id: str, meta: RecordMeta | None) -> tuple[RecordMeta | None, AsyncIterator[bytes]]:
+    async def _open(
+        self, store_id: str, meta: RecordMeta | None
+    ) -> tuple[RecordMeta | None, AsyncGenerator[bytes, None]]:
         """Open a record's body. A concurrent write may replace (and delete) the blob between
         reading the row and opening it: then read the row again and open the newer body."""
         for _ in range(OPEN_ATTEMPTS):
@@ -273,6 +275,6 @@ def _clean_content_type(value: str | None) -> str:
     return value
 
 
-async def _one(data: bytes | None) -> AsyncIterator[bytes]:
+async def _one(data: bytes | None) -> AsyncGenerator[bytes, None]:
     if data:
         yield data

@@ -20,7 +20,7 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import Any, NoReturn
@@ -270,7 +270,7 @@ class S3BlobStore:
     async def create(self) -> S3BlobWriter:
         return S3BlobWriter(self, new_blob_name())
 
-    async def open(self, blob_id: str) -> AsyncIterator[bytes]:
+    async def open(self, blob_id: str) -> AsyncGenerator[bytes, None]:
         """Start the GET now (so `StorageError` for a missing body comes from here) and return
         the body as chunks of at most `chunk_size`."""
         key = self.key_of(blob_id)
@@ -286,7 +286,7 @@ class S3BlobStore:
                 raise StorageError(f"Blob {blob_id} is missing.") from e
             raise StorageError(f"Blob {blob_id} could not be read from S3: {e}") from e
 
-    async def _chunks(self, key: str, blob_id: str, response: Any) -> AsyncIterator[bytes]:
+    async def _chunks(self, key: str, blob_id: str, response: Any) -> AsyncGenerator[bytes, None]:
         from botocore.exceptions import BotoCoreError
 
         size, etag = int(response["ContentLength"]), response["ETag"]

@@ -12,7 +12,7 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -136,7 +136,7 @@ class FileBlobStore:
             for d in sorted(to_sync, key=lambda p: len(p.parts), reverse=True):
                 await asyncio.to_thread(_fsync_dir, d)
 
-    async def open(self, blob_id: str) -> AsyncIterator[bytes]:
+    async def open(self, blob_id: str) -> AsyncGenerator[bytes, None]:
         """Open the body now and return it as chunks of `chunk_size`.
 
         `StorageError` if it is missing. Once open, the body stays readable even if the blob
@@ -149,7 +149,7 @@ class FileBlobStore:
             raise StorageError(f"Blob {blob_id} is missing or unreadable.") from e
         return self._chunks(blob_id, file)
 
-    async def _chunks(self, blob_id: str, file: BinaryIO) -> AsyncIterator[bytes]:
+    async def _chunks(self, blob_id: str, file: BinaryIO) -> AsyncGenerator[bytes, None]:
         with file:
             while True:
                 try:
