@@ -107,10 +107,10 @@ async def test_every_failure_has_the_same_envelope(api: Api, ids: dict[str, str]
 
 
 ROUTES = {
-    "collection": (S, {"GET", "POST"}),
-    "store": (S + "/{id}", {"GET", "PUT", "DELETE"}),
-    "keys": (S + "/{id}/keys", {"GET"}),
-    "zip": (S + "/{id}/records", {"GET"}),
+    "collection": (S, {"GET", "HEAD", "POST"}),
+    "store": (S + "/{id}", {"GET", "HEAD", "PUT", "DELETE"}),
+    "keys": (S + "/{id}/keys", {"GET", "HEAD"}),
+    "zip": (S + "/{id}/records", {"GET", "HEAD"}),
     "record": (S + "/{id}/records/k", {"GET", "HEAD", "PUT", "POST", "DELETE"}),
     "health": ("/health", {"GET", "HEAD"}),
 }

@@ -351,7 +351,7 @@ async def test_rename_to_a_taken_name_is_refused(api: Api) -> None:
         ("x" * 64, "invalid-value"),
         ("-x", "invalid-value"),
         ("", "invalid-value"),
-        (42, "invalid-request"),
+        (42, "invalid-value"),
     ],
 )
 async def test_rename_to_an_invalid_name_is_refused(api: Api, name: Any, type_: str) -> None:
@@ -370,7 +370,7 @@ async def test_general_access_values(api: Api, access: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("access", "type_"), [("PUBLIC", "invalid-value"), ("restricted", "invalid-value"), (1, "invalid-request")]
+    ("access", "type_"), [("PUBLIC", "invalid-value"), ("restricted", "invalid-value"), (1, "invalid-value")]
 )
 async def test_invalid_general_access_is_refused(api: Api, access: Any, type_: str) -> None:
     store = await api.create_store("access")

@@ -300,6 +300,7 @@ async def test_list_ids_filters_by_age_and_sweeps_stale_temp_files(tmp_path: Pat
 
     stale = await blobs.create()
     await stale.write(b"crashed writer")
+    stale._file.close()  # its process died: the descriptor, and the lock on the file, are gone
     (stale_path,) = (tmp_path / "blobs" / "tmp").iterdir()
     set_age(stale_path, now - 3_600_000)
     fresh = await blobs.create()

@@ -266,3 +266,25 @@ async def test_the_user_limit_applies_across_stores(clock: FakeClock) -> None:
             assert (await client.get(STORES, headers=headers)).status_code == 200
     finally:
         await svc.close()
+
+
+@pytest.mark.anyio
+async def test_a_per_user_429_advertises_the_per_user_limit(clock: FakeClock) -> None:
+    """A store route usually advertises the per-store limit; refused by the user's budget, it
+    names the limit that was hit."""
+    settings = Settings(backend="memory", public_url="http://kvbox.test", rate_limits=True, rate_limit_user=5)
+    svc = build_services(settings, clock=clock)
+    await svc.users.create_user("alice", token=ALICE_TOKEN)
+    headers = {"Authorization": f"Bearer {ALICE_TOKEN}"}
+    try:
+        transport = httpx.ASGITransport(app=create_app(services=svc))
+        async with httpx.AsyncClient(transport=transport, base_url="http://kvbox.test", headers=headers) as client:
+            r = await client.post(STORES, params={"name": "s"}, json={})
+            store = r.json()["data"]["id"]
+            for _ in range(4):
+                r = await client.get(f"{STORES}/{store}")
+                assert (r.status_code, r.headers["x-ratelimit-limit"]) == (200, "60")
+            assert_limited(await client.get(f"{STORES}/{store}"), 5)
+            assert_limited(await client.get(f"{STORES}/{store}/records/k"), 5)
+    finally:
+        await svc.close()

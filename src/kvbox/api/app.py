@@ -6,12 +6,13 @@ beside the console. Every endpoint is a row of `routes.ROUTES`.
 
 from __future__ import annotations
 
+import contextlib
 from urllib.parse import unquote
 
-from kvbox.api.errors import send_error
-from kvbox.api.http import Message, Receive, Request, Scope, Send, send_empty
+from kvbox.api.errors import log, send_error
+from kvbox.api.http import ClientDisconnectedError, Message, Receive, Request, Scope, Send, send_empty
 from kvbox.api.routes import API_ROOTS, Bucket, Route, RouteTable
-from kvbox.core.errors import MethodNotAllowedError, PageNotFoundError
+from kvbox.core.errors import InvalidRequestError, MethodNotAllowedError, PageNotFoundError, UriTooLongError
 from kvbox.service.container import Services
 from kvbox.service.principal import ANONYMOUS, Principal
 
@@ -23,6 +24,9 @@ PREFLIGHT_HEADERS = [
 
 # After an error, up to this much of an unread request body is read and dropped.
 DISCARD_LIMIT = 16 * 1024 * 1024
+# Longer path + query strings get a 414 in the envelope; granian's own limit (64 KiB) answers
+# a bare 414 before kvbox sees the request.
+MAX_URI_LENGTH = 16 * 1024
 
 
 def owns(scope: Scope) -> bool:
@@ -57,17 +61,23 @@ class ApiApp:
         if self.services.limiter.limits.enabled:
             send = self._with_limit_header(send, route.bucket if route is not None else Bucket.USER)
         try:
+            if len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") > MAX_URI_LENGTH:
+                raise UriTooLongError(f"The request URI is longer than {MAX_URI_LENGTH} bytes.")
             await self._dispatch(req, send, route)
+        except ClientDisconnectedError:
+            await _cut_short(req, send)
         except Exception as exc:  # every failure leaves as an error envelope
-            await send_error(send, exc, head=req.method == "HEAD")
-            await req.discard_body(DISCARD_LIMIT)
+            await _fail(req, send, exc)
 
     def _with_limit_header(self, send: Send, bucket: Bucket) -> Send:
         header = self._limit_headers[bucket]
 
         async def send_with_limit(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message["headers"], header]
+                headers = message["headers"]
+                # A 429 names the limit it hit, which may not be the route's own.
+                if not any(name == b"x-ratelimit-limit" for name, _ in headers):
+                    message["headers"] = [*headers, header]
             await send(message)
 
         return send_with_limit
@@ -99,3 +109,26 @@ class ApiApp:
             client = req.scope.get("client")
             user_key = "ip:" + (client[0] if client else "unknown")
         self.services.limiter.check_user(user_key)
+
+
+def _where(req: Request) -> str:
+    return f"{req.method} {req.scope.get('path', '')}: "
+
+
+async def _fail(req: Request, send: Send, exc: Exception) -> None:
+    """Answer the error; if the response had already begun, the connection is all that is left to end."""
+    try:
+        await send_error(send, exc, head=req.method == "HEAD", where=_where(req))
+    except Exception:  # the response had started (a stream failed midway) or the client is gone
+        return
+    await req.discard_body(DISCARD_LIMIT)
+
+
+async def _cut_short(req: Request, send: Send) -> None:
+    """The body ended before it was complete: the client went away mid-upload, or sent a
+    malformed chunked body. Nothing was stored; one line says so, and the client (if it is
+    still there) gets a 400."""
+    log.info("%srequest body ended early (client gone or malformed chunked encoding); nothing stored", _where(req))
+    err = InvalidRequestError("The request body ended before it was complete; nothing was stored.")
+    with contextlib.suppress(Exception):
+        await send_error(send, err)

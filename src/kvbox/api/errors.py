@@ -1,4 +1,10 @@
-"""The one place where errors become HTTP responses, always in the Apify error envelope."""
+"""The one place where errors become HTTP responses, always in the Apify error envelope.
+
+The rule: whatever a client can cause is a `KvboxError` with a 4xx status, answered and
+not logged. A storage that is full or down answers 507 or 503 with one warning line. Any
+other exception that escapes a handler is a bug in kvbox: it is logged once, with its
+traceback and the request it came from, and answered `500` without details.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,13 @@ import logging
 from typing import Any
 
 from kvbox.api.http import Send, send_json
-from kvbox.core.errors import KvboxError, MethodNotAllowedError
+from kvbox.core.errors import (
+    InsufficientStorageError,
+    KvboxError,
+    MethodNotAllowedError,
+    RateLimitExceededError,
+    StorageUnavailableError,
+)
 
 log = logging.getLogger("kvbox.api")
 
@@ -18,20 +30,33 @@ def error_payload(err: KvboxError) -> dict[str, Any]:
     return {"error": error}
 
 
-def as_kvbox_error(exc: BaseException) -> KvboxError:
+def as_kvbox_error(exc: BaseException, where: str = "") -> KvboxError:
+    """The error to answer for `exc`, logged as the rule above says (`where`: the request)."""
     if isinstance(exc, KvboxError):
-        if exc.status >= 500:
-            log.error("storage failure: %s", exc, exc_info=exc)
+        if isinstance(exc, InsufficientStorageError | StorageUnavailableError):
+            log.warning("%s%s: %s", where, exc.type, exc.__cause__ or exc)
+        elif exc.status >= 500:
+            log.error("%sstorage failure: %s", where, exc, exc_info=exc)
         return exc
-    log.error("unhandled error", exc_info=exc)
+    log.error("%sunhandled error", where, exc_info=exc)
     return KvboxError()
 
 
-async def send_error(send: Send, exc: BaseException, *, head: bool = False) -> None:
-    err = as_kvbox_error(exc)
-    headers: list[tuple[bytes, bytes]] = []
+def error_headers(err: KvboxError) -> list[tuple[bytes, bytes]]:
+    """Headers an error answer carries besides the envelope's own."""
     if isinstance(err, MethodNotAllowedError):
-        headers.append((b"allow", ", ".join(err.allowed).encode()))
+        return [(b"allow", ", ".join(err.allowed).encode())]
+    if isinstance(err, RateLimitExceededError):
+        # The limit that was exceeded (per user or per store), not the route's usual one.
+        return [(b"x-ratelimit-limit", str(err.limit).encode())]
+    if isinstance(err, StorageUnavailableError):
+        return [(b"retry-after", str(err.retry_after).encode())]
+    return []
+
+
+async def send_error(send: Send, exc: BaseException, *, head: bool = False, where: str = "") -> None:
+    err = as_kvbox_error(exc, where)
+    headers = error_headers(err)
     if head:
         await send(
             {

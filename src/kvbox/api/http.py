@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from kvbox.core.errors import InvalidParameterError, InvalidTokenError, RequestTooLargeError
+from kvbox.core.parsing import parse_int
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -16,6 +17,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 JSON_CONTENT_TYPE = b"application/json; charset=utf-8"
+# A Content-Length of more digits than this is larger than any body kvbox accepts.
+MAX_LENGTH_DIGITS = 18
 CORS_HEADERS: list[tuple[bytes, bytes]] = [
     (b"access-control-allow-origin", b"*"),
     (
@@ -49,6 +52,9 @@ class Request:
     def query(self) -> dict[str, str]:
         if self._query is None:
             qs = self.scope.get("query_string", b"").decode("latin-1")
+            if "%00" in qs or "\x00" in qs:
+                # No name, key, cursor or prefix can hold NUL, and PostgreSQL cannot compare one.
+                raise InvalidParameterError("Query parameters may not contain NUL characters.")
             self._query = dict(parse_qsl(qs, keep_blank_values=True)) if qs else {}
         return self._query
 
@@ -75,7 +81,9 @@ class Request:
         value = self.headers.get("content-length")
         if value is None:
             return None
-        if not value.strip().isdigit():
+        value = value.strip()
+        # ASCII digits only: `str.isdigit` also accepts "²", which `int` refuses.
+        if not (value.isascii() and value.isdigit()) or len(value) > MAX_LENGTH_DIGITS:
             raise InvalidParameterError("The Content-Length header is not valid.")
         return int(value)
 
@@ -140,11 +148,9 @@ class Request:
         if value is None or value == "":
             return default
         try:
-            n = int(value)
-        except ValueError:
-            raise InvalidParameterError(f"Parameter '{name}' must be an integer.") from None
-        if n < minimum:
-            raise InvalidParameterError(f"Parameter '{name}' must be at least {minimum}.")
+            n = parse_int(value, minimum=minimum)
+        except ValueError as err:
+            raise InvalidParameterError(f"Parameter '{name}' {err}.") from None
         return min(n, maximum) if maximum is not None else n
 
 

@@ -2,13 +2,15 @@
 
 A row names a path pattern (`{name}` segments are parameters, passed to the handler in
 order), the handler of each method, the rate-limit bucket the route draws from (its
-`X-RateLimit-Limit`), and whether the caller is authenticated first. Matching is a
+`X-RateLimit-Limit`), and whether the caller is authenticated first. Every route that
+answers GET answers HEAD too (RFC 9110), through its GET handler unless it names its own. Matching is a
 lookup by segment count and a comparison of the literal segments: no framework sits on
 the record path.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -16,6 +18,7 @@ from operator import itemgetter
 from typing import Any
 
 from kvbox.api import health, records, sharing, stores
+from kvbox.api.http import Message, Request, Send
 
 Handler = Callable[..., Awaitable[None]]
 """`handler(req, send, services, principal, *path_params)`."""
@@ -46,12 +49,35 @@ class Route:
         parts = self.path.strip("/").split("/")
         fixed = [(i, p) for i, p in enumerate(parts) if not p.startswith("{")]
         set_ = object.__setattr__
+        if "GET" in self.handlers and "HEAD" not in self.handlers:
+            set_(self, "handlers", {**self.handlers, "HEAD": head_of(self.handlers["GET"])})
         set_(self, "size", len(parts))
         # itemgetter of one index returns the item, of several a tuple: `expected` matches that shape.
         set_(self, "literals", itemgetter(*(i for i, _ in fixed)))
         set_(self, "expected", fixed[0][1] if len(fixed) == 1 else tuple(p for _, p in fixed))
         set_(self, "arguments", _getter(tuple(i for i, p in enumerate(parts) if p.startswith("{"))))
         set_(self, "allowed", tuple(self.handlers))
+
+
+class _HeadDone(Exception):
+    """The GET handler behind a HEAD request has sent its status and headers: stop it there."""
+
+
+def head_of(get: Handler) -> Handler:
+    """HEAD through a GET handler: the same status and headers (Content-Length included), no
+    body, and the handler is stopped at its first body message so a long body is never made."""
+
+    async def head(req: Request, send: Send, *args: Any) -> None:
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                await send({"type": "http.response.body", "body": b""})
+                raise _HeadDone()
+            await send(message)
+
+        with contextlib.suppress(_HeadDone):
+            await get(req, headers_only, *args)
+
+    return head
 
 
 def _getter(positions: tuple[int, ...]) -> Callable[[list[str]], tuple[str, ...]]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from kvbox.api.envelopes import store_view
 from kvbox.api.http import Request, Send, send_empty, send_json
 from kvbox.core.encoding import normalize_encoding
-from kvbox.core.errors import InvalidRequestError
+from kvbox.core.errors import InvalidRequestError, InvalidValueError
+from kvbox.core.parsing import load_json
 from kvbox.core.sentinels import UNSET
 from kvbox.core.urls import store_path
 from kvbox.service.codecs import decode_bytes
@@ -20,15 +20,18 @@ JSON_BODY_LIMIT = 9 * 1024 * 1024
 
 
 async def read_json_object(req: Request) -> dict[str, Any]:
-    """A JSON object body (possibly gzip/br/deflate encoded); an empty body is `{}`."""
+    """A JSON object body (possibly gzip/br/deflate encoded); an empty body is `{}`.
+
+    Every JSON body of the API is read here: bounded in size, depth and content (see
+    `core.parsing.load_json`)."""
     raw = await req.read_body(JSON_BODY_LIMIT)
     data = decode_bytes(raw, normalize_encoding(req.header("content-encoding")), limit=JSON_BODY_LIMIT)
     if not data.strip():
         return {}
     try:
-        payload = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as err:
-        raise InvalidRequestError(f"The request body is not valid JSON: {err}") from err
+        payload = load_json(data)
+    except ValueError as err:  # UnicodeDecodeError included
+        raise InvalidRequestError(f"The request body is not valid JSON: {err}") from None
     if not isinstance(payload, dict):
         raise InvalidRequestError("POST data must be a JSON object")
     return payload
@@ -74,8 +77,11 @@ async def list_stores(req: Request, send: Send, svc: Services, who: Principal) -
 async def create_store(req: Request, send: Send, svc: Services, who: Principal) -> None:
     name = req.query.get("name") or None
     body = await read_json_object(req)
-    if not name and isinstance(body.get("name"), str):
-        name = body["name"] or None
+    given = body.get("name")
+    if given is not None and not isinstance(given, str):
+        raise InvalidValueError("Invalid value provided: name must be a string or null.")
+    if not name and given:
+        name = given
     resolved, created = await svc.stores.get_or_create(who, name=name, schema=body.get("schema"))
     headers = []
     if created:
@@ -92,13 +98,13 @@ async def update_store(req: Request, send: Send, svc: Services, who: Principal, 
     body = await read_json_object(req)
     name = body.get("name", UNSET)
     if name is not UNSET and name is not None and not isinstance(name, str):
-        raise InvalidRequestError("Invalid value provided: name must be a string or null.")
+        raise InvalidValueError("Invalid value provided: name must be a string or null.")
     access = body["generalAccess"] if body.get("generalAccess") is not None else UNSET
     if access is not UNSET and not isinstance(access, str):
-        raise InvalidRequestError("Invalid value provided: generalAccess must be a string.")
+        raise InvalidValueError("Invalid value provided: generalAccess must be a string.")
     title = body.get("title", UNSET)
     if title is not UNSET and title is not None and not isinstance(title, str):
-        raise InvalidRequestError("Invalid value provided: title must be a string or null.")
+        raise InvalidValueError("Invalid value provided: title must be a string or null.")
     resolved = await svc.stores.update(who, segment, name=name, general_access=access, title=title)
     await send_json(send, 200, {"data": _view(svc, resolved)})
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from kvbox.backends.base import BlobStore, MetadataIndex
+from kvbox.core.errors import StorageError
 
 BACKENDS = ("sqlite", "postgres", "memory")
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -66,10 +69,28 @@ def open_backend(
     from kvbox.backends.sqlite.blobs import FileBlobStore
     from kvbox.backends.sqlite.metadata import SqliteMetadataIndex
 
-    data_dir.mkdir(parents=True, exist_ok=True)
+    _writable_dir(data_dir)
     index = SqliteMetadataIndex(data_dir / "kvbox.sqlite3", durable=durable)
     blobs = FileBlobStore(data_dir / "blobs", durable=durable)
     return index, blobs
+
+
+def _writable_dir(data_dir: Path) -> None:
+    """Create the data directory if needed and prove it writable, or say plainly why not
+    (SQLite would only report "unable to open database file")."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / f".kvbox-write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        why = {errno.EROFS: "is on a read-only file system", errno.EACCES: "is not writable by this user",
+               errno.EPERM: "is not writable by this user", errno.ENOSPC: "is on a full disk"}  # fmt: skip
+        reason = why.get(e.errno or 0, f"cannot be written ({e.strerror})")
+        raise StorageError(
+            f"The data directory {data_dir} {reason}: kvbox keeps its database and record files there. "
+            "Choose another one with --data-dir (KVBOX_DATA_DIR)."
+        ) from e
 
 
 def describe_url(url: str) -> str:

@@ -4,21 +4,21 @@ upload, delete and the ZIP of everything."""
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from kvbox.console import present
-from kvbox.console.stores import load_store, store_context
-from kvbox.console.web import Caller, Console, form_of
+from kvbox.console.stores import load_store, page_number, store_context
+from kvbox.console.web import Caller, Console, form_of, log
 from kvbox.core.encoding import IDENTITY
-from kvbox.core.errors import KvboxError, RecordNotFoundError
+from kvbox.core.errors import InvalidRequestError, KvboxError, RecordNotFoundError
 from kvbox.core.keys import validate_key
 from kvbox.core.models import Permission, Store
+from kvbox.core.parsing import load_json
 from kvbox.core.signatures import sign_record, sign_storage
 from kvbox.core.urls import record_url, records_path
 from kvbox.service.codecs import decode_stream
@@ -67,7 +67,7 @@ async def records_tab(console: Console, request: Request, caller: Caller) -> Res
     prefix = qp.get("prefix") or None
     after = qp.get("after") or None
     trail = _trail(qp.get("trail"))
-    page_no = max(int(qp.get("page", "1")) if qp.get("page", "1").isdigit() else 1, 1)
+    page_no = page_number(qp.get("page"))
     records = console.services.records
     _, page = await records.list_keys(
         caller.principal, store.id, exclusive_start_key=after, limit=PAGE_SIZE, prefix=prefix
@@ -154,7 +154,7 @@ def _preview(kind: str, data: bytes, content_type: str, *, truncated: bool) -> d
     text = present.decode_text(data, content_type)
     if kind == "json" and not truncated:
         try:
-            value = json.loads(text)
+            value = load_json(text, storable=False)
         except ValueError as err:
             out["error"] = f"This record is not valid JSON ({err}); it is shown as text."
         else:
@@ -200,8 +200,12 @@ async def upload_record(console: Console, request: Request, caller: Caller) -> R
             body=request.stream(),
             content_type=request.headers.get("content-type"),
             content_encoding=None,
-            content_length=int(length) if length and length.isdigit() else None,
+            content_length=int(length) if length and length.isascii() and length.isdigit() else None,
         )
+    except ClientDisconnect:
+        log.info("PUT %s: request body ended early (client gone); nothing stored", request.url.path)
+        exc = InvalidRequestError("The upload was cut short; nothing was stored.")
+        return JSONResponse({"error": {"type": exc.type, "message": exc.message}}, status_code=exc.status)
     except KvboxError as exc:
         return JSONResponse({"error": {"type": exc.type, "message": exc.message}}, status_code=exc.status)
     return JSONResponse({"data": {"key": meta.key, "size": meta.size, "contentType": meta.content_type}}, 201)

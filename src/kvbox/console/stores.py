@@ -13,6 +13,7 @@ from kvbox.console import present
 from kvbox.console.web import Caller, Console, form_of
 from kvbox.core.errors import KvboxError
 from kvbox.core.models import GeneralAccess, Permission, Store
+from kvbox.core.parsing import parse_int
 from kvbox.service.access import token_cap
 from kvbox.service.sharing import GRANTABLE
 from kvbox.service.stores import Resolved
@@ -20,6 +21,7 @@ from kvbox.service.stores import Resolved
 PAGE_SIZES = (20, 50, 100)
 DEFAULT_PAGE_SIZE = 50
 SORTS = ("created", "modified", "name", "records", "size")
+MAX_PAGE_NUMBER = 1_000_000
 SCAN_LIMIT = 100_000  # stores read for a search or a sort the index cannot do
 
 ACCESS_HELP = {
@@ -41,10 +43,16 @@ class Row:
 
 
 def _int(value: str | None, default: int, *, lo: int, hi: int) -> int:
+    """A number from the query string, kept within `lo..hi`; anything unreadable is `default`."""
     try:
-        return min(max(int(value or default), lo), hi)
+        return min(max(parse_int(value), lo), hi) if value else default
     except ValueError:
         return default
+
+
+def page_number(value: str | None) -> int:
+    """A page number from the query string (`?page=`); 1 when missing or unreadable."""
+    return _int(value, 1, lo=1, hi=MAX_PAGE_NUMBER)
 
 
 def _sort_key(sort: str) -> Any:
@@ -74,7 +82,7 @@ async def store_list(console: Console, request: Request, caller: Caller) -> Resp
     sort = sort if sort in SORTS else "created"
     desc = qp.get("dir", "desc") != "asc"
     per_page = _int(qp.get("per_page"), DEFAULT_PAGE_SIZE, lo=1, hi=max(PAGE_SIZES))
-    page = _int(qp.get("page"), 1, lo=1, hi=1_000_000)
+    page = page_number(qp.get("page"))
     offset = (page - 1) * per_page
     if sort == "created" and not search:
         # The index pages by creation time itself: one query for any page.

@@ -160,6 +160,12 @@ class TargetNotEmptyError(KvboxError):
     default_message = "The target already has users: copy only into an empty deployment."
 
 
+class UriTooLongError(KvboxError):
+    status = 414
+    type = "uri-too-long"
+    default_message = "The request URI is too long."
+
+
 class RequestTooLargeError(KvboxError):
     status = 413
     type = "request-too-large"
@@ -195,3 +201,22 @@ class StorageError(KvboxError):
     status = 500
     type = "internal-server-error"
     default_message = "The storage backend failed."
+
+
+class InsufficientStorageError(StorageError):
+    """The storage refused a write for lack of space (a full disk, a quota). Nothing was
+    written; reads go on, and writes succeed again once space is freed."""
+
+    status = 507
+    type = "insufficient-storage"
+    default_message = "The server has no space left to store this; nothing was written. Try again later."
+
+
+class StorageUnavailableError(StorageError):
+    """A storage service (the database, the object store) is down or refusing requests.
+    The answer carries `Retry-After`; the server reconnects by itself."""
+
+    status = 503
+    type = "service-unavailable"
+    default_message = "The storage service is unavailable; nothing was written. Try again later."
+    retry_after: ClassVar[int] = 5

@@ -59,9 +59,15 @@ class _ZlibDecoder:
             if out:
                 yield out
             if self._d.eof:
-                if self._d.unused_data.strip(b"\x00"):
+                rest = self._d.unused_data
+                if not rest.strip(b"\x00"):
+                    return  # nothing, or the zero padding some writers add
+                if self._encoding != "gzip":
                     raise InvalidBodyEncodingError(f"Unexpected data after the end of the {self._encoding} stream.")
-                return
+                # RFC 1952: a gzip file is a series of members; what follows one is the next.
+                self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                buf = rest
+                continue
             buf = self._d.unconsumed_tail
 
     def finish(self) -> Iterable[bytes]:

@@ -40,7 +40,7 @@ class Services:
 
     async def close(self) -> None:
         try:
-            await self.stats.flush()
+            await self.stats.try_flush()  # a full or unreachable index loses these counts, not the shutdown
         finally:
             await self.index.close()
             await self.blobs.close()

@@ -7,11 +7,11 @@ large deleted store is purged. On a shared PostgreSQL index one node at a time s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from kvbox.backends.base import BlobStore, MetadataIndex
 from kvbox.core.clock import Clock
+from kvbox.core.errors import InsufficientStorageError, StorageUnavailableError
 from kvbox.service.retention import RetentionService
 from kvbox.service.stats import StatsBuffer
 
@@ -45,6 +45,7 @@ class Housekeeper:
         self._retention = retention
         self._flush_interval_s = max(0.05, flush_interval_s)
         self._sweep_interval_s = sweep_interval_s
+        self._failing = _FailureLog()
 
     async def reclaim(self) -> int:
         """One bounded pass: reclaim rows and blobs of deleted stores. Returns blobs freed."""
@@ -79,8 +80,10 @@ class Housekeeper:
         reclaim deleted ones. Failures are logged and the next tick tries again."""
         next_sweep = self._clock.now_ms()
         next_orphans = self._clock.now_ms() + ORPHAN_MIN_AGE_MS
-        with contextlib.suppress(Exception):
-            await self.collect_orphans()
+        try:
+            await self.collect_orphans()  # also reclaims temp files of uploads killed mid-way
+        except Exception as exc:
+            self._failing.report(exc)
         while True:
             await asyncio.sleep(self._flush_interval_s)
             try:
@@ -90,8 +93,10 @@ class Housekeeper:
                     if await self._sweep(orphans_due=self._clock.now_ms() >= next_orphans):
                         next_orphans = self._clock.now_ms() + ORPHAN_MIN_AGE_MS
                 await self._purge()
-            except Exception:
-                log.exception("background housekeeping failed; retrying")
+            except Exception as exc:
+                self._failing.report(exc)
+            else:
+                self._failing.recovered()
 
     async def _sweep(self, *, orphans_due: bool) -> bool:
         """Sweep expired stores if this node holds the sweeper lock; returns whether orphans
@@ -111,3 +116,27 @@ class Housekeeper:
             if not await self._index.purge_pending():
                 return
             await asyncio.sleep(0)
+
+
+class _FailureLog:
+    """Background failures, each logged once until a tick succeeds again: a full disk or a
+    database that is down fails every tick, and one line says so (a traceback only for
+    failures that are not the storage's)."""
+
+    def __init__(self) -> None:
+        self._last: str | None = None
+
+    def report(self, exc: Exception) -> None:
+        what = f"{type(exc).__name__}: {exc}"
+        if what == self._last:
+            return
+        self._last = what
+        if isinstance(exc, InsufficientStorageError | StorageUnavailableError):
+            log.warning("background housekeeping waits (%s); counters are kept in memory meanwhile", exc)
+        else:
+            log.error("background housekeeping failed; retrying", exc_info=exc)
+
+    def recovered(self) -> None:
+        if self._last is not None:
+            log.info("background housekeeping works again")
+            self._last = None

@@ -26,6 +26,7 @@ from kvbox.service.codecs import InflationGuard, decode_bytes
 from kvbox.service.principal import Principal
 from kvbox.service.readcache import ReadCache
 from kvbox.service.schemas import (
+    check_charset,
     check_content_type,
     check_json_body,
     collections_for_key,
@@ -93,6 +94,8 @@ class RecordService:
         collections = collections_for_key(resolved.store.schema, key)
         check_content_type(collections, key, ctype)
         keep_for_check = needs_body_check(collections, ctype)
+        if keep_for_check:
+            check_charset(ctype)
 
         guard = InflationGuard(encoding, self.max_record_size)
         buffer = bytearray()

@@ -47,7 +47,9 @@ class SharingService:
         self._clock = clock
 
     async def _user(self, name_or_id: str) -> User:
-        user = await self._index.get_user_by_name(name_or_id) or await self._index.get_user(name_or_id)
+        user = None
+        if "\x00" not in name_or_id:  # no name or ID holds NUL (and PostgreSQL cannot look one up)
+            user = await self._index.get_user_by_name(name_or_id) or await self._index.get_user(name_or_id)
         if user is None:
             raise UserNotFoundError(f"User {name_or_id!r} was not found.")
         return user

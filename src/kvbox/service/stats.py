@@ -2,6 +2,8 @@
 
 Writes and deletes are counted inside their own transactions; reads and listings would
 otherwise turn every GET into a write, so they are summed here and flushed every second.
+When the index refuses the flush (a full disk, a database that is down) the counts stay
+here and go with the next flush that succeeds: a read never fails for want of counting it.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kvbox.backends.base import MetadataIndex
+from kvbox.core.errors import StorageError
 from kvbox.core.models import StatsDelta
 
 
@@ -62,3 +65,12 @@ class StatsBuffer:
             for store_id, d in deltas.items():
                 self._pending.setdefault(store_id, _Counts()).add(d)
             raise
+
+    async def try_flush(self) -> bool:
+        """Flush before a read that shows counters; on a storage failure the counts wait for
+        the next flush (the background one reports the failure) and the read goes on."""
+        try:
+            await self.flush()
+        except StorageError:
+            return False
+        return True

@@ -119,6 +119,8 @@ class StoreService:
         `signature` is a storage-content signature or, when `record_key` is given, that
         record's signature. A valid one grants READ only.
         """
+        if "\x00" in segment:  # no ID or name holds NUL (and PostgreSQL cannot look one up)
+            raise StoreNotFoundError()
         ref = StoreRef.parse(segment)
         store = await self._find(principal, ref)
         if store is None:
@@ -158,7 +160,7 @@ class StoreService:
     async def get(self, principal: Principal, segment: str, *, signature: str | None = None) -> Resolved:
         resolved = await self.resolve(principal, segment, need=Permission.READ, signature=signature)
         self._stats.touched(resolved.store.id, self._clock.now_ms())
-        await self._stats.flush()
+        await self._stats.try_flush()
         store = await self._index.get_store(resolved.store.id)
         if store is None:
             raise StoreNotFoundError()
@@ -182,7 +184,7 @@ class StoreService:
             )
         owned = ownership in (None, "ownedByMe")
         shared = ownership in (None, "sharedWithMe")
-        await self._stats.flush()
+        await self._stats.try_flush()
         token = principal.token
         if token is not None and token.store_ids is not None:
             # A store-scoped token sees only its stores: few, so filter and page them here.

@@ -40,7 +40,9 @@ class UserService:
         return await self._issue(user, token, name="default")
 
     async def find_user(self, name_or_id: str) -> User:
-        user = await self._index.get_user_by_name(name_or_id) or await self._index.get_user(name_or_id)
+        user = None
+        if "\x00" not in name_or_id:  # no name or ID holds NUL (and PostgreSQL cannot look one up)
+            user = await self._index.get_user_by_name(name_or_id) or await self._index.get_user(name_or_id)
         if user is None:
             raise UserNotFoundError(f"User {name_or_id!r} was not found.")
         return user

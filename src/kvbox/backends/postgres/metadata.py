@@ -21,6 +21,7 @@ from psycopg import AsyncConnection, errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
+from kvbox.backends.failures import storage_failure
 from kvbox.backends.postgres.schema import LOCK_KEY_SQL, SCHEMA_VERSION, check_version, migrate
 from kvbox.backends.rows import RECORD_COLUMNS as _RECORD
 from kvbox.backends.rows import grant_from_row as _grant
@@ -82,7 +83,7 @@ def _storage_errors(action: str) -> Iterator[None]:
     try:
         yield
     except (psycopg.Error, ValueError, TypeError, KeyError) as e:
-        raise StorageError(f"The PostgreSQL index failed to {action}: {e}") from e
+        raise storage_failure(f"The PostgreSQL index failed to {action}: {e}", e) from e
 
 
 class PostgresMetadataIndex:

@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+from kvbox.backends.failures import s3_error_code, storage_failure
 from kvbox.core.errors import StorageError
 from kvbox.core.ids import new_blob_name
 
@@ -71,8 +72,7 @@ def _ms(when: datetime) -> int:
 
 
 def _code(error: Exception) -> str:
-    response = getattr(error, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
+    return s3_error_code(error)
 
 
 class _Part(io.RawIOBase):
@@ -208,7 +208,7 @@ class S3BlobWriter:
 def _reraise(action: str, error: BaseException) -> NoReturn:
     """Raise `error` again, as a `StorageError` (cause chained) when it is a client failure."""
     if isinstance(error, Exception) and not isinstance(error, StorageError):
-        raise StorageError(f"Could not {action} in S3: {error}") from error
+        raise storage_failure(f"Could not {action} in S3: {error}", error) from error
     raise error
 
 
@@ -284,7 +284,7 @@ class S3BlobStore:
         except Exception as e:
             if _code(e) in ("NoSuchKey", "404", "PreconditionFailed", "412"):
                 raise StorageError(f"Blob {blob_id} is missing.") from e
-            raise StorageError(f"Blob {blob_id} could not be read from S3: {e}") from e
+            raise storage_failure(f"Blob {blob_id} could not be read from S3: {e}", e) from e
 
     async def _chunks(self, key: str, blob_id: str, response: Any) -> AsyncGenerator[bytes, None]:
         from botocore.exceptions import BotoCoreError
@@ -304,7 +304,7 @@ class S3BlobStore:
                 except (TimeoutError, BotoCoreError, OSError) as e:
                     failures += 1
                     if failures > RESUME_ATTEMPTS:
-                        raise StorageError(f"Blob {blob_id} could not be read from S3: {e}") from e
+                        raise storage_failure(f"Blob {blob_id} could not be read from S3: {e}", e) from e
                 response["Body"].close()
                 # Resume where the stream broke, from the very same object version.
                 response = await self._get(key, blob_id, Range=f"bytes={sent}-", IfMatch=etag)
@@ -318,7 +318,7 @@ class S3BlobStore:
         try:
             await s3.delete_object(Bucket=self.bucket, Key=key)
         except Exception as e:
-            raise StorageError(f"Blob {blob_id} could not be deleted from S3: {e}") from e
+            raise storage_failure(f"Blob {blob_id} could not be deleted from S3: {e}", e) from e
 
     async def list_ids(self, *, older_than_ms: int) -> AsyncIterator[str]:
         """Ids of committed blobs stored before `older_than_ms`, for orphan collection.
@@ -345,7 +345,7 @@ class S3BlobStore:
         except StorageError:
             raise
         except Exception as e:
-            raise StorageError(f"Could not list blobs in S3: {e}") from e
+            raise storage_failure(f"Could not list blobs in S3: {e}", e) from e
 
     async def close(self) -> None:
         stack, self._stack, self._client = self._stack, None, None

@@ -16,8 +16,14 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
+from kvbox.backends.failures import storage_failure
 from kvbox.core.errors import StorageError
 from kvbox.core.ids import new_blob_name
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: temp files are reclaimed by age alone
+    fcntl = None  # type: ignore[assignment]
 
 _BLOB_ID = re.compile(r"[0-9a-f]{32}")
 _SHARD = re.compile(r"[0-9a-f]{2}")
@@ -65,7 +71,7 @@ class FileBlobWriter:
             self._file.write(data)
         except OSError as e:
             await self.abort()
-            raise StorageError(f"Could not write a blob: {e}") from e
+            raise storage_failure(f"Could not write a blob: {e}", e) from e
 
     async def commit(self) -> str:
         """Make the body durable as configured and return its new id."""
@@ -75,14 +81,15 @@ class FileBlobWriter:
             self._file.flush()
             if self._store.durable:
                 await asyncio.to_thread(os.fsync, self._file.fileno())
-            self._file.close()
             blob_id = new_blob_name()
+            # Renamed before it is closed: closing drops the lock that keeps the sweep away.
             await self._store._install(self._temp_path, blob_id)
+            self._file.close()
         except BaseException as e:
             # Also on cancellation: never leave a temp file behind for a writer that is gone.
             await self.abort()
             if isinstance(e, OSError):
-                raise StorageError(f"Could not store a blob: {e}") from e
+                raise storage_failure(f"Could not store a blob: {e}", e) from e
             raise
         self._done = True
         return blob_id
@@ -118,11 +125,17 @@ class FileBlobStore:
         return self.root / blob_id[:2] / blob_id[2:4] / blob_id
 
     async def create(self) -> FileBlobWriter:
-        try:
-            fd, name = tempfile.mkstemp(dir=self._tmp, suffix=".part")
-        except OSError as e:
-            raise StorageError(f"Could not create a blob: {e}") from e
-        return FileBlobWriter(self, os.fdopen(fd, "wb"), Path(name))
+        for _ in range(3):
+            try:
+                fd, name = tempfile.mkstemp(dir=self._tmp, suffix=".part")
+            except OSError as e:
+                raise storage_failure(f"Could not create a blob: {e}", e) from e
+            # Locked until the writer closes the file (or its process dies): the sweep of
+            # `tmp/` reclaims only files no live writer holds.
+            if _claim(fd, name):
+                return FileBlobWriter(self, os.fdopen(fd, "wb"), Path(name))
+            os.close(fd)  # a sweep took it between its creation and the lock: make another
+        raise StorageError("Could not create a blob: its temp file kept vanishing.")
 
     async def _install(self, temp_path: Path, blob_id: str) -> None:
         """Rename a finished temp file to its final name (with directory fsyncs if durable)."""
@@ -167,15 +180,28 @@ class FileBlobStore:
         except OSError as e:
             raise StorageError(f"Blob {blob_id} could not be deleted.") from e
 
+    def reclaim_temp(self, *, older_than_ms: int | None = None) -> int:
+        """Remove the temp files of writers that are gone (killed mid-upload): those no live
+        writer holds locked. Safe at any time, start-up included. Where files cannot be
+        locked, only those last written before `older_than_ms` go. Returns how many went."""
+        removed = 0
+        with os.scandir(self._tmp) as entries:
+            for entry in entries:
+                if fcntl is None:
+                    if older_than_ms is not None and _older_than(entry, older_than_ms):
+                        Path(entry.path).unlink(missing_ok=True)
+                        removed += 1
+                elif entry.is_file(follow_symlinks=False) and _remove_unclaimed(entry.path):
+                    removed += 1
+        return removed
+
     async def list_ids(self, *, older_than_ms: int) -> AsyncIterator[str]:
         """Ids of committed blobs last modified before `older_than_ms`, for orphan collection.
 
-        Also removes temp files older than that: writers that died before commit or abort.
+        Also removes the temp files of writers that are gone (`reclaim_temp`), and those
+        older than `older_than_ms` where files cannot be locked.
         """
-        with os.scandir(self._tmp) as entries:
-            for entry in entries:
-                if _older_than(entry, older_than_ms):
-                    Path(entry.path).unlink(missing_ok=True)
+        self.reclaim_temp(older_than_ms=older_than_ms)
         for first in _shard_dirs(self.root):
             for second in _shard_dirs(Path(first.path)):
                 with os.scandir(second.path) as entries:
@@ -191,6 +217,39 @@ class FileBlobStore:
 
     async def close(self) -> None:
         return None
+
+
+def _claim(fd: int, path: str) -> bool:
+    """Lock a new temp file for its writer; False if a sweep removed it before the lock was
+    taken (the sweep holds the lock while it unlinks, so the name no longer leads here)."""
+    if fcntl is None:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_EX)  # waits only while a sweep holds it: a few microseconds
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _remove_unclaimed(path: str) -> bool:
+    """Unlink a temp file unless a live writer holds its lock; whether it was removed."""
+    assert fcntl is not None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False  # gone already
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False  # a writer is at work on it
+    try:
+        os.unlink(path)  # under the lock, so a writer that wins it next sees the name gone
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def _shard_dirs(path: Path) -> list[os.DirEntry[str]]:

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import cast
 
+from kvbox.backends.failures import storage_failure
 from kvbox.backends.rows import RECORD_COLUMNS as _RECORD
 from kvbox.backends.rows import grant_from_row as _grant
 from kvbox.backends.rows import grant_values, key_page, record_values, store_values, token_values, user_values
@@ -65,7 +66,7 @@ def _storage_errors(action: str) -> Iterator[None]:
     try:
         yield
     except (sqlite3.Error, ValueError, TypeError) as e:
-        raise StorageError(f"The SQLite index failed to {action}: {e}") from e
+        raise storage_failure(f"The SQLite index failed to {action}: {e}", e) from e
 
 
 def _count(

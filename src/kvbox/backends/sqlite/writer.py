@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kvbox.core.errors import KvboxError, StorageError
+from kvbox.backends.failures import storage_failure
+from kvbox.core.errors import KvboxError
 
 T = TypeVar("T")
 Batch = dict[str, Any]
@@ -39,7 +40,7 @@ def _as_error(action: str, error: BaseException) -> BaseException:
     if isinstance(error, KvboxError):
         return error
     if isinstance(error, sqlite3.Error | ValueError | TypeError):
-        failure = StorageError(f"The SQLite index failed to {action}: {error}")
+        failure = storage_failure(f"The SQLite index failed to {action}: {error}", error)
         failure.__cause__ = error
         return failure
     return error
