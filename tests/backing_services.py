@@ -108,6 +108,16 @@ class PostgresServer:
              "--locale=C", "--no-sync"],
             check=True, capture_output=True, cwd=self.root, **self._as_user(),
         )  # fmt: skip
+        return self.resume()
+
+    def halt(self) -> None:
+        """Stop the server (a fast shutdown: clients are disconnected), keeping its data."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGINT)
+            self._proc.wait(timeout=30)
+
+    def resume(self) -> PostgresServer:
+        """Start the server on its data directory and port (again, after `halt`)."""
         options = [f"-c{k}={v}" for k, v in self.settings.items()]
         with open(self.log, "ab") as log:
             self._proc = subprocess.Popen(

@@ -46,6 +46,9 @@ from kvbox.core.models import (
 from kvbox.core.sentinels import UNSET, Unset
 
 CONNECT_TIMEOUT_S = 10
+# How long a request waits for a pooled connection. Longer means the database is down or
+# overloaded: the request is answered 503 (retry later) rather than left hanging.
+POOL_WAIT_S = 5
 
 _SQL = Statements(Dialect(param="%s", greatest="greatest", token_order="seq"))
 # Record writes are one round trip each: a stored function (schema.py) for a put, one
@@ -101,6 +104,7 @@ class PostgresMetadataIndex:
             open=False,
             kwargs=self._connect_args,
             name="kvbox-index",
+            timeout=POOL_WAIT_S,
         )
         self._ready = False
         self._opening: asyncio.Lock | None = None

@@ -34,6 +34,8 @@ PART_SIZE = 5 << 20  # S3's smallest part (but the last); parts grow as an uploa
 PARTS_PER_STEP = 1000  # every 1000 parts the part size grows by PART_SIZE: S3 allows 10,000
 CHUNK_SIZE = 256 << 10  # per chunk handed to the HTTP response: small keeps a node lean
 RESUME_ATTEMPTS = 3
+# Attempts per S3 request (botocore's standard retry mode: throttling, 5xx, dropped connections).
+MAX_ATTEMPTS = 5
 # No upload may take longer, so an object whose multipart upload began before
 # `older_than - MAX_UPLOAD_MS` was complete before `older_than`: S3 dates a multipart
 # object by the start of its upload, and the orphan collector must not take a body
@@ -224,7 +226,9 @@ class S3BlobStore:
         endpoint: str | None = None,
         part_size: int = PART_SIZE,
         chunk_size: int = CHUNK_SIZE,
+        max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
+        self.max_attempts = max_attempts
         self.bucket = bucket
         self.prefix = prefix
         self.endpoint = endpoint or None
@@ -236,7 +240,7 @@ class S3BlobStore:
 
     @classmethod
     def from_url(cls, url: str, *, endpoint: str | None = None, **options: int) -> S3BlobStore:
-        """The store for `s3://BUCKET/PREFIX`; `options` are `part_size` and `chunk_size`."""
+        """The store for `s3://BUCKET/PREFIX`; `options` are `part_size`, `chunk_size` and `max_attempts`."""
         bucket, prefix = parse_blob_url(url)
         return cls(bucket, prefix, endpoint=endpoint, **options)
 
@@ -254,7 +258,7 @@ class S3BlobStore:
                 from aiobotocore.config import AioConfig
 
                 config = AioConfig(
-                    retries={"max_attempts": 5, "mode": "standard"},
+                    retries={"max_attempts": self.max_attempts, "mode": "standard"},
                     max_pool_connections=64,
                     # Non-AWS stores are reached by path; the newer default checksums trip some of them.
                     s3={"addressing_style": "path"} if self.endpoint else {},
