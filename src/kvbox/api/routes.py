@@ -17,7 +17,7 @@ from enum import Enum
 from operator import itemgetter
 from typing import Any
 
-from kvbox.api import health, records, sharing, stores
+from kvbox.api import health, openapi, records, sharing, stores
 from kvbox.api.http import Message, Request, Send
 
 Handler = Callable[..., Awaitable[None]]
@@ -107,6 +107,7 @@ ROUTES: tuple[Route, ...] = (
     Route(_STORE + "/grants", {"GET": sharing.list_grants}, Bucket.STORE),
     Route(_STORE + "/grants/{user}", {"PUT": sharing.put_grant, "DELETE": sharing.delete_grant}, Bucket.STORE),
     Route("/v2/users/me", {"GET": sharing.get_me, "PUT": sharing.update_me}, Bucket.USER),
+    Route("/v2/openapi.json", {"GET": openapi.get_openapi}, Bucket.USER, authenticate=False),
     Route("/health", {"GET": health.health, "HEAD": health.health}, Bucket.USER, authenticate=False),
 )  # fmt: skip
 

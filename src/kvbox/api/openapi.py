@@ -1,0 +1,254 @@
+"""The OpenAPI 3.0 document of the whole API, served at `GET /v2/openapi.json`.
+
+Paths and methods come from the route table (`routes.ROUTES`, implicit `HEAD` included);
+what each operation takes and answers comes from `OPERATIONS` here, and a test keeps the
+two in step. `docs/openapi.json` is this document as `python -m kvbox.api.openapi` prints it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kvbox.api.http import JSON_CONTENT_TYPE, Request, Send, send_bytes
+from kvbox.service.container import Services
+from kvbox.service.principal import Principal
+
+Schema = dict[str, Any]
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_STR: Schema = {"type": "string"}
+_INT: Schema = {"type": "integer", "minimum": 0}
+_NULL_STR: Schema = {"type": "string", "nullable": True}
+_ERROR: Schema = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {"type": _STR, "message": _STR, "data": {"type": "object"}},
+        }
+    },
+}
+_PERMISSIONS = ["READ", "WRITE", "MANAGE"]
+_ACCESS = ["RESTRICTED", "ANYONE_WITH_ID_CAN_READ", "ANYONE_WITH_NAME_CAN_READ", "FOLLOW_USER_SETTING"]
+_STORE: Schema = {
+    "type": "object",
+    "required": ["id", "name", "userId", "createdAt", "modifiedAt", "accessedAt", "generalAccess", "stats"],
+    "properties": {
+        "id": _STR, "name": _NULL_STR, "title": _NULL_STR, "userId": _STR, "username": _NULL_STR,
+        "createdAt": _STR, "modifiedAt": _STR, "accessedAt": _STR, "consoleUrl": _STR,
+        "keysPublicUrl": _STR, "recordsPublicUrl": _STR, "schema": {"type": "object", "nullable": True},
+        "generalAccess": {"type": "string", "enum": _ACCESS}, "urlSigningSecretKey": _NULL_STR,
+        "recordCount": _INT, "expiresAt": _NULL_STR, "stats": {"type": "object"},
+    },
+}  # fmt: skip
+_GRANT: Schema = {
+    "type": "object",
+    "required": ["userId", "username", "permission", "createdAt"],
+    "properties": {"userId": _STR, "username": _STR, "permission": {"type": "string", "enum": _PERMISSIONS},
+                   "createdAt": _STR},
+}  # fmt: skip
+_USER: Schema = {
+    "type": "object",
+    "required": ["id", "username", "createdAt", "defaultGeneralAccess"],
+    "properties": {"id": _STR, "username": _STR, "createdAt": _STR,
+                   "defaultGeneralAccess": {"type": "string", "enum": _ACCESS[:2]}},
+}  # fmt: skip
+_STORE_PAGE: Schema = {
+    "type": "object",
+    "required": ["total", "offset", "limit", "count", "desc", "items"],
+    "properties": {"total": _INT, "offset": _INT, "limit": _INT, "count": _INT, "desc": {"type": "boolean"},
+                   "unnamed": {"type": "boolean"}, "items": {"type": "array", "items": _ref("Store")}},
+}  # fmt: skip
+_KEY_PAGE: Schema = {
+    "type": "object",
+    "required": ["items", "count", "limit", "isTruncated"],
+    "properties": {
+        "items": {"type": "array", "items": {"type": "object", "required": ["key", "size"],
+                                             "properties": {"key": _STR, "size": _INT, "recordPublicUrl": _STR}}},
+        "count": _INT, "limit": _INT, "exclusiveStartKey": _NULL_STR, "isTruncated": {"type": "boolean"},
+        "nextExclusiveStartKey": _NULL_STR,
+    },
+}  # fmt: skip
+
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": _ERROR, "Store": _STORE, "StorePage": _STORE_PAGE, "KeyPage": _KEY_PAGE, "Grant": _GRANT, "User": _USER,
+}  # fmt: skip
+
+
+def _data(schema: Schema) -> Schema:
+    return {"type": "object", "required": ["data"], "properties": {"data": schema}}
+
+
+def _json(description: str, schema: Schema) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _query(name: str, schema: Schema, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def _path(name: str, description: str, pattern: str | None = None) -> dict[str, Any]:
+    schema: Schema = {"type": "string", "minLength": 1}
+    if pattern is not None:
+        schema["pattern"] = pattern
+    return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
+
+
+_BOOL: Schema = {"type": "boolean"}
+STORE = _path("store", "A store ID, `~name` (the caller's) or `username~name`.")
+KEY = _path("key", "A record key: 1-256 characters of a-zA-Z0-9!-_.'().", r"^[a-zA-Z0-9!\-_.'()]{1,256}$")
+USER = _path("user", "A username or user ID.")
+SIGNATURE = _query("signature", _STR, "A record or storage signature (grants READ).")
+PREFIX = _query("prefix", _STR, "Only keys starting with this.")
+COLLECTION = _query("collection", _STR, "Only keys of this collection of the store's schema.")
+ERROR_RESPONSES = {
+    "400": "Invalid input", "401": "No valid token", "403": "Not allowed", "404": "Not found",
+    "405": "Method not allowed", "413": "Body too large", "414": "URI too long",
+    "415": "Unsupported Content-Encoding", "429": "Rate limit exceeded", "503": "Storage unavailable; retry later",
+    "507": "No space left; nothing was written",
+}  # fmt: skip
+ERRORS = {status: {"$ref": f"#/components/responses/E{status}"} for status in ERROR_RESPONSES}
+_ANY_BODY = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+_JSON_OBJECT = {"type": "object"}
+
+
+def _op(summary: str, responses: dict[str, Any], *, params: tuple[dict[str, Any], ...] = (),
+        body: dict[str, Any] | None = None, auth: bool = True) -> dict[str, Any]:  # fmt: skip
+    op: dict[str, Any] = {"summary": summary, "parameters": list(params), "responses": {**responses, **ERRORS}}
+    if body is not None:
+        op["requestBody"] = {"required": False, "content": body}
+    if not auth:
+        op["security"] = []
+    return op
+
+
+_S = "/v2/key-value-stores"
+_R = _S + "/{store}/records/{key}"
+_RECORD_GET = _op(
+    "Read a record", {"200": {"description": "The record's bytes", "content": _ANY_BODY},
+                      "304": {"description": "Not modified (If-None-Match)"}},
+    params=(STORE, KEY, SIGNATURE, _query("attachment", _BOOL, "Answer Content-Disposition: attachment.")),
+)  # fmt: skip
+_RECORD_PUT = _op("Write a record", {"201": _json("Stored", _JSON_OBJECT)}, params=(STORE, KEY), body=_ANY_BODY)
+_STORE_BODY = {"application/json": {"schema": {"type": "object", "properties": {
+    "name": _NULL_STR, "title": _NULL_STR, "generalAccess": {"type": "string", "enum": _ACCESS}}}}}  # fmt: skip
+_STORE_GET = _op("Get a store", {"200": _json("The store", _data(_ref("Store")))}, params=(STORE, SIGNATURE))
+_LIST_STORES = _op(
+    "List the caller's stores", {"200": _json("A page of stores", _data(_ref("StorePage")))},
+    params=(_query("offset", _INT, "Stores to skip."), _query("limit", _INT, "Page size (max 1000)."),
+            _query("desc", _BOOL, "Newest first."), _query("unnamed", _BOOL, "Include unnamed stores."),
+            _query("ownership", {"type": "string", "enum": ["ownedByMe", "sharedWithMe"]}, "Owned or shared.")),
+)  # fmt: skip
+_LIST_KEYS = _op(
+    "List keys", {"200": _json("A page of keys", _data(_ref("KeyPage")))},
+    params=(STORE, _query("exclusiveStartKey", _STR, "List keys after this one."),
+            _query("limit", _INT, "Page size (max 1000)."), PREFIX, COLLECTION, SIGNATURE),
+)  # fmt: skip
+_ZIP = _op("Every record as a ZIP", {"200": {"description": "A ZIP archive", "content": {
+    "application/zip": {"schema": {"type": "string", "format": "binary"}}}}},
+    params=(STORE, PREFIX, COLLECTION, SIGNATURE))  # fmt: skip
+_GRANT_LIST = {"type": "object", "properties": {"total": _INT, "count": _INT,
+                                               "items": {"type": "array", "items": _ref("Grant")}}}  # fmt: skip
+_GRANTS = _op("Who the store is shared with", {"200": _json("The grants", _data(_GRANT_LIST))}, params=(STORE,))
+_ME = _op("The caller's account", {"200": _json("The user", _data(_ref("User")))})
+_HEALTH = _op("The process serves requests", {"200": _json("OK", _data({"type": "object"}))}, auth=False)
+_OPENAPI = _op("This document", {"200": _json("OpenAPI 3.0", {"type": "object"})}, auth=False)
+
+OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    (_R, "GET"): _RECORD_GET,
+    (_R, "HEAD"): {**_RECORD_GET, "summary": "A record's headers"},
+    (_R, "PUT"): _RECORD_PUT,
+    (_R, "POST"): _RECORD_PUT,
+    (_R, "DELETE"): _op("Delete a record", {"204": {"description": "Deleted (also when missing)"}},
+                        params=(STORE, KEY)),
+    (_S + "/{store}/keys", "GET"): _LIST_KEYS,
+    (_S + "/{store}/keys", "HEAD"): _LIST_KEYS,
+    (_S + "/{store}/records", "GET"): _ZIP,
+    (_S + "/{store}/records", "HEAD"): _ZIP,
+    (_S + "/{store}", "GET"): _STORE_GET,
+    (_S + "/{store}", "HEAD"): _STORE_GET,
+    (_S + "/{store}", "PUT"): _op("Update a store", {"200": _json("The store", _data(_ref("Store")))}, params=(STORE,),
+                                  body=_STORE_BODY),
+    (_S + "/{store}", "DELETE"): _op("Delete a store", {"204": {"description": "Deleted"}}, params=(STORE,)),
+    (_S, "GET"): _LIST_STORES,
+    (_S, "HEAD"): _LIST_STORES,
+    (_S, "POST"): _op(
+        "Get or create a store", {"200": _json("The existing store", _data(_ref("Store"))),
+                                  "201": _json("The new store", _data(_ref("Store")))},
+        params=(_query("name", _STR, "The store's name (none: an unnamed store)."),),
+        body={"application/json": {"schema": {"type": "object", "properties": {
+            "name": _NULL_STR, "schema": {"type": "object"}}}}},
+    ),
+    (_S + "/{store}/grants", "GET"): _GRANTS,
+    (_S + "/{store}/grants", "HEAD"): _GRANTS,
+    (_S + "/{store}/grants/{user}", "PUT"): _op(
+        "Share the store with a user", {"200": _json("The grant", _data(_ref("Grant")))}, params=(STORE, USER),
+        body={"application/json": {"schema": {"type": "object", "properties": {
+            "permission": {"type": "string", "enum": ["READ", "WRITE", "MANAGE"]}}}}},
+    ),
+    (_S + "/{store}/grants/{user}", "DELETE"): _op("Stop sharing", {"204": {"description": "Unshared"}},
+                                                   params=(STORE, USER)),
+    ("/v2/users/me", "GET"): _ME,
+    ("/v2/users/me", "HEAD"): _ME,
+    ("/v2/users/me", "PUT"): _op("Change the caller's default access", {"200": _json("The user", _data(_ref("User")))},
+                                 body={"application/json": {"schema": {"type": "object", "properties": {
+                                     "defaultGeneralAccess": {"type": "string", "enum": _ACCESS[:2]}}}}}),
+    ("/v2/openapi.json", "GET"): _OPENAPI,
+    ("/v2/openapi.json", "HEAD"): _OPENAPI,
+    ("/health", "GET"): _HEALTH,
+    ("/health", "HEAD"): _HEALTH,
+}  # fmt: skip
+
+
+def openapi_document() -> dict[str, Any]:
+    """The document, with one path per route and one operation per method it answers."""
+    from kvbox.api.routes import ROUTES
+
+    paths: dict[str, Any] = {}
+    for route in ROUTES:
+        paths[route.path] = {m.lower(): OPERATIONS[(route.path, m)] for m in route.allowed}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "kvbox", "version": "2", "description": "The Apify API v2 key-value-store endpoints "
+                 "and kvbox's extensions (sharing, account settings)."},
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": {f"E{status}": _json(text, _ref("Error")) for status, text in ERROR_RESPONSES.items()},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }  # fmt: skip
+
+
+def document_bytes() -> bytes:
+    """The document as served and as published in `docs/openapi.json`."""
+    return (json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n").encode()
+
+
+_served: list[bytes] = []
+
+
+async def get_openapi(req: Request, send: Send, svc: Services, who: Principal) -> None:
+    if not _served:
+        _served.append(document_bytes())
+    await send_bytes(
+        send,
+        200,
+        [(b"content-type", JSON_CONTENT_TYPE), (b"content-length", str(len(_served[0])).encode())],
+        _served[0],
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.buffer.write(document_bytes())
