@@ -1,4 +1,5 @@
-"""Run the benchmark suite: `python -m bench.run` (full, under ~10 min) or `--quick` (~1 min).
+"""Run the benchmark suite: `python -m bench.run` (full, under ~10 min plus the 10-minute
+soak) or `--quick` (~2 min).
 
 Every figure is printed next to a baseline measured in the same run, with its ratio and
 target; the table is also written to bench/results/latest.md. Servers listen on
@@ -24,12 +25,13 @@ from bench.httpbench import run_http
 from bench.listing import run_listing
 from bench.report import Report
 from bench.scaleout import run_scaleout
+from bench.soak import run_soak
 from bench.wrk import require_wrk
 
 BENCH_DIR = Path(__file__).resolve().parent
 CACHE = BENCH_DIR / ".cache"
 RESULTS = BENCH_DIR / "results" / "latest.md"
-SECTIONS = ("http", "list", "big", "console", "sdk", "scaleout")
+SECTIONS = ("http", "list", "big", "console", "sdk", "scaleout", "soak")
 
 
 @dataclass(frozen=True)
@@ -43,10 +45,12 @@ class Plan:
     list_samples: int
     big_size: int
     big_reps: int
+    soak_seconds: float
+    soak_kills: int
 
 
-FULL = Plan("full", 6, 3, None, True, 1_000_000, 100, 1 << 30, 2)
-QUICK = Plan("quick", 3, 1, 64, False, 100_000, 30, 256 << 20, 1)
+FULL = Plan("full", 6, 3, None, True, 1_000_000, 100, 1 << 30, 2, 600, 3)
+QUICK = Plan("quick", 3, 1, 64, False, 100_000, 30, 256 << 20, 1, 40, 1)
 CONSOLE_STORES = 10_000
 
 
@@ -97,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "sdk": lambda: _scripts(report, "bench.sdk_local", "bench.sdk_remote"),
         "scaleout": lambda: run_scaleout(report, quick=plan.mode == "quick", workers=1, workdir=workdir, logs=logs),
+        "soak": lambda: run_soak(
+            report, seconds=plan.soak_seconds, kills=plan.soak_kills, workers=args.workers, workdir=workdir, logs=logs
+        ),
     }
     try:
         for name in sections:

@@ -90,9 +90,11 @@ def start_bare(workers: int, log_dir: Path) -> Server:
     return _launch(f"bare-w{workers}", argv, dict(os.environ), log_dir, port, "/")
 
 
-def start_kvbox(data_dir: Path, workers: int, log_dir: Path, extra_env: dict[str, str] | None = None) -> Server:
+def start_kvbox(
+    data_dir: Path, workers: int, log_dir: Path, extra_env: dict[str, str] | None = None, port: int | None = None
+) -> Server:
     """`kvbox serve` on `data_dir`, rate limits off; a new data dir gets user `admin` with BENCH_TOKEN."""
-    port = free_port()
+    port = port or free_port()
     env = {
         **os.environ,
         "KVBOX_ADMIN_TOKEN": BENCH_TOKEN,

@@ -75,8 +75,8 @@ class ApiApp:
         async def send_with_limit(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = message["headers"]
-                # A 429 names the limit it hit, which may not be the route's own.
-                if not any(name == b"x-ratelimit-limit" for name, _ in headers):
+                # A 429 names the limit it hit (already in its headers), which may not be the route's own.
+                if message["status"] != 429 or not any(name == b"x-ratelimit-limit" for name, _ in headers):
                     message["headers"] = [*headers, header]
             await send(message)
 
