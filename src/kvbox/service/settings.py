@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE_RE = re.compile(r"^\s*(\d{1,20})\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -28,6 +28,7 @@ def parse_size(value: str | int) -> int:
 
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+MAX_DURATION_MS = 100 * 365 * 86_400_000
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
@@ -38,7 +39,17 @@ def parse_duration_ms(value: str | int | float) -> int:
     m = _DURATION_RE.match(value)
     if not m:
         raise ValueError(f"not a duration: {value!r} (use e.g. 7d, 12h, 30m, 1s)")
-    return int(float(m.group(1)) * _UNIT_MS[m.group(2) or "s"])
+    ms = float(m.group(1)) * _UNIT_MS[m.group(2) or "s"]
+    if ms > MAX_DURATION_MS:
+        raise ValueError(f"duration too long: {value!r} (at most 100 years)")
+    return int(ms)
+
+
+def _port(value: str | int) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"not a port: {value!r} (0-65535)")
+    return port
 
 
 def _duration(value: str) -> str:
@@ -70,7 +81,7 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", "KVBOX_DATA_DIR", "./kvbox-data", "Directory for the database and record files.", Path, "DIR"),
     Setting("host", "KVBOX_HOST", "127.0.0.1", "Address to listen on.", str, "HOST"),
-    Setting("port", "KVBOX_PORT", 8790, "Port to listen on (0 picks a free one).", int, "PORT"),
+    Setting("port", "KVBOX_PORT", 8790, "Port to listen on (0 picks a free one).", _port, "PORT"),
     Setting(
         "public_url",
         "KVBOX_PUBLIC_URL",
