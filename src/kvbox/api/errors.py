@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from kvbox.api.http import Send, send_json
-from kvbox.core.errors import KvboxError, MethodNotAllowedError
+from kvbox.core.errors import KvboxError, MethodNotAllowedError, RangeNotSatisfiableError
 
 log = logging.getLogger("kvbox.api")
 
@@ -32,6 +32,8 @@ async def send_error(send: Send, exc: BaseException, *, head: bool = False) -> N
     headers: list[tuple[bytes, bytes]] = []
     if isinstance(err, MethodNotAllowedError):
         headers.append((b"allow", ", ".join(err.allowed).encode()))
+    elif isinstance(err, RangeNotSatisfiableError):
+        headers.append((b"content-range", f"bytes */{err.total}".encode()))
     if head:
         await send(
             {

@@ -1,0 +1,75 @@
+"""`Range` parsing (RFC 9110 section 14) and the headers of a partial response."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kvbox.core.errors import RangeNotSatisfiableError
+from kvbox.core.ranges import ByteRange, parse_content_range, parse_range, range_header
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, None),
+        ("bytes=0-0", ByteRange(0, 1)),
+        ("bytes=0-1023", ByteRange(0, 100)),  # clipped to the end
+        ("bytes=10-19", ByteRange(10, 20)),
+        ("bytes=90-", ByteRange(90, 100)),
+        ("bytes=-10", ByteRange(90, 100)),
+        ("bytes=-1000", ByteRange(0, 100)),
+        ("BYTES = 5-6 ", ByteRange(5, 7)),
+        ("bytes=5-6,", ByteRange(5, 7)),  # empty list elements do not count
+        ("bytes=099-", ByteRange(99, 100)),
+        # ignored: the whole body is sent
+        ("bytes=abc", None),
+        ("bytes=5-1", None),
+        ("bytes=-", None),
+        ("bytes=", None),
+        ("bytes", None),
+        ("items=0-1", None),
+        ("bytes=0-1,3-4", None),  # several ranges may be answered whole
+        ("bytes=1.5-2", None),
+        ("bytes=+1-2", None),
+        ("bytes=0-1-2", None),
+    ],
+)
+def test_parse_range(header: str | None, expected: ByteRange | None) -> None:
+    assert parse_range(header, 100) == expected
+
+
+@pytest.mark.parametrize(("header", "total"), [("bytes=100-", 100), ("bytes=100-200", 100), ("bytes=-0", 100),
+                                               ("bytes=0-", 0), ("bytes=-5", 0)])  # fmt: skip
+def test_unsatisfiable_ranges(header: str, total: int) -> None:
+    with pytest.raises(RangeNotSatisfiableError) as caught:
+        parse_range(header, total)
+    assert caught.value.total == total and caught.value.status == 416
+
+
+@given(st.integers(0, 300), st.integers(0, 300), st.integers(0, 300))
+def test_a_satisfiable_range_is_a_slice_of_the_body(first: int, last: int, total: int) -> None:
+    body = bytes(range(256)) * 2
+    body = body[:total]
+    header = f"bytes={first}-{last}"
+    if last < first:
+        assert parse_range(header, total) is None
+        return
+    if first >= total:
+        with pytest.raises(RangeNotSatisfiableError):
+            parse_range(header, total)
+        return
+    span = parse_range(header, total)
+    assert span is not None
+    assert body[span.start : span.end] == body[first : last + 1]
+    assert parse_content_range(span.content_range(total)) == (span, total)
+
+
+def test_range_header_and_content_range() -> None:
+    assert range_header(5) == "bytes=5-"
+    assert range_header(5, 10) == "bytes=5-14"
+    assert ByteRange(5, 15).content_range(20) == "bytes 5-14/20"
+    assert parse_content_range("bytes 5-14/*") == (ByteRange(5, 15), None)
+    for bad in (None, "", "bytes */20", "bytes 9-5/20", "items 0-1/2"):
+        assert parse_content_range(bad) is None
