@@ -121,35 +121,85 @@ class KeyList:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """A record read in full. `value` is parsed JSON, decoded text or bytes (see `get_record`)."""
+    """A record read in full (or a range of it). `value` is parsed JSON, decoded text or bytes
+    (see `get_record`). `etag` is the version read, as the `ETag` header gives it (quotes
+    included): pass it as `if_match` to write only over this version."""
 
     key: str
     value: Any
     content_type: str
+    etag: str | None = None
 
 
 @dataclass(slots=True)
 class RecordStream:
-    """A record being downloaded. Read it with `iter_bytes()` (sync) or `aiter_bytes()` (async).
+    """A record being downloaded, from `offset` on (at most `length` bytes when given). Read it
+    with `iter_bytes()` (sync) or `aiter_bytes()` (async).
 
     Only valid inside the `stream_record` context that produced it; memory use is one chunk.
+    A server that sent the whole record instead of the range asked for (one that decodes a
+    compressed record for the caller, or knows no ranges) is skipped to `offset` here.
     """
 
     key: str
     content_type: str
     response: httpx.Response = field(repr=False)
+    offset: int = 0
+    length: int | None = None
+    skip: int = field(default=0, repr=False)  # bytes of the response before `offset`
+
+    @property
+    def etag(self) -> str | None:
+        """The version being read (the `ETag` header, quotes included)."""
+        etag: str | None = self.response.headers.get("etag")
+        return etag
 
     @property
     def size(self) -> int | None:
-        """The length announced by the server, when it sent one (not when decoding on the fly)."""
+        """How many bytes this stream gives, when the server announced a length (not when it
+        decodes on the fly)."""
         value = self.response.headers.get("content-length")
-        return int(value) if value and value.isdigit() else None
+        if not value or not value.isdigit():
+            return None
+        size = max(int(value) - self.skip, 0)
+        return size if self.length is None else min(size, self.length)
 
     def iter_bytes(self, chunk_size: int | None = 64 * 1024) -> Iterator[bytes]:
-        return self.response.iter_bytes(chunk_size)
+        chunks = self.response.iter_bytes(chunk_size)
+        return chunks if not self.skip and self.length is None else _window(chunks, self.skip, self.length)
 
     def aiter_bytes(self, chunk_size: int | None = 64 * 1024) -> AsyncIterator[bytes]:
-        return self.response.aiter_bytes(chunk_size)
+        chunks = self.response.aiter_bytes(chunk_size)
+        return chunks if not self.skip and self.length is None else _awindow(chunks, self.skip, self.length)
+
+
+def _cut(chunk: bytes, skip: int, length: int | None) -> tuple[bytes, int, int | None]:
+    """What of `chunk` lies in the window after dropping `skip` bytes and keeping `length`:
+    the part to give, and what is left to skip and to keep."""
+    dropped = min(skip, len(chunk))
+    part = chunk[dropped:]
+    if length is not None:
+        part = part[:length]
+        length -= len(part)
+    return part, skip - dropped, length
+
+
+def _window(chunks: Iterator[bytes], skip: int, length: int | None) -> Iterator[bytes]:
+    for chunk in chunks:
+        part, skip, length = _cut(chunk, skip, length)
+        if part:
+            yield part
+        if length == 0:
+            return
+
+
+async def _awindow(chunks: AsyncIterator[bytes], skip: int, length: int | None) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        part, skip, length = _cut(chunk, skip, length)
+        if part:
+            yield part
+        if length == 0:
+            return
 
 
 @dataclass(frozen=True, slots=True)
