@@ -53,6 +53,11 @@ def decode(key: str, data: bytes, content_type: str | None) -> Any:
         raise StorageError(f"Record {key!r} is not valid {content_type}") from err
 
 
+def check_range(offset: int, length: int | None) -> None:
+    if offset < 0 or (length is not None and length < 0):
+        raise ValueError("offset and length must not be negative")
+
+
 def check_open_args(name: str | None, id: str | None) -> None:
     if name is not None and id is not None:
         raise ValueError('Only one of "id" and "name" can be given')
