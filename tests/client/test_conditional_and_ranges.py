@@ -61,7 +61,7 @@ def test_ranges_of_a_stored_record(store: StoreClient) -> None:
     with pytest.raises(RangeNotSatisfiableError):
         store.get_record_range("big", len(BIG))
     assert store.get_record_range("missing", 0, 10) is None
-    for bad in ((-1, None), (0, 0)):
+    for bad in ((-1, 5), (0, 0), (3, -1)):
         with pytest.raises(ValueError):
             store.get_record_range("big", *bad)
 
@@ -101,3 +101,17 @@ async def test_async_twin(astore: StoreClientAsync) -> None:
         await astore.delete_record("k", if_match=etag)
     await astore.delete_record("k", if_match=record.etag)
     assert await astore.get_record("k") is None
+
+
+def test_the_last_bytes(store: StoreClient) -> None:
+    store.set_record("big", BIG, "video/mp4")
+    tail = store.get_record_range("big", -100)
+    assert tail is not None and tail.value == BIG[-100:]
+    store.set_record("log", TEXT)  # compressed: the server sends it whole, the client keeps the end
+    with store.stream_record("log", offset=-30) as stream:
+        assert stream is not None and stream.response.status_code == 200
+        assert b"".join(stream.iter_bytes(100)) == TEXT.encode()[-30:]
+    whole = store.get_record_range("big", -(len(BIG) + 10))
+    assert whole is not None and whole.value == BIG
+    with pytest.raises(ValueError):
+        store.get_record_range("big", -5, 2)

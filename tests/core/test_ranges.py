@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from kvbox.core.errors import RangeNotSatisfiableError
-from kvbox.core.ranges import ByteRange, parse_content_range, parse_range, range_header
+from kvbox.core.ranges import (
+    ByteRange,
+    aslice_chunks,
+    parse_content_range,
+    parse_range,
+    range_header,
+    slice_chunks,
+)
 
 
 @pytest.mark.parametrize(
@@ -69,7 +79,40 @@ def test_a_satisfiable_range_is_a_slice_of_the_body(first: int, last: int, total
 def test_range_header_and_content_range() -> None:
     assert range_header(5) == "bytes=5-"
     assert range_header(5, 10) == "bytes=5-14"
+    assert range_header(-5) == "bytes=-5"
     assert ByteRange(5, 15).content_range(20) == "bytes 5-14/20"
     assert parse_content_range("bytes 5-14/*") == (ByteRange(5, 15), None)
     for bad in (None, "", "bytes */20", "bytes 9-5/20", "items 0-1/2"):
         assert parse_content_range(bad) is None
+
+
+@given(
+    body=st.binary(max_size=60),
+    sizes=st.lists(st.integers(1, 9), min_size=1, max_size=8),
+    offset=st.integers(-70, 70),
+    length=st.none() | st.integers(1, 70),
+)
+def test_slicing_a_chunked_body_is_slicing_the_body(
+    body: bytes, sizes: list[int], offset: int, length: int | None
+) -> None:
+    chunks: list[bytes] = []
+    at = 0
+    while at < len(body):
+        size = sizes[len(chunks) % len(sizes)]
+        chunks.append(body[at : at + size])
+        at += size
+    if offset < 0:
+        length = None
+        expected = body[offset:]
+    else:
+        expected = body[offset:] if length is None else body[offset : offset + length]
+    assert b"".join(slice_chunks(chunks, offset, length)) == expected
+
+    async def source() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    async def collect() -> bytes:
+        return b"".join([c async for c in aslice_chunks(source(), offset, length)])
+
+    assert asyncio.run(collect()) == expected

@@ -73,7 +73,7 @@ async def test_ranges_and_streams(kvs: KeyValueStore) -> None:
     with pytest.raises(RecordNotFoundError):
         [c async for c in kvs.stream("missing")]
     with pytest.raises(ValueError):
-        await kvs.get_record_range("video", -1)
+        await kvs.get_record_range("video", 0, -1)
     await kvs.set_value("text", "x" * 5000)  # compressed on the way to a server: offsets count the content
     assert await kvs.get_record_range("text", 4990) == b"x" * 10
 
@@ -135,3 +135,11 @@ def test_processes_updating_one_local_folder_lose_nothing(tmp_path: Path) -> Non
         assert kvs.get_value("counter") == {"n": processes * rounds}
     finally:
         KeyValueStoreSync.close_all()
+
+
+async def test_the_last_bytes(kvs: KeyValueStore) -> None:
+    await kvs.set_value("video", BODY, content_type="video/mp4")
+    assert await kvs.get_record_range("video", -7) == BODY[-7:]
+    assert await kvs.get_record_range("video", -(len(BODY) + 1)) == BODY
+    with pytest.raises(ValueError):
+        await kvs.get_record_range("video", -7, 3)

@@ -258,8 +258,9 @@ class StoreClientAsync:
         """`async with store.stream_record(key) as rec:` gives the record to read in chunks, or None.
 
         With `offset` (and `length`), only that part of the record's content: a range read,
-        which a resumed download uses. `RangeNotSatisfiableError` when `offset` is at or past
-        the end; `rec.etag` tells which version is being read.
+        which a resumed download uses; a negative `offset` reads the last `-offset` bytes.
+        `RangeNotSatisfiableError` when `offset` is at or past the end; `rec.etag` tells which
+        version is being read.
         """
         headers = base.range_headers(offset, length)
         response = await self._get(key, signature, stream=True, headers=headers)
@@ -274,9 +275,10 @@ class StoreClientAsync:
     async def get_record_range(
         self, key: str, offset: int, length: int | None = None, *, signature: str | None = None
     ) -> Record | None:
-        """`length` bytes (None: all) of the record's content from `offset`, as bytes: the
-        server sends only those when it stores the record uncompressed. None when the record
-        does not exist; `RangeNotSatisfiableError` when `offset` is at or past its end."""
+        """`length` bytes (None: all) of the record's content from `offset` (negative: the last
+        `-offset` bytes), as bytes: the server sends only those when it stores the record
+        uncompressed. None when the record does not exist; `RangeNotSatisfiableError` when
+        `offset` is at or past its end."""
         async with self.stream_record(key, signature=signature, offset=offset, length=length) as stream:
             if stream is None:
                 return None

@@ -147,11 +147,12 @@ def _quoted(etag: str) -> str:
 def range_headers(offset: int, length: int | None) -> dict[str, str]:
     """The headers asking for `length` bytes (None: all) of a record's content from `offset`.
 
-    Offsets count the record as `get_record_as_bytes` gives it: the server is asked not to
-    send a compressed record compressed, and skips to the range only when it stores the
-    record uncompressed (otherwise the stream skips, see `RecordStream`)."""
-    if offset < 0 or (length is not None and length < 1):
-        raise ValueError("offset must be 0 or more and length 1 or more")
+    Offsets count the record as `get_record_as_bytes` gives it (a negative one counts from
+    the end): the server is asked not to send a compressed record compressed, and sends only
+    the range when it stores the record uncompressed (otherwise the stream cuts it out, see
+    `RecordStream`)."""
+    if length is not None and (length < 1 or offset < 0):
+        raise ValueError("length must be 1 or more, and a negative offset (the last bytes) takes no length")
     if offset == 0 and length is None:
         return {}
     return {"range": range_header(offset, length), "accept-encoding": "identity"}
@@ -163,7 +164,8 @@ def record_stream(key: str, response: httpx.Response, offset: int, length: int |
     if response.status_code != 206:  # the whole record: skip to the range here
         return RecordStream(key, ctype, response, offset, length, skip=offset)
     found = parse_content_range(response.headers.get("content-range"))
-    if found is None or found[0].start != offset:
+    expected = found is not None and (found[0].start == offset if offset >= 0 else found[0].end == found[1])
+    if found is None or not expected:
         raise InvalidResponseBodyError(f"A range of {key!r} came back as {response.headers.get('content-range')!r}")
     return RecordStream(key, ctype, response, offset, length)
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 
+from kvbox.core.ranges import aslice_chunks, slice_chunks
+
 
 def parse_time(value: Any) -> datetime | None:
     """An API timestamp (`2026-01-01T00:00:00.000Z`) as an aware datetime."""
@@ -137,8 +139,9 @@ class RecordStream:
     with `iter_bytes()` (sync) or `aiter_bytes()` (async).
 
     Only valid inside the `stream_record` context that produced it; memory use is one chunk.
-    A server that sent the whole record instead of the range asked for (one that decodes a
-    compressed record for the caller, or knows no ranges) is skipped to `offset` here.
+    A negative `offset` reads the last `-offset` bytes. A server that sent the whole record
+    instead of the range asked for (one that decodes a compressed record for the caller, or
+    knows no ranges) is cut to the range here.
     """
 
     key: str
@@ -161,45 +164,16 @@ class RecordStream:
         value = self.response.headers.get("content-length")
         if not value or not value.isdigit():
             return None
-        size = max(int(value) - self.skip, 0)
+        size = min(int(value), -self.skip) if self.skip < 0 else max(int(value) - self.skip, 0)
         return size if self.length is None else min(size, self.length)
 
     def iter_bytes(self, chunk_size: int | None = 64 * 1024) -> Iterator[bytes]:
         chunks = self.response.iter_bytes(chunk_size)
-        return chunks if not self.skip and self.length is None else _window(chunks, self.skip, self.length)
+        return chunks if not self.skip and self.length is None else slice_chunks(chunks, self.skip, self.length)
 
     def aiter_bytes(self, chunk_size: int | None = 64 * 1024) -> AsyncIterator[bytes]:
         chunks = self.response.aiter_bytes(chunk_size)
-        return chunks if not self.skip and self.length is None else _awindow(chunks, self.skip, self.length)
-
-
-def _cut(chunk: bytes, skip: int, length: int | None) -> tuple[bytes, int, int | None]:
-    """What of `chunk` lies in the window after dropping `skip` bytes and keeping `length`:
-    the part to give, and what is left to skip and to keep."""
-    dropped = min(skip, len(chunk))
-    part = chunk[dropped:]
-    if length is not None:
-        part = part[:length]
-        length -= len(part)
-    return part, skip - dropped, length
-
-
-def _window(chunks: Iterator[bytes], skip: int, length: int | None) -> Iterator[bytes]:
-    for chunk in chunks:
-        part, skip, length = _cut(chunk, skip, length)
-        if part:
-            yield part
-        if length == 0:
-            return
-
-
-async def _awindow(chunks: AsyncIterator[bytes], skip: int, length: int | None) -> AsyncIterator[bytes]:
-    async for chunk in chunks:
-        part, skip, length = _cut(chunk, skip, length)
-        if part:
-            yield part
-        if length == 0:
-            return
+        return chunks if not self.skip and self.length is None else aslice_chunks(chunks, self.skip, self.length)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
-"""Byte ranges (RFC 9110 section 14): what a `Range` header selects, and the header values
-that describe a partial body. Pure.
+"""Byte ranges (RFC 9110 section 14): what a `Range` header selects, the header values that
+describe a partial body, and the same slice taken from a body that arrives in chunks (for
+a server that sent the whole body). Pure.
 
 kvbox serves one range per request. A header it cannot read (another unit, bad syntax,
 `bytes=5-1`) is ignored, as RFC 9110 prescribes, and the whole record is sent; so is a
@@ -10,6 +11,7 @@ unsatisfiable (416).
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 
 from kvbox.core.errors import RangeNotSatisfiableError
@@ -70,7 +72,10 @@ def parse_range(header: str | None, total: int) -> ByteRange | None:
 
 
 def range_header(offset: int, length: int | None = None) -> str:
-    """The `Range` value asking for `length` bytes from `offset` (to the end when None)."""
+    """The `Range` value asking for `length` bytes from `offset` (to the end when None); a
+    negative `offset` asks for the last `-offset` bytes."""
+    if offset < 0:
+        return f"bytes={offset}"
     return f"bytes={offset}-{offset + length - 1}" if length is not None else f"bytes={offset}-"
 
 
@@ -84,3 +89,55 @@ def parse_content_range(value: str | None) -> tuple[ByteRange, int | None] | Non
     if int(last) < int(first):
         return None
     return ByteRange(int(first), int(last) + 1), None if total == "*" else int(total)
+
+
+def _cut(chunk: bytes, skip: int, length: int | None) -> tuple[bytes, int, int | None]:
+    """What of `chunk` lies in the window after dropping `skip` bytes and keeping `length`:
+    the part to give, and what is left to skip and to keep."""
+    dropped = min(skip, len(chunk))
+    part = chunk[dropped:]
+    if length is not None:
+        part = part[:length]
+        length -= len(part)
+    return part, skip - dropped, length
+
+
+def _tail(buffer: bytearray, chunk: bytes, size: int) -> None:
+    buffer += chunk
+    del buffer[: max(len(buffer) - size, 0)]
+
+
+def slice_chunks(chunks: Iterable[bytes], offset: int, length: int | None = None) -> Iterator[bytes]:
+    """Bytes `offset` to `offset + length` (None: to the end) of a body that arrives in chunks,
+    as `body[offset:offset + length]` would give them; a negative `offset` gives the last
+    `-offset` bytes (held back, at most that many, until the body ends)."""
+    if offset < 0:
+        buffer = bytearray()
+        for chunk in chunks:
+            _tail(buffer, chunk, -offset)
+        if buffer:
+            yield bytes(buffer)
+        return
+    for chunk in chunks:
+        part, offset, length = _cut(chunk, offset, length)
+        if part:
+            yield part
+        if length == 0:
+            return
+
+
+async def aslice_chunks(chunks: AsyncIterable[bytes], offset: int, length: int | None = None) -> AsyncIterator[bytes]:
+    """`slice_chunks` of a body that arrives asynchronously."""
+    if offset < 0:
+        buffer = bytearray()
+        async for chunk in chunks:
+            _tail(buffer, chunk, -offset)
+        if buffer:
+            yield bytes(buffer)
+        return
+    async for chunk in chunks:
+        part, offset, length = _cut(chunk, offset, length)
+        if part:
+            yield part
+        if length == 0:
+            return

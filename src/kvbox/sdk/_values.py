@@ -54,8 +54,9 @@ def decode(key: str, data: bytes, content_type: str | None) -> Any:
 
 
 def check_range(offset: int, length: int | None) -> None:
-    if offset < 0 or (length is not None and length < 0):
-        raise ValueError("offset and length must not be negative")
+    """A range from `offset` (negative: the last `-offset` bytes, with no `length`)."""
+    if length is not None and (length < 0 or offset < 0):
+        raise ValueError("length must not be negative, and a negative offset (the last bytes) takes no length")
 
 
 def check_open_args(name: str | None, id: str | None) -> None:

@@ -246,8 +246,9 @@ class KeyValueStore:
         return done[0]
 
     async def get_record_range(self, key: str, offset: int, length: int | None = None) -> bytes | None:
-        """`length` bytes (None: to the end) of the record's bytes from `offset`; None when the
-        record does not exist. Past the end there is nothing (`b""`), as with a slice."""
+        """`length` bytes (None: to the end) of the record's bytes from `offset` (negative: the
+        last `-offset` bytes); None when the record does not exist. Past the end there is
+        nothing (`b""`), as with a slice."""
         try:
             return b"".join([chunk async for chunk in self.stream(key, offset=offset, length=length)])
         except RecordNotFoundError:

@@ -164,8 +164,9 @@ class KeyValueStoreSync:
         return done[0]
 
     def get_record_range(self, key: str, offset: int, length: int | None = None) -> bytes | None:
-        """`length` bytes (None: to the end) of the record's bytes from `offset`; None when the
-        record does not exist. Past the end there is nothing (`b""`), as with a slice."""
+        """`length` bytes (None: to the end) of the record's bytes from `offset` (negative: the
+        last `-offset` bytes); None when the record does not exist. Past the end there is
+        nothing (`b""`), as with a slice."""
         try:
             return b"".join(self.stream(key, offset=offset, length=length))
         except RecordNotFoundError:

@@ -161,8 +161,9 @@ class LocalStore:
         return self.locate(key) is not None
 
     def stream(self, key: str, offset: int = 0, length: int | None = None) -> Generator[bytes, None, None]:
-        """The record's bytes from `offset` on (at most `length` of them), read in chunks from
-        one open file; nothing before `offset` is read. `RecordNotFoundError` when missing."""
+        """The record's bytes from `offset` on (at most `length` of them; a negative `offset`:
+        the last `-offset` bytes), read in chunks from one open file; nothing before `offset`
+        is read. `RecordNotFoundError` when missing."""
         moving = False
         for _ in range(3):  # a writer in another process may move the record under us
             found = self.locate(key, moving=moving)
@@ -438,8 +439,10 @@ class LocalStore:
 
 def _file_chunks(file: BinaryIO, offset: int, length: int | None, chunk_size: int) -> Iterator[bytes]:
     with file:
-        if offset:
+        if offset > 0:
             file.seek(offset)
+        elif offset < 0:  # the last -offset bytes
+            file.seek(max(os.fstat(file.fileno()).st_size + offset, 0))
         left = length
         while left is None or left > 0:
             chunk = file.read(chunk_size if left is None else min(chunk_size, left))
