@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.bigfile import run_bigfile
+from bench.cas import run_conditional_writes
 from bench.console import run_console
 from bench.httpbench import run_http
 from bench.listing import run_listing
+from bench.ranges import run_ranges
 from bench.report import Report
 from bench.scaleout import run_scaleout
 from bench.wrk import require_wrk
@@ -29,7 +31,7 @@ from bench.wrk import require_wrk
 BENCH_DIR = Path(__file__).resolve().parent
 CACHE = BENCH_DIR / ".cache"
 RESULTS = BENCH_DIR / "results" / "latest.md"
-SECTIONS = ("http", "list", "big", "console", "sdk", "scaleout")
+SECTIONS = ("http", "list", "big", "console", "sdk", "scaleout", "conditional")
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "sdk": lambda: _scripts(report, "bench.sdk_local", "bench.sdk_remote"),
         "scaleout": lambda: run_scaleout(report, quick=plan.mode == "quick", workers=1, workdir=workdir, logs=logs),
+        "conditional": lambda: _conditional(report, plan, args, workdir, logs),
     }
     try:
         for name in sections:
@@ -115,6 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     print(report.markdown())
     print(f"written to {RESULTS.relative_to(BENCH_DIR.parent)}; server logs in {logs.relative_to(BENCH_DIR.parent)}")
     return 1 if report.failed else 0
+
+
+def _conditional(report: Report, plan: Plan, args: argparse.Namespace, workdir: Path, logs: Path) -> None:
+    """Compare-and-set and If-Match PUT (bench/cas.py), then range reads of a big record (bench/ranges.py)."""
+    quick = plan.mode == "quick"
+    run_conditional_writes(report, quick=quick, workers=args.workers, workdir=workdir, logs=logs)
+    run_ranges(report, size=plan.big_size, workers=args.workers, samples=20 if quick else 50, workdir=workdir,
+               logs=logs)  # fmt: skip
 
 
 def _http(report: Report, plan: Plan, args: argparse.Namespace, workdir: Path, logs: Path) -> None:
