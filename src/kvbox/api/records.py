@@ -13,7 +13,7 @@ from kvbox.api.http import Request, Send, send_bytes, send_empty, send_json, sen
 from kvbox.core.clock import http_date
 from kvbox.core.conditions import ReadConditions, write_condition
 from kvbox.core.encoding import IDENTITY
-from kvbox.core.models import Store
+from kvbox.core.models import Condition, Store
 from kvbox.service.codecs import decode_stream
 from kvbox.service.container import Services
 from kvbox.service.principal import Principal
@@ -105,15 +105,23 @@ async def put_record(req: Request, send: Send, svc: Services, who: Principal, se
         content_type=req.header("content-type"),
         content_encoding=req.header("content-encoding"),
         content_length=req.content_length(),
-        condition=write_condition(req.header("if-match"), req.header("if-none-match")),
+        condition=_write_condition(req),
     )
     location = record_url(svc.settings.base_url, resolved.store, key, signed=False)
     await send_json(send, 201, {}, [(b"location", location.encode()), (b"etag", f'"{meta.etag}"'.encode())])
 
 
+def _write_condition(req: Request) -> Condition | None:
+    """The condition of a PUT, POST or DELETE (`If-Match`, `If-None-Match`); None for the
+    common unconditional write, without parsing anything."""
+    h = req.headers
+    if "if-match" not in h and "if-none-match" not in h:
+        return None
+    return write_condition(h.get("if-match"), h.get("if-none-match"))
+
+
 async def delete_record(req: Request, send: Send, svc: Services, who: Principal, segment: str, key: str) -> None:
-    condition = write_condition(req.header("if-match"), req.header("if-none-match"))
-    await svc.records.delete(who, segment, key, condition=condition)
+    await svc.records.delete(who, segment, key, condition=_write_condition(req))
     await send_empty(send, 204)
 
 

@@ -40,7 +40,7 @@ class Refused:
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if future.cancelled():
         return
-    if ok and type(value) is Refused:
+    if ok and value.__class__ is Refused:
         future.set_exception(value.error)
     elif ok:
         future.set_result(value)
