@@ -263,7 +263,7 @@ def put_command(
 
     With --if-match or --if-absent the write happens only if the record is as asked, checked
     in one step with the write: otherwise nothing changes and the command fails
-    (precondition-failed). The new ETag is shown.
+    (a 412 error). The new ETag is shown.
     """
     if if_match is not None and if_absent:
         raise click.UsageError("--if-match and --if-absent exclude each other.")
