@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     report = Report(mode="quick" if args.quick else "full")
     try:
-        size, samples = (256 * MIB, 20) if args.quick else (1024 * MIB, 50)
+        size, samples = (256 * MIB, 20) if args.quick else (1024 * MIB, 30)
         run_ranges(report, size=size, workers=args.workers, samples=samples, workdir=workdir, logs=logs)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -124,7 +124,7 @@ def _conditional(report: Report, plan: Plan, args: argparse.Namespace, workdir: 
     """Compare-and-set and If-Match PUT (bench/cas.py), then range reads of a big record (bench/ranges.py)."""
     quick = plan.mode == "quick"
     run_conditional_writes(report, quick=quick, workers=args.workers, workdir=workdir, logs=logs)
-    run_ranges(report, size=plan.big_size, workers=args.workers, samples=20 if quick else 50, workdir=workdir,
+    run_ranges(report, size=plan.big_size, workers=args.workers, samples=20 if quick else 30, workdir=workdir,
                logs=logs)  # fmt: skip
 
 
