@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -135,3 +137,20 @@ def test_if_match_on_a_read_fails_unless_a_tag_matches(if_match: str) -> None:
 )
 def test_if_range(if_range: str | None, holds: bool) -> None:
     assert if_range_holds(if_range, "abc") is holds
+
+
+HEADER_TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=255), max_size=60)
+
+
+@given(HEADER_TEXT, HEADER_TEXT, HEADER_TEXT, HEADER_TEXT)
+def test_any_header_value_gets_an_answer_never_a_crash(
+    if_match: str, if_none_match: str, if_modified_since: str, if_range: str
+) -> None:
+    """Whatever a client sends, the answer is one RFC 9110 allows: 200, 304 or 412."""
+    with contextlib.suppress(PreconditionFailedError):
+        ReadConditions(if_match, if_none_match, if_modified_since).not_modified("abc", T0)
+    if_range_holds(if_range, "abc")
+    condition = write_condition(if_match, if_none_match)
+    if condition is not None:
+        condition.holds(row("abc"))
+        condition.holds(None)

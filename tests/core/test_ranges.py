@@ -116,3 +116,12 @@ def test_slicing_a_chunked_body_is_slicing_the_body(
         return b"".join([c async for c in aslice_chunks(source(), offset, length)])
 
     assert asyncio.run(collect()) == expected
+
+
+@given(st.text(st.characters(min_codepoint=0, max_codepoint=255), max_size=40), st.integers(0, 10**12))
+def test_any_range_header_gets_an_answer_never_a_crash(header: str, total: int) -> None:
+    try:
+        span = parse_range(header, total)
+    except RangeNotSatisfiableError:
+        return
+    assert span is None or 0 <= span.start < span.end <= total
