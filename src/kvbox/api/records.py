@@ -59,7 +59,7 @@ def _record_headers(req: Request, read: RecordRead) -> list[tuple[bytes, bytes]]
     return headers
 
 
-def read_options(req: Request) -> ReadOptions:
+def _read_options(req: Request) -> ReadOptions:
     """The preconditions, range and accepted encodings of a GET or HEAD (a HEAD has no range)."""
     h = req.headers
     accept_encoding = h.get("accept-encoding")
@@ -74,7 +74,7 @@ def read_options(req: Request) -> ReadOptions:
 
 async def get_record(req: Request, send: Send, svc: Services, who: Principal, segment: str, key: str) -> None:
     signature = req.query.get("signature") or None
-    options = read_options(req)
+    options = _read_options(req)
     if req.method == "HEAD":
         head = await svc.records.head(who, segment, key, signature=signature, options=options)
         await send_stream(send, 304 if head.not_modified else 200, _record_headers(req, head), None)
