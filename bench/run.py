@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.bigfile import run_bigfile
+from bench.cas import run_conditional_writes
 from bench.console import run_console
 from bench.httpbench import run_http
 from bench.listing import run_listing
+from bench.ranges import run_ranges
 from bench.report import Report
 from bench.scaleout import run_scaleout
 from bench.soak import run_soak
@@ -31,7 +33,7 @@ from bench.wrk import require_wrk
 BENCH_DIR = Path(__file__).resolve().parent
 CACHE = BENCH_DIR / ".cache"
 RESULTS = BENCH_DIR / "results" / "latest.md"
-SECTIONS = ("http", "list", "big", "console", "sdk", "scaleout", "soak")
+SECTIONS = ("http", "list", "big", "console", "sdk", "scaleout", "conditional", "soak")
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "sdk": lambda: _scripts(report, "bench.sdk_local", "bench.sdk_remote"),
         "scaleout": lambda: run_scaleout(report, quick=plan.mode == "quick", workers=1, workdir=workdir, logs=logs),
+        "conditional": lambda: _conditional(report, plan, args, workdir, logs),
         "soak": lambda: run_soak(
             report, seconds=plan.soak_seconds, kills=plan.soak_kills, workers=args.workers, workdir=workdir, logs=logs
         ),
@@ -122,6 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     print(report.markdown())
     print(f"written to {RESULTS.relative_to(BENCH_DIR.parent)}; server logs in {logs.relative_to(BENCH_DIR.parent)}")
     return 1 if report.failed else 0
+
+
+def _conditional(report: Report, plan: Plan, args: argparse.Namespace, workdir: Path, logs: Path) -> None:
+    """Compare-and-set and If-Match PUT (bench/cas.py), then range reads of a big record (bench/ranges.py)."""
+    quick = plan.mode == "quick"
+    run_conditional_writes(report, quick=quick, workers=args.workers, workdir=workdir, logs=logs)
+    run_ranges(report, size=plan.big_size, workers=args.workers, samples=20 if quick else 30, workdir=workdir,
+               logs=logs)  # fmt: skip
 
 
 def _http(report: Report, plan: Plan, args: argparse.Namespace, workdir: Path, logs: Path) -> None:

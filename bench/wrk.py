@@ -43,7 +43,7 @@ local body = string.rep("x", {size})
 local reqs = {{}}
 local i = 0
 function init(args)
-  local headers = {{["Authorization"] = "Bearer {token}", ["Content-Type"] = "application/octet-stream"}}
+  local headers = {{["Authorization"] = "Bearer {token}", ["Content-Type"] = "application/octet-stream"{extra}}}
   for k = 1, {keys} do
     reqs[k] = wrk.format("PUT", string.format("{path_prefix}%05d", k), headers, body)
   end
@@ -82,8 +82,16 @@ def get_script(token: str | None) -> str:
     return (_GET.format(token=token) if token else 'wrk.method = "GET"\n') + _DONE
 
 
-def put_script(token: str, path_prefix: str, *, size: int = 1024, keys: int = 1000) -> str:
-    return _PUT.format(token=token, path_prefix=path_prefix, size=size, keys=keys) + _DONE
+def put_script(
+    token: str, path_prefix: str, *, size: int = 1024, keys: int = 1000, headers: dict[str, str] | None = None
+) -> str:
+    """PUTs cycling through `keys` keys under `path_prefix`, with `headers` added to each."""
+    extra = "".join(f', ["{name}"] = {_lua_string(value)}' for name, value in (headers or {}).items())
+    return _PUT.format(token=token, path_prefix=path_prefix, size=size, keys=keys, extra=extra) + _DONE
+
+
+def _lua_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def run_wrk(url: str, script: str, *, seconds: float, connections: int) -> WrkResult:

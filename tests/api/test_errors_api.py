@@ -60,6 +60,9 @@ CASES = {
     "403 insufficient-permissions": Case("GET", RECORD, 403, "insufficient-permissions", token=BOB_TOKEN),
     "404 store": Case("GET", S + "/AAAAAAAAAAAAAAAAA", 404, "record-not-found"),
     "404 record": Case("GET", STORE + "/records/missing", 404, "record-not-found"),
+    "412 put": Case("PUT", RECORD, 412, "precondition-failed", body=b"v", headers={"if-none-match": "*"}),
+    "412 delete": Case("DELETE", RECORD, 412, "precondition-failed", headers={"if-match": '"stale"'}),
+    "412 get": Case("GET", RECORD, 412, "precondition-failed", headers={"if-match": '"stale"'}),
     "413 record": Case("PUT", RECORD, 413, "request-too-large", body=b"v", headers=HUGE),
     "413 store body": Case("PUT", STORE, 413, "request-too-large", body=b"{}", headers={**HUGE, **JSON}),
     "415 record": Case(
@@ -68,6 +71,7 @@ CASES = {
     "415 store body": Case(
         "POST", S, 415, "unsupported-content-encoding", body=b"{}", headers={"content-encoding": "bla", **JSON}
     ),
+    "416 range": Case("GET", RECORD, 416, "range-not-satisfiable", headers={"range": "bytes=1-"}),
 }
 
 
@@ -99,6 +103,8 @@ async def test_every_failure_has_the_same_envelope(api: Api, ids: dict[str, str]
     assert set(error) <= {"type", "message", "data"}
     assert error["type"] == case.type
     assert isinstance(error["message"], str) and error["message"].strip()
+    if case.status == 416:
+        assert r.headers["content-range"] == "bytes */1"  # record `k` holds one byte
     if case.status == 405:
         allowed = r.headers["allow"]
         assert "OPTIONS" in allowed.split(", ")

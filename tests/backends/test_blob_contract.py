@@ -103,3 +103,38 @@ async def test_arbitrary_bytes_round_trip(blobs: BlobStore, parts: list[bytes]) 
     blob_id = await put(blobs, *parts)
     assert await read(blobs, blob_id) == b"".join(parts)
     await blobs.delete(blob_id)
+
+
+# ranged reads
+
+
+async def read_range(blobs: BlobStore, blob_id: str, start: int, end: int | None) -> list[bytes]:
+    return [chunk async for chunk in await blobs.open(blob_id, start=start, end=end)]
+
+
+async def test_a_range_streams_only_its_bytes(blobs: BlobStore) -> None:
+    body = bytes(range(40))
+    blob_id = await put(blobs, body)
+    chunks = await read_range(blobs, blob_id, 5, 17)
+    assert b"".join(chunks) == body[5:17]
+    assert len(chunks) > 1 and all(0 < len(c) <= 4 for c in chunks)  # still streamed in chunks
+    assert b"".join(await read_range(blobs, blob_id, 30, None)) == body[30:]
+    assert b"".join(await read_range(blobs, blob_id, 0, 3)) == body[:3]
+    assert b"".join(await read_range(blobs, blob_id, 38, 1000)) == body[38:]  # an end past the end stops there
+    assert await read_range(blobs, blob_id, 40, None) == []  # from the end: nothing
+    assert await read_range(blobs, blob_id, 7, 7) == []
+
+
+async def test_a_range_of_a_missing_blob_raises_on_open(blobs: BlobStore) -> None:
+    for start, end in ((3, 9), (0, 0), (5, None)):
+        with pytest.raises(StorageError):
+            await blobs.open(new_blob_name(), start=start, end=end)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=30), start=st.integers(0, 35), length=st.none() | st.integers(0, 35))
+async def test_ranges_are_slices(blobs: BlobStore, body: bytes, start: int, length: int | None) -> None:
+    blob_id = await put(blobs, body)
+    end = None if length is None else start + length
+    assert b"".join(await read_range(blobs, blob_id, start, end)) == body[start:end]
+    await blobs.delete(blob_id)

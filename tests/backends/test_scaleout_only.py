@@ -14,14 +14,14 @@ import pytest
 
 from backends.conftest import postgres_index, s3_blobs
 from backing_services import ScaleOut
-from kvbox.backends.postgres.metadata import PostgresMetadataIndex
-from kvbox.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION
+from kvbox.backends.postgres.metadata import _SQL, PostgresMetadataIndex
+from kvbox.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from kvbox.backends.registry import backend_kind, describe_url, open_backend
-from kvbox.backends.rows import RECORD_COLUMNS
+from kvbox.backends.rows import RECORD_COLUMNS, record_values, store_values
 from kvbox.backends.s3.blobs import MAX_UPLOAD_MS, S3BlobStore, parse_blob_url
-from kvbox.core.errors import NameNotUniqueError, StorageError
+from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
 from kvbox.core.ids import new_blob_name, new_id, new_secret
-from kvbox.core.models import RecordMeta, Store, User
+from kvbox.core.models import Condition, RecordMeta, Store, User
 
 pytestmark = pytest.mark.anyio
 
@@ -100,17 +100,51 @@ async def test_corrupt_rows_raise_storage_error_with_cause(scale_out: ScaleOut) 
 
 def test_put_record_function_speaks_the_record_row_shape() -> None:
     """The index passes a record to kvbox_put_record and decodes the replaced one it returns
-    by the position of RECORD_COLUMNS: the function's parameters and result keep that order."""
-    function = next(s for s in MIGRATIONS[0] if "FUNCTION kvbox_put_record" in s)
+    by the position of RECORD_COLUMNS: the function's parameters and result keep that order.
+    The current function (the last one defined) takes the condition after the record and
+    says first whether it refused."""
+    function = [s for version in MIGRATIONS for s in version if "FUNCTION kvbox_put_record" in s][-1]
     columns = RECORD_COLUMNS.split(", ")
     parameters = re.findall(r"\b(p_\w+) \w+", function.split(") RETURNS")[0])
+    assert parameters[len(columns) + 1 :] == ["p_if_match", "p_if_none_match", "p_must_exist", "p_must_not_exist"]
     inserted = re.search(r"INSERT INTO records AS r \((.*?)\)\s+VALUES \((.*?)\)", function, re.S)
-    returned = re.search(r"RETURN QUERY SELECT (.*?);", function, re.S)
-    assert inserted is not None and returned is not None
+    returned = re.findall(r"RETURN QUERY SELECT (.*?);", function, re.S)[-1]
+    assert inserted is not None
     assert inserted.group(1).split(", ") == ["store_pk", *columns]
-    assert inserted.group(2).split(", ") == ["v_pk", *parameters[1:]]  # p_store selects v_pk
-    assert returned.group(1).startswith("v_old.key IS NOT NULL,")  # whether a row was replaced
-    assert re.findall(r"v_old\.(\w+)", returned.group(1)) == columns
+    assert inserted.group(2).split(", ") == ["v_pk", *parameters[1 : len(columns) + 1]]  # p_store selects v_pk
+    assert returned.startswith("false, v_old.key IS NOT NULL,")  # not refused; whether a row was replaced
+    assert re.findall(r"v_old\.(\w+)", returned) == columns
+
+
+async def test_migration_from_version_1_keeps_data_and_adds_conditional_writes(scale_out: ScaleOut) -> None:
+    """A database that an earlier release migrated to version 1, with records in it, is
+    upgraded by `kvbox migrate`; records written before stay, and conditional writes work."""
+    url = scale_out.settings()["metadata_url"]
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        assert await migrate(conn, up_to=1) == 0
+    old_node = PostgresMetadataIndex(url)
+    with pytest.raises(StorageError, match="kvbox migrate"):  # this release refuses version 1
+        await old_node.get_store("x")
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        store = make_store("kept")
+        await conn.execute(_SQL.insert_store, store_values(store))
+        # What a version-1 node writes: the function of version 1, 9 arguments.
+        await conn.execute("SELECT * FROM kvbox_put_record(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                           (store.id, *record_values(rec("old", b"before"))))  # fmt: skip
+    index = PostgresMetadataIndex(url)
+    assert await index.migrate() == (1, SCHEMA_VERSION)
+    old = await index.get_record(store.id, "old")
+    assert old is not None and inline_body(old) == b"before"
+    with pytest.raises(PreconditionFailedError):
+        await index.put_record(store.id, rec("old", b"after"), condition=Condition(must_not_exist=True))
+    assert await index.put_record(store.id, rec("old", b"after"), condition=Condition(if_match=(old.etag,))) == old
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:  # a version-1 node still writes
+        await conn.execute("SELECT * FROM kvbox_put_record(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                           (store.id, *record_values(rec("older-node", b"x"))))  # fmt: skip
+    s = await index.get_store(store.id)
+    assert s is not None and (s.record_count, s.stats.write_count) == (2, 3)
+    for ix in (old_node, index):
+        await ix.close()
 
 
 async def test_key_listing_can_be_an_index_only_scan(scale_out: ScaleOut) -> None:

@@ -11,10 +11,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import psycopg
 import pytest
 
 from backing_services import AWS_TEST_ENV, ScaleOut, scale_out_env
 from kvbox.backends.base import BlobStore, MetadataIndex
+from kvbox.backends.postgres.schema import SCHEMA_VERSION, migrate
 from kvbox.backends.registry import open_backend
 from kvbox.core.ids import new_id, new_secret
 from kvbox.core.models import (
@@ -162,13 +164,29 @@ def test_copy_refuses_bad_sides(tmp_path: Path) -> None:
     assert out.returncode != 0 and "--blob-url" in out.stderr
 
 
+def test_migrate_upgrades_a_schema_of_the_previous_release(scale_out: ScaleOut) -> None:
+    env = scale_out.server_env()
+
+    async def previous_release() -> None:
+        async with await psycopg.AsyncConnection.connect(env["KVBOX_METADATA_URL"], autocommit=True) as conn:
+            await migrate(conn, up_to=SCHEMA_VERSION - 1)
+
+    asyncio.run(previous_release())
+    refused = kvbox("users", "list", env=env)
+    assert refused.returncode != 0 and "kvbox migrate" in refused.stderr
+    upgraded = kvbox("migrate", env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert f"from schema version {SCHEMA_VERSION - 1} to {SCHEMA_VERSION}" in upgraded.stdout
+    assert kvbox("users", "create", "dave", env=env).returncode == 0
+
+
 def test_migrate_then_serve_and_admin_commands(scale_out: ScaleOut, tmp_path: Path) -> None:
     env = scale_out.server_env()
     first = kvbox("migrate", env=env)
     assert first.returncode == 0, first.stderr
-    assert "from schema version 0 to 1" in first.stdout and "***" not in first.stdout
+    assert f"from schema version 0 to {SCHEMA_VERSION}" in first.stdout and "***" not in first.stdout
     second = kvbox("migrate", env=env)
-    assert second.returncode == 0 and "is current (version 1)" in second.stdout
+    assert second.returncode == 0 and f"is current (version {SCHEMA_VERSION})" in second.stdout
     created = kvbox("users", "create", "carol", env=env)
     assert created.returncode == 0, created.stderr
     listed = kvbox("users", "list", "--json", env=env)

@@ -10,6 +10,7 @@ check what only a process shows (stdin and stdout as bytes, exit statuses, stder
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import json
 import os
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -215,7 +216,9 @@ def test_put_keys_get_rm(kv: Kv, files: Path, tmp_path: Path) -> None:
     kv("put", store, "data", str(files / "data.json"))
     kv("put", store, "notes", str(files / "notes.txt"))
     put = kv.json("put", store, "logo", str(files / "logo.png"))
-    assert put == {"store": put["store"], "key": "logo", "contentType": "image/png", "size": len(PNG)}
+    assert put == {"store": put["store"], "key": "logo", "contentType": "image/png", "size": len(PNG),
+                   "etag": put["etag"]}  # fmt: skip
+    assert put["etag"].startswith('"') and put["etag"].endswith('"')
     kv("put", store, "big", str(files / "big.bin"), "--content-type", "application/x-big")
     kv("put", store, "piped", "-", input=b"from stdin \x00\xff")
     kv("put", store, "typed", "-", "-t", "text/csv", input="a,b\n1,2\n")
@@ -254,6 +257,65 @@ def test_put_keys_get_rm(kv: Kv, files: Path, tmp_path: Path) -> None:
     assert "Deleted 2 records" in kv("rm", store, "data", "notes").stderr
     kv("rm", store, "data", "--force")
     assert [k["key"] for k in kv.json("keys", store)] == ["big", "logo", "piped", "typed"]
+
+
+def test_conditional_put(kv: Kv, files: Path) -> None:
+    store = unique("cas")
+    kv("stores", "create", store)
+    first = kv.json("put", store, "lock", str(files / "notes.txt"), "--if-absent")
+    kv.fails("put", store, "lock", str(files / "data.json"), "--if-absent", message="(precondition-failed)")
+    meta = kv.json("get", store, "lock", "--metadata")
+    assert meta["etag"] == first["etag"]
+    second = kv.json("put", store, "lock", str(files / "data.json"), "--if-match", meta["etag"])
+    assert second["etag"] != first["etag"]
+    kv.fails(
+        "put", store, "lock", str(files / "notes.txt"), "--if-match", first["etag"], message="(precondition-failed)"
+    )
+    bare = second["etag"].strip('"')
+    assert "ETag" in kv("put", store, "lock", str(files / "notes.txt"), "--if-match", bare).stderr
+    kv.fails("put", store, "new", str(files / "notes.txt"), "--if-match", "*", message="(precondition-failed)")
+    kv.fails("put", store, "x", str(files / "notes.txt"), "--if-match", "*", "--if-absent",
+             message="exclude each other", code=2)  # fmt: skip
+    assert kv("get", store, "lock").stdout_bytes == "héllo\n".encode()
+    assert (
+        "ETag: " + kv.json("get", store, "lock", "--metadata")["etag"] in kv("get", store, "lock", "--metadata").stdout
+    )
+
+
+def test_get_a_range(kv: Kv, files: Path, tmp_path: Path) -> None:
+    store = unique("range")
+    kv("stores", "create", store)
+    kv("put", store, "big", str(files / "big.bin"))
+    (files / "big.json").write_bytes(BIG_JSON)
+    kv("put", store, "json", str(files / "big.json"))  # compressed on the way to a server
+    for spec, part in (("0-9", BIG[:10]), ("1000-", BIG[1000:]), ("-5", BIG[-5:]), ("bytes=7-7", BIG[7:8]),
+                       ("10-99999999", BIG[10:])):  # fmt: skip
+        assert kv("get", store, "big", "--range", spec, "-o", "-").stdout_bytes == part, spec
+    assert kv("get", store, "json", "--range", "100-199", "-o", "-").stdout_bytes == BIG_JSON[100:200]
+    assert kv("get", store, "json", "--range", "-10", "-o", "-").stdout_bytes == BIG_JSON[-10:]
+    out = tmp_path / "part.bin"
+    written = kv.json("get", store, "big", "--range", "100-1123", "-o", str(out))
+    assert out.read_bytes() == BIG[100:1124] and written["size"] == 1024
+    kv.fails("get", store, "big", "--range", f"{len(BIG)}-", "-o", "-", message="(range-not-satisfiable)")
+    for bad in ("5-1", "abc", "-0", "-"):
+        kv.fails("get", store, "big", "--range", bad, message="--range", code=2)
+    kv.fails("get", store, "big", "--range", "0-1", "--metadata", message="--range", code=2)
+    if kv.mode == "local":  # a record stored compressed: the range is cut from its content
+        assert kv.data_dir is not None
+
+        async def packed(s: Services) -> None:
+            who = Principal(user=await s.users.find_user(kv.username))
+
+            async def body() -> AsyncIterator[bytes]:
+                yield gzip.compress(BIG_JSON)
+
+            await s.records.put(who, "~" + store, "packed", body=body(), content_type=JSON_TYPE,
+                                content_encoding="gzip", content_length=None)  # fmt: skip
+
+        with_services(kv.data_dir, packed)
+        assert kv.json("get", store, "packed", "--metadata")["encoding"] == "gzip"
+        assert kv("get", store, "packed", "--range", "5000-5099", "-o", "-").stdout_bytes == BIG_JSON[5000:5100]
+        assert kv("get", store, "packed", "--range", "-7", "-o", "-").stdout_bytes == BIG_JSON[-7:]
 
 
 def test_errors_name_the_problem(kv: Kv, files: Path) -> None:

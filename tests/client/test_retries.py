@@ -173,3 +173,26 @@ def test_authorization_and_user_agent_headers() -> None:
     assert request.headers["user-agent"].startswith("kvbox-client/")
     assert request.url.params["name"] == "my-store"
     assert json.loads(request.content) == {}
+
+
+def test_a_conditional_write_is_retried_only_when_it_was_not_applied() -> None:
+    """After a 5xx or a broken connection a conditional write may have been applied: a second
+    attempt would fail its own condition, so the caller gets the first failure instead."""
+    request = httpx.Request("PUT", "http://kvbox.test")
+    handler, bodies = scripted(
+        error(429, "rate-limit-exceeded", "slow down"),
+        httpx.ConnectError("refused", request=request),
+        httpx.Response(201, json={}, headers={"etag": '"new"'}),
+    )
+    with make(handler) as client:
+        assert client.key_value_store("x").set_record("k", b"v", if_match='"old"') == '"new"'
+    assert len(bodies) == 3
+    for failure in (error(503, "internal-server-error", "busy"), httpx.ReadError("reset", request=request)):
+        handler, bodies = scripted(failure, httpx.Response(201, json={}))
+        with make(handler) as client, pytest.raises((ServerError, TransportError)):
+            client.key_value_store("x").set_record("k", b"v", if_none_match="*")
+        assert len(bodies) == 1
+    handler, bodies = scripted(error(503, "internal-server-error", "busy"), httpx.Response(204))
+    with make(handler) as client, pytest.raises(ServerError):
+        client.key_value_store("x").delete_record("k", if_match="abc")
+    assert len(bodies) == 1

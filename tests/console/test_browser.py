@@ -360,3 +360,57 @@ def test_another_users_store_is_unreachable_by_url(pages: Any, live: LiveServer,
         assert "classified" not in bob.content()
     response = bob.goto(f"/stores/{store}/records/SECRET/raw")
     assert response is not None and response.status == 404
+
+
+FFMPEG = "/usr/bin/ffmpeg"
+
+
+def mp4_clip(path: Path) -> bytes:
+    """An 8-second H.264 MP4 of a few MB (Debian's ffmpeg; the index first and a key frame every
+    second, as web video is published), large enough that the player reads it in parts."""
+    if not Path(FFMPEG).exists():
+        pytest.fail(f"The video preview test needs Debian's ffmpeg at {FFMPEG}: apt-get install -y ffmpeg")
+    subprocess.run(
+        [FFMPEG, "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=8",
+         "-c:v", "libx264", "-preset", "ultrafast", "-b:v", "6M", "-g", "25", "-pix_fmt", "yuv420p",
+         "-movflags", "+faststart", "-y", str(path)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    return path.read_bytes()
+
+
+def test_video_preview_seeks_with_range_requests(
+    pages: Any, live: LiveServer, screenshots: Path, tmp_path: Path
+) -> None:
+    clip = mp4_clip(tmp_path / "clip.mp4")
+    store = make_store(live, "browser-video", {"clip.mp4": (clip, "video/mp4")})
+    page = pages()
+    served: list[tuple[int, str, str]] = []  # status, Range asked for, Content-Range answered
+
+    def seen(response: Any) -> None:
+        if response.url.endswith("/records/clip.mp4/raw"):
+            asked = response.request.headers.get("range", "")
+            served.append((response.status, asked, response.headers.get("content-range", "")))
+
+    page.on("response", seen)
+    page.goto(f"/stores/{store}/records/clip.mp4")
+    page.wait_for_function("document.getElementById('video-preview').readyState >= 1")
+    duration = page.evaluate("document.getElementById('video-preview').duration")
+    assert 7.5 < duration < 8.5
+    landed = page.evaluate(
+        """() => new Promise(resolve => {
+            const video = document.getElementById('video-preview');
+            video.addEventListener('seeked', () => resolve(video.currentTime), {once: true});
+            video.currentTime = video.duration / 2;
+        })"""
+    )
+    assert abs(landed - duration / 2) < 0.5
+    page.wait_for_function("document.getElementById('video-preview').readyState >= 2")
+    shoot(page, screenshots, "record-video-desktop")
+    from_middle = [
+        (status, asked, answered)
+        for status, asked, answered in served
+        if status == 206 and int(answered.removeprefix("bytes ").split("-")[0] or 0) > len(clip) // 3
+    ]
+    assert from_middle, served  # the player asked for the middle of the record, and got it as a 206
+    assert all(status in (200, 206) for status, _, _ in served), served

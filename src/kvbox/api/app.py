@@ -18,7 +18,10 @@ from kvbox.service.principal import ANONYMOUS, Principal
 
 PREFLIGHT_HEADERS = [
     (b"access-control-allow-methods", b"GET, HEAD, POST, PUT, DELETE, OPTIONS"),
-    (b"access-control-allow-headers", b"Authorization, Content-Type, Content-Encoding, If-None-Match"),
+    (
+        b"access-control-allow-headers",
+        b"Authorization, Content-Type, Content-Encoding, If-Match, If-None-Match, If-Modified-Since, Range, If-Range",
+    ),
     (b"access-control-max-age", b"86400"),
 ]
 

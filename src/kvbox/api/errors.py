@@ -16,6 +16,7 @@ from kvbox.core.errors import (
     InsufficientStorageError,
     KvboxError,
     MethodNotAllowedError,
+    RangeNotSatisfiableError,
     RateLimitExceededError,
     StorageUnavailableError,
 )
@@ -51,6 +52,8 @@ def error_headers(err: KvboxError) -> list[tuple[bytes, bytes]]:
         return [(b"x-ratelimit-limit", str(err.limit).encode())]
     if isinstance(err, StorageUnavailableError):
         return [(b"retry-after", str(err.retry_after).encode())]
+    if isinstance(err, RangeNotSatisfiableError):
+        return [(b"content-range", f"bytes */{err.total}".encode())]
     return []
 
 

@@ -1,4 +1,5 @@
-"""Record endpoints: GET/HEAD/PUT/POST/DELETE one record, list keys, download all as ZIP."""
+"""Record endpoints: GET/HEAD/PUT/POST/DELETE one record (conditional, and ranged for GET),
+list keys, download all as ZIP."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from typing import IO, cast
 from kvbox.api.envelopes import keys_view, record_url
 from kvbox.api.http import Request, Send, send_bytes, send_empty, send_json, send_stream
 from kvbox.core.clock import http_date
-from kvbox.core.encoding import IDENTITY, accepts
-from kvbox.core.models import RecordMeta, Store
+from kvbox.core.conditions import ReadConditions, write_condition
+from kvbox.core.encoding import IDENTITY
+from kvbox.core.models import Condition, Store
 from kvbox.service.codecs import decode_stream
 from kvbox.service.container import Services
 from kvbox.service.principal import Principal
+from kvbox.service.records import ReadOptions, RecordRead
 from kvbox.service.stores import MAX_PAGE
 
 # Stored HTML or SVG must never run script in this server's origin.
@@ -26,56 +29,75 @@ SANDBOX_HEADERS = [
 FIXED_RECORD_HEADERS = [(b"cache-control", b"private, no-cache"), (b"vary", b"Accept-Encoding"), *SANDBOX_HEADERS]
 
 
-def _record_headers(req: Request, meta: RecordMeta) -> tuple[list[tuple[bytes, bytes]], bool]:
-    """Response headers for a record, and whether the body must be decompressed on the way out."""
+def _record_headers(req: Request, read: RecordRead) -> list[tuple[bytes, bytes]]:
+    """Response headers for a record: sent as stored (whole or a span of it, with its length
+    and `Accept-Ranges`), or decoded on the way out (no length known, no ranges)."""
+    meta = read.meta
+    if read.not_modified:  # a 304 describes the record but sends no body and no length
+        return [
+            (b"etag", f'"{meta.etag}"'.encode()),
+            (b"last-modified", http_date(meta.modified_at).encode()),
+            *FIXED_RECORD_HEADERS,
+        ]
     headers = [
         (b"content-type", meta.content_type.encode("latin-1", "replace")),
         (b"etag", f'"{meta.etag}"'.encode()),
         (b"last-modified", http_date(meta.modified_at).encode()),
         *FIXED_RECORD_HEADERS,
     ]
-    decode = meta.encoding != IDENTITY and not accepts(req.header("accept-encoding"), meta.encoding)
-    if not decode:
-        headers.append((b"content-length", str(meta.size).encode()))
+    if not read.decode:
+        span = read.span
+        length = meta.size if span is None else span.length
+        headers += [(b"content-length", str(length).encode()), (b"accept-ranges", b"bytes")]
+        if span is not None:
+            headers.append((b"content-range", span.content_range(meta.size).encode()))
         if meta.encoding != IDENTITY:
             headers.append((b"content-encoding", meta.encoding.encode()))
     if req.bool_param("attachment"):
         filename = meta.key.replace('"', "")
         headers.append((b"content-disposition", f'attachment; filename="{filename}"'.encode()))
-    return headers, decode
+    return headers
 
 
-def _not_modified(req: Request, meta: RecordMeta) -> bool:
-    tags = req.header("if-none-match")
-    if not tags:
-        return False
-    wanted = {t.strip().removeprefix("W/") for t in tags.split(",")}
-    return "*" in wanted or f'"{meta.etag}"' in wanted
+def _read_options(req: Request) -> ReadOptions:
+    """The preconditions, range and accepted encodings of a GET or HEAD (a HEAD has no range)."""
+    h = req.headers
+    accept_encoding = h.get("accept-encoding")
+    if "range" not in h and "if-none-match" not in h and "if-match" not in h and "if-modified-since" not in h:
+        return ReadOptions(None, None, None, accept_encoding)  # the common read: nothing to evaluate
+    conditions = ReadConditions(h.get("if-match"), h.get("if-none-match"), h.get("if-modified-since"))
+    ranged = req.method == "GET"
+    return ReadOptions(
+        conditions, h.get("range") if ranged else None, h.get("if-range") if ranged else None, accept_encoding
+    )
 
 
 async def get_record(req: Request, send: Send, svc: Services, who: Principal, segment: str, key: str) -> None:
     signature = req.query.get("signature") or None
+    options = _read_options(req)
     if req.method == "HEAD":
-        head = await svc.records.head(who, segment, key, signature=signature)
-        headers, _ = _record_headers(req, head.meta)
-        await send_stream(send, 200, headers, None)
+        head = await svc.records.head(who, segment, key, signature=signature, options=options)
+        await send_stream(send, 304 if head.not_modified else 200, _record_headers(req, head), None)
         return
-    read = await svc.records.get(who, segment, key, signature=signature)
-    headers, decode = _record_headers(req, read.meta)
-    if _not_modified(req, read.meta):
-        await send_stream(send, 304, [h for h in headers if h[0] != b"content-length"], None)
+    read = await svc.records.get(who, segment, key, signature=signature, options=options)
+    headers = _record_headers(req, read)
+    if read.not_modified:
+        await send_stream(send, 304, headers, None)
         return
-    if read.meta.blob_id is None and not decode:
-        await send_bytes(send, 200, headers, read.meta.inline or b"")
+    status = 200 if read.span is None else 206
+    meta = read.meta
+    if meta.blob_id is None and not read.decode:
+        data = meta.inline or b""
+        await send_bytes(send, status, headers, data if read.span is None else data[read.span.start : read.span.end])
         return
     body = read.body
-    if decode and body is not None:
-        body = decode_stream(body, read.meta.encoding)
-    await send_stream(send, 200, headers, body)
+    if read.decode and body is not None:
+        body = decode_stream(body, meta.encoding)
+    await send_stream(send, status, headers, body)
 
 
 async def put_record(req: Request, send: Send, svc: Services, who: Principal, segment: str, key: str) -> None:
-    resolved, _ = await svc.records.put(
+    resolved, meta = await svc.records.put(
         who,
         segment,
         key,
@@ -83,13 +105,23 @@ async def put_record(req: Request, send: Send, svc: Services, who: Principal, se
         content_type=req.header("content-type"),
         content_encoding=req.header("content-encoding"),
         content_length=req.content_length(),
+        condition=_write_condition(req),
     )
     location = record_url(svc.settings.base_url, resolved.store, key, signed=False)
-    await send_json(send, 201, {}, [(b"location", location.encode())])
+    await send_json(send, 201, {}, [(b"location", location.encode()), (b"etag", f'"{meta.etag}"'.encode())])
+
+
+def _write_condition(req: Request) -> Condition | None:
+    """The condition of a PUT, POST or DELETE (`If-Match`, `If-None-Match`); None for the
+    common unconditional write, without parsing anything."""
+    h = req.headers
+    if "if-match" not in h and "if-none-match" not in h:
+        return None
+    return write_condition(h.get("if-match"), h.get("if-none-match"))
 
 
 async def delete_record(req: Request, send: Send, svc: Services, who: Principal, segment: str, key: str) -> None:
-    await svc.records.delete(who, segment, key)
+    await svc.records.delete(who, segment, key, condition=_write_condition(req))
     await send_empty(send, 204)
 
 

@@ -13,6 +13,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from kvbox.core.models import (
+    Condition,
     GeneralAccess,
     Grant,
     KeyPage,
@@ -37,6 +38,10 @@ class MetadataIndex(Protocol):
       and record count, and sets its modified and accessed times.
     - `delete_record` of a missing key is a no-op that returns None; otherwise it returns the
       deleted row. Either way it counts one delete.
+    - With a `condition`, `put_record` and `delete_record` first check it against the record
+      as it is, in the same atomic step as the change (across processes and nodes: of two
+      writers racing with the same `If-Match`, exactly one wins). When it does not hold they
+      raise `PreconditionFailedError` and change nothing, counters included.
     - `delete_store` hides the store and all its records at once; the rows are reclaimed
       later by `purge_deleted`, which returns the blob ids that are no longer referenced.
     - `list_stores` lists stores owned by the user (`owned`), shared with the user through a
@@ -130,8 +135,12 @@ class MetadataIndex(Protocol):
 
     # records
     async def get_record(self, store_id: str, key: str) -> RecordMeta | None: ...
-    async def put_record(self, store_id: str, record: RecordMeta) -> RecordMeta | None: ...
-    async def delete_record(self, store_id: str, key: str, *, now_ms: int) -> RecordMeta | None: ...
+    async def put_record(
+        self, store_id: str, record: RecordMeta, *, condition: Condition | None = None
+    ) -> RecordMeta | None: ...
+    async def delete_record(
+        self, store_id: str, key: str, *, now_ms: int, condition: Condition | None = None
+    ) -> RecordMeta | None: ...
     async def list_keys(self, store_id: str, *, after: str | None, prefix: str | None, limit: int) -> KeyPage: ...
 
     # housekeeping
@@ -154,10 +163,14 @@ class BlobStore(Protocol):
     `open` starts the read before it returns: a body being streamed stays readable even when
     a newer write replaces and deletes the blob meanwhile. A reader that stops early closes
     the body (`aclose()`), which releases its file or connection at once.
+
+    `open(blob_id, start=S, end=E)` streams only bytes S up to, not including, E (E None:
+    to the end; an E past the end stops at the end), reading no byte before S: a range
+    from the middle of a large body costs what the range costs, in time and memory.
     """
 
     async def create(self) -> BlobWriter: ...
-    async def open(self, blob_id: str) -> AsyncGenerator[bytes, None]: ...
+    async def open(self, blob_id: str, *, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]: ...
     async def delete(self, blob_id: str) -> None: ...
     def list_ids(self, *, older_than_ms: int) -> AsyncIterator[str]: ...
     async def close(self) -> None: ...

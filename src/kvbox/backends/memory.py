@@ -12,9 +12,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from kvbox.core.errors import NameNotUniqueError, StorageError
+from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
 from kvbox.core.ids import new_blob_name
 from kvbox.core.models import (
+    Condition,
     GeneralAccess,
     Grant,
     KeyItem,
@@ -253,13 +254,17 @@ class MemoryMetadataIndex:
         recs = self._records.get(store_id)
         return recs.rows.get(key) if recs else None
 
-    async def put_record(self, store_id: str, record: RecordMeta) -> RecordMeta | None:
-        self._generation += 1
+    async def put_record(
+        self, store_id: str, record: RecordMeta, *, condition: Condition | None = None
+    ) -> RecordMeta | None:
         s = self._stores.get(store_id)
         if s is None:
             raise StorageError(f"Store {store_id} does not exist.")
         recs = self._records[store_id]
         old = recs.rows.get(record.key)
+        if condition is not None and not condition.holds(old):
+            raise PreconditionFailedError()
+        self._generation += 1
         if old is None:
             bisect.insort(recs.keys, record.key)
         recs.rows[record.key] = record
@@ -268,12 +273,16 @@ class MemoryMetadataIndex:
                                           accessed=record.modified_at)  # fmt: skip
         return old
 
-    async def delete_record(self, store_id: str, key: str, *, now_ms: int) -> RecordMeta | None:
-        self._generation += 1
+    async def delete_record(
+        self, store_id: str, key: str, *, now_ms: int, condition: Condition | None = None
+    ) -> RecordMeta | None:
         s = self._stores.get(store_id)
         if s is None:
             return None
         recs = self._records[store_id]
+        if condition is not None and not condition.holds(recs.rows.get(key)):
+            raise PreconditionFailedError()
+        self._generation += 1
         old = recs.rows.pop(key, None)
         if old is not None:
             del recs.keys[bisect.bisect_left(recs.keys, key)]
@@ -350,15 +359,15 @@ class MemoryBlobStore:
     async def create(self) -> _MemoryBlobWriter:
         return _MemoryBlobWriter(self)
 
-    async def open(self, blob_id: str) -> AsyncGenerator[bytes, None]:
+    async def open(self, blob_id: str, *, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         data = self.blobs.get(blob_id)
         if data is None:
             raise StorageError(f"Blob {blob_id} is missing.")
-        return self._chunks(data)
+        return self._chunks(memoryview(data)[start:end])
 
-    async def _chunks(self, data: bytes) -> AsyncGenerator[bytes, None]:
+    async def _chunks(self, data: memoryview) -> AsyncGenerator[bytes, None]:
         for i in range(0, len(data), self._chunk):
-            yield data[i : i + self._chunk]
+            yield bytes(data[i : i + self._chunk])
 
     async def delete(self, blob_id: str) -> None:
         self.blobs.pop(blob_id, None)

@@ -18,7 +18,7 @@ import click
 
 from kvbox.cli.output import echo_json, human_size, json_option, note, records_count
 from kvbox.cli.session import TARGET_HELP, TargetOptions, record_failure, run, target_options
-from kvbox.cli.target import KeyRow, StoreRow, Target, find_store, resolve_store
+from kvbox.cli.target import KeyRow, RecordChangedError, StoreRow, Target, find_store, resolve_store
 from kvbox.cli.transfer import CountingReader, Transfer, counted, run_jobs, show_progress
 from kvbox.core.ids import looks_like_id
 from kvbox.core.keys import is_valid_key
@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the SDK loads only when a folder is read or written
     from kvbox.sdk.local import RecordFile
 
 JOBS = 4
+RESTARTS = 3  # a record written again while its download had to resume is fetched again
 INPUT_KEYS = frozenset({"INPUT", os.environ.get("ACTOR_INPUT_KEY") or "INPUT"})
 
 
@@ -208,7 +209,8 @@ def pull_command(store: str, directory: Path, jobs: int, as_json: bool, target: 
 
     DIRECTORY is the store folder to write (created if missing), or a storage folder (with
     key_value_stores/), which gets key_value_stores/<store name>. Bytes and content types
-    are kept exactly; files for other keys are left alone.
+    are kept exactly; files for other keys are left alone. A record whose download loses its
+    connection goes on where it broke, from the same version of the record.
     """
     from kvbox.sdk.local import open_store_folder
 
@@ -222,15 +224,20 @@ def pull_command(store: str, directory: Path, jobs: int, as_json: bool, target: 
         with Transfer("Pulling", total=sum(k.size for k in keys), records=len(keys), enabled=enabled) as bar:
 
             async def fetch(item: KeyRow) -> None:
-                try:
-                    async with t.open_record(row.id, item.key) as download:
-                        if download is None:
-                            return  # deleted since the listing
-                        with local.open_writer(item.key, download.info.content_type) as out:
-                            async for chunk in counted(download, bar.advance):
-                                out.write(chunk)
-                except Exception as err:
-                    raise record_failure(err, f"key {item.key}") from err
+                for restart in range(RESTARTS + 1):
+                    try:
+                        async with t.open_record(row.id, item.key) as download:
+                            if download is None:
+                                return  # deleted since the listing
+                            with local.open_writer(item.key, download.info.content_type) as out:
+                                async for chunk in counted(download, bar.advance):
+                                    out.write(chunk)
+                        break
+                    except RecordChangedError:
+                        if restart == RESTARTS:
+                            raise
+                    except Exception as err:
+                        raise record_failure(err, f"key {item.key}") from err
                 written[0] += 1
                 written[1] += out.size
                 bar.record_done()

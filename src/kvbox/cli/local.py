@@ -15,13 +15,15 @@ import click
 from kvbox.cli.options import settings_from
 from kvbox.cli.target import KeyRow, RecordInfo, Source, StoreRow
 from kvbox.core.clock import iso_ms
+from kvbox.core.conditions import write_condition
 from kvbox.core.encoding import IDENTITY
 from kvbox.core.errors import RecordNotFoundError, StoreNotFoundError
-from kvbox.core.models import User
+from kvbox.core.models import RecordMeta, User
+from kvbox.core.ranges import aslice_chunks, range_header
 from kvbox.service.codecs import decode_stream
 from kvbox.service.container import Services, build_services
 from kvbox.service.principal import Principal
-from kvbox.service.records import RecordRead
+from kvbox.service.records import PLAIN_READ, ReadOptions, RecordRead
 from kvbox.service.stores import MAX_PAGE, Resolved
 
 CHUNK_SIZE = 256 * 1024
@@ -50,12 +52,20 @@ async def choose_user(services: Services, wanted: str | None, data_dir: Path) ->
     raise click.UsageError(f"{data_dir} has several users ({names}); choose one with --user or KVBOX_USER.")
 
 
-class LocalDownload:
-    """A record's stored bytes, decompressed on the way out when it was stored compressed."""
+def _info(meta: RecordMeta, size: int | None) -> RecordInfo:
+    return RecordInfo(meta.key, meta.content_type, size, meta.encoding, f'"{meta.etag}"')
 
-    def __init__(self, read: RecordRead) -> None:
+
+class LocalDownload:
+    """A record's stored bytes, decompressed on the way out when it was stored compressed; a
+    range read of a record stored compressed is cut from its decompressed content."""
+
+    def __init__(self, read: RecordRead, offset: int, length: int | None) -> None:
         meta = read.meta
-        self.info = RecordInfo(key=meta.key, content_type=meta.content_type, size=meta.size, encoding=meta.encoding)
+        ranged = offset != 0 or length is not None
+        self._cut = (offset, length) if ranged and read.span is None else None
+        size = meta.size if not ranged else (read.span.length if read.span is not None else None)
+        self.info = _info(meta, size)
         self._body = read.body
         self._read = 0
 
@@ -71,9 +81,10 @@ class LocalDownload:
             yield chunk
 
     def chunks(self) -> AsyncIterator[bytes]:
-        if self.info.encoding == IDENTITY:
-            return self._stored()
-        return decode_stream(self._stored(), self.info.encoding)
+        content = (
+            self._stored() if self.info.encoding == IDENTITY else decode_stream(self._stored(), self.info.encoding)
+        )
+        return content if self._cut is None else aslice_chunks(content, *self._cut)
 
     async def aclose(self) -> None:
         if self._body is not None:
@@ -171,23 +182,38 @@ class LocalTarget:
             meta = (await self._svc.records.head(self._who, store_id, key)).meta
         except RecordNotFoundError:
             return None
-        return RecordInfo(key=meta.key, content_type=meta.content_type, size=meta.size, encoding=meta.encoding)
+        return _info(meta, meta.size)
 
     @asynccontextmanager
-    async def open_record(self, store_id: str, key: str) -> AsyncIterator[LocalDownload | None]:
+    async def open_record(
+        self, store_id: str, key: str, *, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[LocalDownload | None]:
+        # Only a record stored uncompressed is ranged in place (the service decodes the others).
+        ranged = offset != 0 or length is not None
+        options = ReadOptions(range=range_header(offset, length)) if ranged else PLAIN_READ
         try:
-            read = await self._svc.records.get(self._who, store_id, key)
+            read = await self._svc.records.get(self._who, store_id, key, options=options)
         except RecordNotFoundError:
             yield None
             return
-        download = LocalDownload(read)
+        download = LocalDownload(read, offset, length)
         try:
             yield download
         finally:
             await download.aclose()
 
-    async def put_record(self, store_id: str, key: str, source: Source, *, content_type: str, size: int | None) -> None:
-        await self._svc.records.put(
+    async def put_record(
+        self,
+        store_id: str,
+        key: str,
+        source: Source,
+        *,
+        content_type: str,
+        size: int | None,
+        if_match: str | None = None,
+        if_absent: bool = False,
+    ) -> str | None:
+        _, meta = await self._svc.records.put(
             self._who,
             store_id,
             key,
@@ -195,7 +221,9 @@ class LocalTarget:
             content_type=content_type,
             content_encoding=None,
             content_length=size,
+            condition=write_condition(if_match, "*" if if_absent else None),
         )
+        return f'"{meta.etag}"'
 
     async def delete_record(self, store_id: str, key: str) -> None:
         await self._svc.records.delete(self._who, store_id, key)

@@ -1,9 +1,14 @@
-"""`kvbox keys`, `get`, `put` and `rm`: the records of one store, streamed in and out."""
+"""`kvbox keys`, `get`, `put` and `rm`: the records of one store, streamed in and out.
+
+`get` reads a whole record or a range of it; a download that loses its connection goes on
+where it broke (see `Download`). `put` can be conditional: `--if-match ETAG`, `--if-absent`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,15 +20,47 @@ from rich.table import Table
 
 from kvbox.cli.output import echo_json, human_size, json_option, note, records_count
 from kvbox.cli.session import TARGET_HELP, TargetOptions, run, target_options
-from kvbox.cli.target import DataError, Download, KeyRow, RecordInfo, StoreRow, Target, resolve_store
+from kvbox.cli.target import (
+    DataError,
+    Download,
+    KeyRow,
+    RecordChangedError,
+    RecordInfo,
+    StoreRow,
+    Target,
+    resolve_store,
+)
 from kvbox.cli.transfer import CountingReader, Transfer, counted, show_progress
 from kvbox.core.content import BINARY_TYPE, is_json_type, is_text_type
 from kvbox.core.errors import RecordNotFoundError
 from kvbox.core.keys import validate_key
 
+# A record written again while its download had to resume is downloaded again from the start,
+# at most this many times.
+RESTARTS = 3
+_RANGE = re.compile(r"(?:bytes=)?(\d*)-(\d*)")
+
 
 def _missing_record(key: str, store: StoreRow) -> DataError:
     return DataError(f'Record "{key}" was not found in store {store.label} ({RecordNotFoundError.type}).')
+
+
+def parse_range_option(value: str | None) -> tuple[int, int | None]:
+    """`--range A-B` (bytes A to B, both included), `A-` (from A on) or `-N` (the last N bytes),
+    as HTTP writes them, into an offset and a length."""
+    if value is None:
+        return 0, None
+    found = _RANGE.fullmatch(value.strip())
+    if found is None or not any(found.groups()):
+        raise click.BadParameter("use A-B, A- or -N (bytes, counted from 0)", param_hint="--range")
+    first, last = found.groups()
+    if not first:
+        if int(last) == 0:
+            raise click.BadParameter("-N asks for the last N bytes: N must be at least 1", param_hint="--range")
+        return -int(last), None
+    if last and int(last) < int(first):
+        raise click.BadParameter(f"{value}: the range ends before it starts", param_hint="--range")
+    return int(first), int(last) - int(first) + 1 if last else None
 
 
 @click.command("keys", epilog=TARGET_HELP)
@@ -105,16 +142,35 @@ async def _to_file(download: Download, output: Path, *, as_json: bool) -> int:
     type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
     help="Write the record to this file instead of stdout.",
 )
-@click.option("--metadata", is_flag=True, help="Show the content type and size instead of the bytes.")
+@click.option("--metadata", is_flag=True, help="Show the content type, size and ETag instead of the bytes.")
+@click.option(
+    "--range",
+    "byte_range",
+    metavar="A-B|A-|-N",
+    help="Only these bytes of the record: A to B (both included), from A on, or the last N.",
+)
 @json_option
 @target_options
 def get_command(
-    store: str, key: str, output: Path | None, metadata: bool, as_json: bool, target: TargetOptions
+    store: str,
+    key: str,
+    output: Path | None,
+    metadata: bool,
+    byte_range: str | None,
+    as_json: bool,
+    target: TargetOptions,
 ) -> None:
-    """Read one record: its bytes to stdout or to -o FILE, streamed."""
+    """Read one record: its bytes (or --range of them) to stdout or to -o FILE, streamed.
+
+    A download that loses its connection goes on where it broke, from the same version of
+    the record; one that changed meanwhile is downloaded again from the start (to a file).
+    """
     to_stdout = output is None or str(output) == "-"
     if as_json and to_stdout and not metadata:
         raise click.UsageError("--json goes with --metadata or -o FILE: otherwise stdout carries the record.")
+    if metadata and byte_range is not None:
+        raise click.UsageError("--range reads bytes; --metadata shows none.")
+    offset, length = parse_range_option(byte_range)
 
     async def go(t: Target) -> tuple[RecordInfo, int | None]:
         validate_key(key)
@@ -124,13 +180,19 @@ def get_command(
             if info is None:
                 raise _missing_record(key, row)
             return info, None
-        async with t.open_record(row.id, key) as download:
-            if download is None:
-                raise _missing_record(key, row)
-            if output is None or to_stdout:
-                await _to_stdout(download)
-                return download.info, None
-            return download.info, await _to_file(download, output, as_json=as_json)
+        for restart in range(RESTARTS + 1):
+            try:
+                async with t.open_record(row.id, key, offset=offset, length=length) as download:
+                    if download is None:
+                        raise _missing_record(key, row)
+                    if output is None or to_stdout:
+                        await _to_stdout(download)
+                        return download.info, None
+                    return download.info, await _to_file(download, output, as_json=as_json)
+            except RecordChangedError:
+                if to_stdout or restart == RESTARTS:
+                    raise  # what went to stdout cannot be taken back
+        raise AssertionError("unreachable")
 
     info, written = run(target, go)
     if metadata:
@@ -142,6 +204,7 @@ def get_command(
                 ("Content-Type", info.content_type),
                 ("Size", str(info.size) if info.size is not None else "-"),
                 ("Encoding", info.encoding),
+                ("ETag", info.etag or "-"),
             ):
                 click.echo(f"{name}: {value}")
     elif written is not None:
@@ -178,28 +241,52 @@ def _open_source(file: Path) -> Iterator[BinaryIO]:
     metavar="TYPE",
     help="Store with this content type (default: from FILE's extension, application/octet-stream for stdin).",
 )
+@click.option(
+    "--if-match",
+    metavar="ETAG",
+    help="Write only over this version of the record (its ETag, as `get --metadata` shows it; * for any).",
+)
+@click.option("--if-absent", is_flag=True, help="Write only if the record does not exist yet.")
 @json_option
 @target_options
 def put_command(
-    store: str, key: str, file: Path, content_type: str | None, as_json: bool, target: TargetOptions
+    store: str,
+    key: str,
+    file: Path,
+    content_type: str | None,
+    if_match: str | None,
+    if_absent: bool,
+    as_json: bool,
+    target: TargetOptions,
 ) -> None:
-    """Write FILE (or - for stdin) to record KEY of STORE, streamed; the record is replaced whole."""
+    """Write FILE (or - for stdin) to record KEY of STORE, streamed; the record is replaced whole.
+
+    With --if-match or --if-absent the write happens only if the record is as asked, checked
+    in one step with the write: otherwise nothing changes and the command fails
+    (a 412 error). The new ETag is shown.
+    """
+    if if_match is not None and if_absent:
+        raise click.UsageError("--if-match and --if-absent exclude each other.")
     ctype = content_type or (BINARY_TYPE if str(file) == "-" else guess_content_type(file))
     size = file.stat().st_size if str(file) != "-" and file.is_file() else None  # pipes and devices: unknown
 
-    async def go(t: Target) -> StoreRow:
+    async def go(t: Target) -> tuple[StoreRow, str | None]:
         validate_key(key)
         row = await resolve_store(t, store)
         enabled = show_progress(as_json=as_json, size=size)
         with _open_source(file) as raw, Transfer(f"Uploading {key}", total=size, enabled=enabled) as bar:
-            await t.put_record(row.id, key, CountingReader(raw, bar.advance), content_type=ctype, size=size)
-        return row
+            source = CountingReader(raw, bar.advance)
+            etag = await t.put_record(
+                row.id, key, source, content_type=ctype, size=size, if_match=if_match, if_absent=if_absent
+            )
+        return row, etag
 
-    row = run(target, go)
+    row, etag = run(target, go)
     if as_json:
-        echo_json({"store": row.id, "key": key, "contentType": ctype, "size": size})
+        echo_json({"store": row.id, "key": key, "contentType": ctype, "size": size, "etag": etag})
     else:
-        note(f"Stored {key} ({ctype}, {human_size(size) if size is not None else 'from stdin'}) in {row.label}.")
+        stored = human_size(size) if size is not None else "from stdin"
+        note(f"Stored {key} ({ctype}, {stored}) in {row.label}; ETag {etag or '-'}.")
 
 
 @click.command("rm", epilog=TARGET_HELP)

@@ -3,6 +3,8 @@
 Uploads go through the synchronous client in a thread. When a server refuses a write before
 reading its body (403, 413) and closes the connection, httpx's async client usually reports
 a ReadError instead of the refusal (encode/httpx#878); the sync client reads the response.
+Downloads that lose their connection go on where they broke, with a range read pinned to
+the version being read (its ETag), instead of starting over.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
-from kvbox.cli.target import KeyRow, RecordInfo, Source, StoreRow
-from kvbox.client import KvboxClient, KvboxClientAsync, RecordStream, StoreInfo
+import httpx
+
+from kvbox.cli.target import KeyRow, RecordChangedError, RecordInfo, Source, StoreRow
+from kvbox.client import KvboxClient, KvboxClientAsync, RecordStream, StoreClientAsync, StoreInfo
 from kvbox.core.content import BINARY_TYPE, is_json_type, is_text_type
 from kvbox.core.encoding import IDENTITY
+from kvbox.core.ranges import parse_content_range
 
 # A command line gives up sooner than a long-running program: about 4-8 s of retries for a
 # server that is down, while a 429's Retry-After is still honoured up to MAX_DELAY.
@@ -25,6 +30,9 @@ RETRIES = 4
 MIN_DELAY = 0.25
 MAX_DELAY = 10.0
 TIMEOUT = 120.0
+# A download goes on after this many lost connections at most (each resumption is a request
+# the client itself retries with backoff while the server is unreachable).
+RESUMES = 5
 
 T = TypeVar("T")
 
@@ -81,22 +89,62 @@ def _info(stream: RecordStream) -> RecordInfo:
         content_type=headers.get("content-type") or BINARY_TYPE,
         size=stream.size,
         encoding=headers.get("content-encoding") or IDENTITY,
+        etag=stream.etag,
     )
 
 
 class RemoteDownload:
-    """A record streaming from the server; httpx undoes a passed-through content encoding."""
+    """A record streaming from the server; httpx undoes a passed-through content encoding.
 
-    def __init__(self, stream: RecordStream) -> None:
+    When the connection drops, the rest is asked for as a range of the same version; offsets
+    count the content as it is given out, so a record sent compressed resumes too (the
+    server then sends it decoded, and the client skips to the offset)."""
+
+    def __init__(self, store: StoreClientAsync, stream: RecordStream, stack: AsyncExitStack) -> None:
         self.info = _info(stream)
+        self._store = store
         self._stream = stream
+        self._stack = stack
+        self._earlier = 0  # stored bytes read by connections that dropped
+        self._offset = _absolute_offset(stream)
 
     @property
     def transferred(self) -> int:
-        return self._stream.response.num_bytes_downloaded
+        return self._earlier + self._stream.response.num_bytes_downloaded
 
-    def chunks(self) -> AsyncIterator[bytes]:
-        return self._stream.aiter_bytes()
+    async def chunks(self) -> AsyncIterator[bytes]:
+        given = 0
+        for resumes in range(RESUMES + 1):
+            try:
+                async for chunk in self._stream.aiter_bytes():
+                    given += len(chunk)
+                    yield chunk
+                return
+            except httpx.TransportError:
+                if resumes == RESUMES or self._offset is None or not self.info.etag:
+                    raise
+            await self._resume(given)
+
+    async def _resume(self, given: int) -> None:
+        """Go on from `given` bytes into the download, from the same version of the record."""
+        assert self._offset is not None
+        self._earlier += self._stream.response.num_bytes_downloaded
+        await self._stream.response.aclose()
+        length = None if self._stream.length is None else self._stream.length - given
+        opened = self._store.stream_record(self.info.key, offset=self._offset + given, length=length)
+        stream = await self._stack.enter_async_context(opened)
+        if stream is None or stream.etag != self.info.etag:
+            raise RecordChangedError(self.info.key)
+        self._stream = stream
+
+
+def _absolute_offset(stream: RecordStream) -> int | None:
+    """Where the download starts in the record; None when that is not known (the last bytes of
+    a record sent whole), and then a lost connection cannot be resumed."""
+    if stream.offset >= 0:
+        return stream.offset
+    found = parse_content_range(stream.response.headers.get("content-range"))
+    return found[0].start if found is not None else None
 
 
 class RemoteTarget:
@@ -153,27 +201,43 @@ class RemoteTarget:
             return None if stream is None else _info(stream)
 
     @asynccontextmanager
-    async def open_record(self, store_id: str, key: str) -> AsyncIterator[RemoteDownload | None]:
-        async with self._client.key_value_store(store_id).stream_record(key) as stream:
-            yield None if stream is None else RemoteDownload(stream)
+    async def open_record(
+        self, store_id: str, key: str, *, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[RemoteDownload | None]:
+        store = self._client.key_value_store(store_id)
+        async with AsyncExitStack() as stack:
+            stream = await stack.enter_async_context(store.stream_record(key, offset=offset, length=length))
+            yield None if stream is None else RemoteDownload(store, stream, stack)
 
-    async def put_record(self, store_id: str, key: str, source: Source, *, content_type: str, size: int | None) -> None:
+    async def put_record(
+        self,
+        store_id: str,
+        key: str,
+        source: Source,
+        *,
+        content_type: str,
+        size: int | None,
+        if_match: str | None = None,
+        if_absent: bool = False,
+    ) -> str | None:
         del size  # the client measures files itself and streams pipes chunked
         # Text and JSON shrink a lot; other bytes (octet-stream included) are sent as they are:
         # files are often compressed already, and gzip would cost time to gain little or nothing.
         textual = is_text_type(content_type) or is_json_type(content_type)
         store = (self._uploads if textual else self._raw_uploads).key_value_store(store_id)
 
-        def upload() -> None:
+        def upload() -> str | None:
             with self._lock:
                 self._running += 1
             try:
-                store.set_record(key, source, content_type)
+                return store.set_record(
+                    key, source, content_type, if_match=if_match, if_none_match="*" if if_absent else None
+                )
             finally:
                 with self._lock:
                     self._running -= 1
 
-        await in_daemon_thread(upload)
+        return await in_daemon_thread(upload)
 
     async def delete_record(self, store_id: str, key: str) -> None:
         await self._client.key_value_store(store_id).delete_record(key)

@@ -63,15 +63,23 @@ class KeyRow:
 
 @dataclass(frozen=True, slots=True)
 class RecordInfo:
-    """A record's metadata. `size` is the stored size (compressed, for a record stored compressed)."""
+    """A record's metadata. `size` is the stored size (compressed, for a record stored
+    compressed), or the size of the range being read. `etag` is its version, quotes included."""
 
     key: str
     content_type: str
     size: int | None
     encoding: str
+    etag: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "contentType": self.content_type, "size": self.size, "encoding": self.encoding}
+        return {
+            "key": self.key,
+            "contentType": self.content_type,
+            "size": self.size,
+            "encoding": self.encoding,
+            "etag": self.etag,
+        }
 
 
 class Source(Protocol):
@@ -81,7 +89,9 @@ class Source(Protocol):
 
 
 class Download(Protocol):
-    """A record being read: `chunks()` gives its content; `transferred` counts stored bytes read so far."""
+    """A record being read: `chunks()` gives its content (or the range asked for); `transferred`
+    counts stored bytes read so far. A download that loses its connection goes on with a range
+    read of the same version; `RecordChangedError` when the record changed meanwhile."""
 
     info: RecordInfo
 
@@ -103,10 +113,28 @@ class Target(Protocol):
     async def delete_store(self, store_id: str) -> None: ...
     def iterate_keys(self, store_id: str, *, prefix: str | None = None) -> AsyncIterator[KeyRow]: ...
     async def record_info(self, store_id: str, key: str) -> RecordInfo | None: ...
-    def open_record(self, store_id: str, key: str) -> AbstractAsyncContextManager[Download | None]: ...
+    def open_record(
+        self, store_id: str, key: str, *, offset: int = 0, length: int | None = None
+    ) -> AbstractAsyncContextManager[Download | None]:
+        """The record (None: missing), or `length` bytes of its content from `offset` (a negative
+        offset: the last bytes); a range past the end raises the 416 error."""
+        ...
+
     async def put_record(
-        self, store_id: str, key: str, source: Source, *, content_type: str, size: int | None
-    ) -> None: ...
+        self,
+        store_id: str,
+        key: str,
+        source: Source,
+        *,
+        content_type: str,
+        size: int | None,
+        if_match: str | None = None,
+        if_absent: bool = False,
+    ) -> str | None:
+        """Write the record; returns its new ETag. `if_match` (an ETag, or `*`) and `if_absent`
+        make the write conditional: the 412 error when the record is not as asked."""
+        ...
+
     async def delete_record(self, store_id: str, key: str) -> None: ...
     async def close(self) -> None: ...
 
@@ -115,6 +143,13 @@ class DataError(click.ClickException):
     """A failure reported by the server or the backend: exit code 1, message on stderr."""
 
     exit_code = 1
+
+
+class RecordChangedError(DataError):
+    """A download lost its connection, and the record was written again before it could go on."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"Record {key!r} changed while it was being downloaded.")
 
 
 async def find_store(target: Target, ref: str) -> StoreRow | None:

@@ -19,6 +19,7 @@ from kvbox.client._body import aprepare_body
 from kvbox.client._compression import Compression
 from kvbox.client._errors import NotFoundError, TransportError, api_error
 from kvbox.client.models import Grant, KeyItem, KeyList, Record, RecordStream, StoreInfo, StoreList, UserInfo
+from kvbox.core.content import BINARY_TYPE
 from kvbox.core.errors import StoreNotFoundError
 from kvbox.core.sentinels import UNSET, Unset
 
@@ -100,7 +101,7 @@ class KvboxClientAsync:
                     return response
                 await response.aread()
             except httpx.TransportError as err:
-                if not can_retry:
+                if not (can_retry and base.may_retry_transport(call, err)):
                     raise TransportError(
                         str(err) or type(err).__name__, method=call.method, url=str(request.url), attempt=attempt
                     ) from err
@@ -111,7 +112,7 @@ class KvboxClientAsync:
                 return response
             if status == 404 and call.allow_404:
                 return None
-            if base.is_retryable_status(status) and can_retry:
+            if can_retry and base.may_retry_status(call, status):
                 await anyio.sleep(self.retry.delay(attempt, retry_after=base.retry_after(response)))
                 continue
             raise api_error(response, attempt=attempt)
@@ -233,11 +234,13 @@ class StoreClientAsync:
                 return
             cursor = page.next_exclusive_start_key
 
-    async def _get(self, key: str, signature: str | None, *, stream: bool = False) -> httpx.Response | None:
+    async def _get(
+        self, key: str, signature: str | None, *, stream: bool = False, headers: dict[str, str] | None = None
+    ) -> httpx.Response | None:
         params = base.query(attachment=True, signature=signature)
-        return await self._client.send(
-            Call("GET", base.record_path(self.path, key), params, allow_404=True, stream=stream)
-        )
+        call = Call("GET", base.record_path(self.path, key), params, allow_404=True, stream=stream)
+        call.headers.update(headers or {})
+        return await self._client.send(call)
 
     async def get_record(self, key: str, *, signature: str | None = None) -> Record | None:
         """The record, its value parsed: JSON to dicts/lists, text to str, anything else bytes."""
@@ -249,33 +252,76 @@ class StoreClientAsync:
         return None if response is None else base.record_from(key, response, parse=False)
 
     @contextlib.asynccontextmanager
-    async def stream_record(self, key: str, *, signature: str | None = None) -> AsyncIterator[RecordStream | None]:
-        """`async with store.stream_record(key) as rec:` gives the record to read in chunks, or None."""
-        response = await self._get(key, signature, stream=True)
+    async def stream_record(
+        self, key: str, *, signature: str | None = None, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[RecordStream | None]:
+        """`async with store.stream_record(key) as rec:` gives the record to read in chunks, or None.
+
+        With `offset` (and `length`), only that part of the record's content: a range read,
+        which a resumed download uses; a negative `offset` reads the last `-offset` bytes.
+        `RangeNotSatisfiableError` when `offset` is at or past the end; `rec.etag` tells which
+        version is being read.
+        """
+        headers = base.range_headers(offset, length)
+        response = await self._get(key, signature, stream=True, headers=headers)
         if response is None:
             yield None
             return
         try:
-            yield RecordStream(key=key, content_type=response.headers.get("content-type", ""), response=response)
+            yield base.record_stream(key, response, offset, length)
         finally:
             await response.aclose()
+
+    async def get_record_range(
+        self, key: str, offset: int, length: int | None = None, *, signature: str | None = None
+    ) -> Record | None:
+        """`length` bytes (None: all) of the record's content from `offset` (negative: the last
+        `-offset` bytes), as bytes: the server sends only those when it stores the record
+        uncompressed. None when the record does not exist; `RangeNotSatisfiableError` when
+        `offset` is at or past its end."""
+        async with self.stream_record(key, signature=signature, offset=offset, length=length) as stream:
+            if stream is None:
+                return None
+            data = bytearray()
+            async for chunk in stream.aiter_bytes():
+                data += chunk
+            return Record(key, bytes(data), stream.content_type or BINARY_TYPE, stream.etag)
 
     async def record_exists(self, key: str) -> bool:
         return await self._client.send(Call("HEAD", base.record_path(self.path, key), allow_404=True)) is not None
 
     async def set_record(
-        self, key: str, value: Any, content_type: str | None = None, *, content_encoding: str | None = None
-    ) -> None:
-        """Store a value, a path, a binary file or an iterator of bytes (the last three are streamed).
+        self,
+        key: str,
+        value: Any,
+        content_type: str | None = None,
+        *,
+        content_encoding: str | None = None,
+        if_match: str | None = None,
+        if_none_match: str | None = None,
+    ) -> str | None:
+        """Store a value, a path, a binary file or an iterator of bytes (the last three are
+        streamed); returns the new record's ETag.
 
         Without a content type: bytes and streams are `application/octet-stream`, str is
         text, anything else JSON. `content_encoding` declares bytes that are already encoded.
+        `if_match=etag` writes only over that version (`"*"`: over any), `if_none_match="*"`
+        only when the record does not exist; otherwise `PreconditionFailedError` and nothing
+        changes. A conditional write is retried only when it was certainly not applied.
         """
         body = await aprepare_body(value, content_type, content_encoding, self._client.compression)
-        await self._client.send(Call("PUT", base.record_path(self.path, key), body=body))
+        conditions = base.condition_headers(if_match, if_none_match)
+        call = Call("PUT", base.record_path(self.path, key), body=body, headers=conditions, idempotent=not conditions)
+        response = await self._client.send(call)
+        return None if response is None else response.headers.get("etag")
 
-    async def delete_record(self, key: str) -> None:
-        await self._client.send(Call("DELETE", base.record_path(self.path, key)))
+    async def delete_record(self, key: str, *, if_match: str | None = None) -> None:
+        """Delete the record (a missing one is not an error); with `if_match`, only that version
+        (`"*"`: any), else `PreconditionFailedError`."""
+        conditions = base.condition_headers(if_match, None)
+        await self._client.send(
+            Call("DELETE", base.record_path(self.path, key), headers=conditions, idempotent=not conditions)
+        )
 
     async def list_grants(self) -> list[Grant]:
         """The users the store is shared with (kvbox extension; needs MANAGE)."""

@@ -18,10 +18,11 @@ import httpx
 from kvbox.client._body import Body, encode_body
 from kvbox.client._compression import Compression
 from kvbox.client._errors import InvalidResponseBodyError
-from kvbox.client.models import Record, StoreInfo
+from kvbox.client.models import Record, RecordStream, StoreInfo
 from kvbox.core import urls
 from kvbox.core.clock import SystemClock
 from kvbox.core.content import BINARY_TYPE, decode_value
+from kvbox.core.ranges import parse_content_range, range_header
 from kvbox.core.sentinels import Unset
 from kvbox.core.signatures import sign_record, sign_storage
 
@@ -79,6 +80,22 @@ def is_retryable_status(status: int) -> bool:
     return status == 429 or status >= 500
 
 
+# Failures after which the request was certainly not processed.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def may_retry_status(call: Call, status: int) -> bool:
+    """Whether to send the call again after this status. A conditional write is sent again only
+    when it was certainly not applied (429): after a 5xx it may have been, and a second
+    attempt would then fail its own condition."""
+    return status == 429 or (status >= 500 and call.idempotent)
+
+
+def may_retry_transport(call: Call, error: httpx.TransportError) -> bool:
+    """Whether to send the call again after a connection failure (see `may_retry_status`)."""
+    return call.idempotent or isinstance(error, _NOT_SENT)
+
+
 def retry_after(response: httpx.Response) -> float | None:
     """Seconds from a `Retry-After` header (delta seconds or an HTTP date), if any."""
     value = response.headers.get("retry-after")
@@ -95,7 +112,9 @@ def retry_after(response: httpx.Response) -> float | None:
 
 @dataclass(slots=True)
 class Call:
-    """One API request as data. `allow_404` makes a 404 a result (None) instead of an error."""
+    """One API request as data. `allow_404` makes a 404 a result (None) instead of an error.
+    `idempotent`: sending it twice does what sending it once does (not so for a conditional
+    write, see `may_retry_status`)."""
 
     method: str
     path: str
@@ -104,6 +123,51 @@ class Call:
     allow_404: bool = False
     stream: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    idempotent: bool = True
+
+
+def condition_headers(if_match: str | None, if_none_match: str | None) -> dict[str, str]:
+    """`If-Match` / `If-None-Match` for a conditional write; an ETag may be given with or
+    without its quotes."""
+    headers: dict[str, str] = {}
+    if if_match is not None:
+        headers["if-match"] = _quoted(if_match)
+    if if_none_match is not None:
+        headers["if-none-match"] = _quoted(if_none_match)
+    return headers
+
+
+def _quoted(etag: str) -> str:
+    etag = etag.strip()
+    if etag == "*" or etag.startswith(('"', 'W/"')) or "," in etag:
+        return etag
+    return f'"{etag}"'
+
+
+def range_headers(offset: int, length: int | None) -> dict[str, str]:
+    """The headers asking for `length` bytes (None: all) of a record's content from `offset`.
+
+    Offsets count the record as `get_record_as_bytes` gives it (a negative one counts from
+    the end): the server is asked not to send a compressed record compressed, and sends only
+    the range when it stores the record uncompressed (otherwise the stream cuts it out, see
+    `RecordStream`)."""
+    if length is not None and (length < 1 or offset < 0):
+        raise ValueError("length must be 1 or more, and a negative offset (the last bytes) takes no length")
+    if offset == 0 and length is None:
+        return {}
+    return {"range": range_header(offset, length), "accept-encoding": "identity"}
+
+
+def record_stream(key: str, response: httpx.Response, offset: int, length: int | None) -> RecordStream:
+    """The stream of a record GET that asked for `offset` and `length` (see `range_headers`)."""
+    ctype = response.headers.get("content-type", "")
+    if response.status_code != 206:  # the whole record: skip to the range here
+        return RecordStream(key, ctype, response, offset, length, skip=offset)
+    found = parse_content_range(response.headers.get("content-range"))
+    expected = found is not None and (found[0].start == offset if offset >= 0 else found[0].end == found[1])
+    if found is None or not expected:
+        raise InvalidResponseBodyError(f"A range of {key!r} came back as {response.headers.get('content-range')!r}")
+    return RecordStream(key, ctype, response, offset, length)
 
 
 def json_call(method: str, path: str, payload: Any, compression: Compression | None, **kwargs: Any) -> Call:
@@ -131,15 +195,16 @@ def update_payload(name: str | Unset | None, general_access: str | None) -> dict
 def record_from(key: str, response: httpx.Response, *, parse: bool) -> Record:
     """A record from a GET response: parsed by content type when `parse`, raw bytes otherwise."""
     ctype = response.headers.get("content-type") or BINARY_TYPE
+    etag = response.headers.get("etag")
     if response.status_code == 204:
-        return Record(key=key, value=None, content_type=ctype)
+        return Record(key, None, ctype, etag)
     if not parse:
-        return Record(key=key, value=response.content, content_type=ctype)
+        return Record(key, response.content, ctype, etag)
     try:
         value = decode_value(response.content, ctype)
     except (ValueError, LookupError) as err:
         raise InvalidResponseBodyError(f"Record {key!r} is not valid {ctype}: {err}") from err
-    return Record(key=key, value=value, content_type=ctype)
+    return Record(key, value, ctype, etag)
 
 
 def record_public_url(public_root: str, store: StoreInfo, key: str) -> str:

@@ -66,12 +66,25 @@ class ConflictError(ApiError):
     status_class = 409
 
 
+class PreconditionFailedError(ApiError):
+    """A conditional write (`if_match`, `if_none_match`) or read found the record in another
+    state; nothing was changed."""
+
+    status_class = 412
+
+
 class PayloadTooLargeError(ApiError):
     status_class = 413
 
 
 class UnsupportedContentEncodingError(ApiError):
     status_class = 415
+
+
+class RangeNotSatisfiableError(ApiError):
+    """A range that starts at or past the end of the record."""
+
+    status_class = 416
 
 
 class RateLimitError(ApiError):
@@ -104,8 +117,10 @@ _BY_STATUS: dict[int, type[ApiError]] = {
         ForbiddenError,
         NotFoundError,
         ConflictError,
+        PreconditionFailedError,
         PayloadTooLargeError,
         UnsupportedContentEncodingError,
+        RangeNotSatisfiableError,
         RateLimitError,
     )
     if cls.status_class is not None

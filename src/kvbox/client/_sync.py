@@ -18,6 +18,7 @@ from kvbox.client._body import prepare_body
 from kvbox.client._compression import Compression
 from kvbox.client._errors import NotFoundError, TransportError, api_error
 from kvbox.client.models import Grant, KeyItem, KeyList, Record, RecordStream, StoreInfo, StoreList, UserInfo
+from kvbox.core.content import BINARY_TYPE
 from kvbox.core.errors import StoreNotFoundError
 from kvbox.core.sentinels import UNSET, Unset
 
@@ -99,7 +100,7 @@ class KvboxClient:
                     return response
                 response.read()
             except httpx.TransportError as err:
-                if not can_retry:
+                if not (can_retry and base.may_retry_transport(call, err)):
                     raise TransportError(
                         str(err) or type(err).__name__, method=call.method, url=str(request.url), attempt=attempt
                     ) from err
@@ -110,7 +111,7 @@ class KvboxClient:
                 return response
             if status == 404 and call.allow_404:
                 return None
-            if base.is_retryable_status(status) and can_retry:
+            if can_retry and base.may_retry_status(call, status):
                 time.sleep(self.retry.delay(attempt, retry_after=base.retry_after(response)))
                 continue
             raise api_error(response, attempt=attempt)
@@ -230,9 +231,13 @@ class StoreClient:
                 return
             cursor = page.next_exclusive_start_key
 
-    def _get(self, key: str, signature: str | None, *, stream: bool = False) -> httpx.Response | None:
+    def _get(
+        self, key: str, signature: str | None, *, stream: bool = False, headers: dict[str, str] | None = None
+    ) -> httpx.Response | None:
         params = base.query(attachment=True, signature=signature)
-        return self._client.send(Call("GET", base.record_path(self.path, key), params, allow_404=True, stream=stream))
+        call = Call("GET", base.record_path(self.path, key), params, allow_404=True, stream=stream)
+        call.headers.update(headers or {})
+        return self._client.send(call)
 
     def get_record(self, key: str, *, signature: str | None = None) -> Record | None:
         """The record, its value parsed: JSON to dicts/lists, text to str, anything else bytes."""
@@ -244,33 +249,76 @@ class StoreClient:
         return None if response is None else base.record_from(key, response, parse=False)
 
     @contextlib.contextmanager
-    def stream_record(self, key: str, *, signature: str | None = None) -> Iterator[RecordStream | None]:
-        """`with store.stream_record(key) as rec:` gives the record to read in chunks, or None."""
-        response = self._get(key, signature, stream=True)
+    def stream_record(
+        self, key: str, *, signature: str | None = None, offset: int = 0, length: int | None = None
+    ) -> Iterator[RecordStream | None]:
+        """`with store.stream_record(key) as rec:` gives the record to read in chunks, or None.
+
+        With `offset` (and `length`), only that part of the record's content: a range read,
+        which a resumed download uses; a negative `offset` reads the last `-offset` bytes.
+        `RangeNotSatisfiableError` when `offset` is at or past the end; `rec.etag` tells which
+        version is being read.
+        """
+        headers = base.range_headers(offset, length)
+        response = self._get(key, signature, stream=True, headers=headers)
         if response is None:
             yield None
             return
         try:
-            yield RecordStream(key=key, content_type=response.headers.get("content-type", ""), response=response)
+            yield base.record_stream(key, response, offset, length)
         finally:
             response.close()
+
+    def get_record_range(
+        self, key: str, offset: int, length: int | None = None, *, signature: str | None = None
+    ) -> Record | None:
+        """`length` bytes (None: all) of the record's content from `offset` (negative: the last
+        `-offset` bytes), as bytes: the server sends only those when it stores the record
+        uncompressed. None when the record does not exist; `RangeNotSatisfiableError` when
+        `offset` is at or past its end."""
+        with self.stream_record(key, signature=signature, offset=offset, length=length) as stream:
+            if stream is None:
+                return None
+            data = bytearray()
+            for chunk in stream.iter_bytes():
+                data += chunk
+            return Record(key, bytes(data), stream.content_type or BINARY_TYPE, stream.etag)
 
     def record_exists(self, key: str) -> bool:
         return self._client.send(Call("HEAD", base.record_path(self.path, key), allow_404=True)) is not None
 
     def set_record(
-        self, key: str, value: Any, content_type: str | None = None, *, content_encoding: str | None = None
-    ) -> None:
-        """Store a value, a path, a binary file or an iterator of bytes (the last three are streamed).
+        self,
+        key: str,
+        value: Any,
+        content_type: str | None = None,
+        *,
+        content_encoding: str | None = None,
+        if_match: str | None = None,
+        if_none_match: str | None = None,
+    ) -> str | None:
+        """Store a value, a path, a binary file or an iterator of bytes (the last three are
+        streamed); returns the new record's ETag.
 
         Without a content type: bytes and streams are `application/octet-stream`, str is
         text, anything else JSON. `content_encoding` declares bytes that are already encoded.
+        `if_match=etag` writes only over that version (`"*"`: over any), `if_none_match="*"`
+        only when the record does not exist; otherwise `PreconditionFailedError` and nothing
+        changes. A conditional write is retried only when it was certainly not applied.
         """
         body = prepare_body(value, content_type, content_encoding, self._client.compression)
-        self._client.send(Call("PUT", base.record_path(self.path, key), body=body))
+        conditions = base.condition_headers(if_match, if_none_match)
+        call = Call("PUT", base.record_path(self.path, key), body=body, headers=conditions, idempotent=not conditions)
+        response = self._client.send(call)
+        return None if response is None else response.headers.get("etag")
 
-    def delete_record(self, key: str) -> None:
-        self._client.send(Call("DELETE", base.record_path(self.path, key)))
+    def delete_record(self, key: str, *, if_match: str | None = None) -> None:
+        """Delete the record (a missing one is not an error); with `if_match`, only that version
+        (`"*"`: any), else `PreconditionFailedError`."""
+        conditions = base.condition_headers(if_match, None)
+        self._client.send(
+            Call("DELETE", base.record_path(self.path, key), headers=conditions, idempotent=not conditions)
+        )
 
     def list_grants(self) -> list[Grant]:
         """The users the store is shared with (kvbox extension; needs MANAGE)."""

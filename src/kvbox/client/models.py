@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 
+from kvbox.core.ranges import aslice_chunks, slice_chunks
+
 
 def parse_time(value: Any) -> datetime | None:
     """An API timestamp (`2026-01-01T00:00:00.000Z`) as an aware datetime."""
@@ -121,35 +123,57 @@ class KeyList:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """A record read in full. `value` is parsed JSON, decoded text or bytes (see `get_record`)."""
+    """A record read in full (or a range of it). `value` is parsed JSON, decoded text or bytes
+    (see `get_record`). `etag` is the version read, as the `ETag` header gives it (quotes
+    included): pass it as `if_match` to write only over this version."""
 
     key: str
     value: Any
     content_type: str
+    etag: str | None = None
 
 
 @dataclass(slots=True)
 class RecordStream:
-    """A record being downloaded. Read it with `iter_bytes()` (sync) or `aiter_bytes()` (async).
+    """A record being downloaded, from `offset` on (at most `length` bytes when given). Read it
+    with `iter_bytes()` (sync) or `aiter_bytes()` (async).
 
     Only valid inside the `stream_record` context that produced it; memory use is one chunk.
+    A negative `offset` reads the last `-offset` bytes. A server that sent the whole record
+    instead of the range asked for (one that decodes a compressed record for the caller, or
+    knows no ranges) is cut to the range here.
     """
 
     key: str
     content_type: str
     response: httpx.Response = field(repr=False)
+    offset: int = 0
+    length: int | None = None
+    skip: int = field(default=0, repr=False)  # bytes of the response before `offset`
+
+    @property
+    def etag(self) -> str | None:
+        """The version being read (the `ETag` header, quotes included)."""
+        etag: str | None = self.response.headers.get("etag")
+        return etag
 
     @property
     def size(self) -> int | None:
-        """The length announced by the server, when it sent one (not when decoding on the fly)."""
+        """How many bytes this stream gives, when the server announced a length (not when it
+        decodes on the fly)."""
         value = self.response.headers.get("content-length")
-        return int(value) if value and value.isdigit() else None
+        if not value or not value.isdigit():
+            return None
+        size = min(int(value), -self.skip) if self.skip < 0 else max(int(value) - self.skip, 0)
+        return size if self.length is None else min(size, self.length)
 
     def iter_bytes(self, chunk_size: int | None = 64 * 1024) -> Iterator[bytes]:
-        return self.response.iter_bytes(chunk_size)
+        chunks = self.response.iter_bytes(chunk_size)
+        return chunks if not self.skip and self.length is None else slice_chunks(chunks, self.skip, self.length)
 
     def aiter_bytes(self, chunk_size: int | None = 64 * 1024) -> AsyncIterator[bytes]:
-        return self.response.aiter_bytes(chunk_size)
+        chunks = self.response.aiter_bytes(chunk_size)
+        return chunks if not self.skip and self.length is None else aslice_chunks(chunks, self.skip, self.length)
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,12 +102,14 @@ def with_query(url: str, **params: str | int | None) -> str:
 
 
 def preview_kind(content_type: str) -> str:
-    """json, text, image, html or binary: how the record page shows a value."""
+    """json, text, image, video, audio, html or binary: how the record page shows a value."""
     mt = media_type(content_type)
     if mt in HTML_TYPES:
         return "html"
     if mt in IMAGE_TYPES:
         return "image"
+    if mt.startswith(("video/", "audio/")):
+        return mt.split("/", 1)[0]  # played by the browser, which reads it in ranges as it seeks
     if is_json_type(content_type):
         return "json"
     if is_text_type(content_type) or mt in ("application/javascript", "application/x-ndjson", "application/csv"):

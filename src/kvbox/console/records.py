@@ -1,5 +1,5 @@
-"""The records tab and one record: list with cursor pages, preview, raw bytes (sandboxed),
-upload, delete and the ZIP of everything."""
+"""The records tab and one record: list with cursor pages, preview, raw bytes (sandboxed, in
+ranges for the audio and video players), upload, delete and the ZIP of everything."""
 
 from __future__ import annotations
 
@@ -14,14 +14,16 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from kvbox.console import present
 from kvbox.console.stores import load_store, page_number, store_context
 from kvbox.console.web import Caller, Console, form_of, log
+from kvbox.core.clock import http_date
 from kvbox.core.encoding import IDENTITY
-from kvbox.core.errors import InvalidRequestError, KvboxError, RecordNotFoundError
+from kvbox.core.errors import InvalidRequestError, KvboxError, RangeNotSatisfiableError, RecordNotFoundError
 from kvbox.core.keys import validate_key
 from kvbox.core.models import Permission, Store
 from kvbox.core.parsing import load_json
 from kvbox.core.signatures import sign_record, sign_storage
 from kvbox.core.urls import record_url, records_path
 from kvbox.service.codecs import decode_stream
+from kvbox.service.records import ReadOptions
 
 PAGE_SIZE = 50
 TRAIL_LIMIT = 20  # cursors of earlier pages kept in the URL for "Previous"
@@ -167,19 +169,34 @@ def _preview(kind: str, data: bytes, content_type: str, *, truncated: bool) -> d
 
 
 async def raw_record(console: Console, request: Request, caller: Caller) -> Response:
-    """The record's bytes for an `<img>`, a sandboxed `<iframe>` or a download, decoded."""
+    """The record's bytes for an `<img>`, a sandboxed `<iframe>`, a download, or an `<audio>` or
+    `<video>` player, which asks for ranges as it seeks (`206`); decoded when stored compressed
+    (and then whole)."""
     segment, key = request.path_params["store"], request.path_params["key"]
-    read = await console.services.records.get(caller.principal, segment, key)
+    options = ReadOptions(range=request.headers.get("range"), if_range=request.headers.get("if-range"))
+    try:
+        read = await console.services.records.get(caller.principal, segment, key, options=options)
+    except RangeNotSatisfiableError as err:
+        return Response(status_code=416, headers={**RAW_HEADERS, "content-range": f"bytes */{err.total}"})
     meta = read.meta
-    headers = dict(RAW_HEADERS)
+    headers = {**RAW_HEADERS, "etag": f'"{meta.etag}"', "last-modified": http_date(meta.modified_at)}
     if request.query_params.get("download") == "1":
         headers["content-disposition"] = f'attachment; filename="{meta.key.replace(chr(34), "")}"'
     body = read.body
-    if body is not None and meta.encoding != IDENTITY:
+    if body is not None and read.decode:
         body = decode_stream(body, meta.encoding)
-    elif meta.encoding == IDENTITY:
-        headers["content-length"] = str(meta.size)
-    return StreamingResponse(body or _empty(), media_type=None, headers={"content-type": meta.content_type, **headers})
+    elif not read.decode:
+        span = read.span
+        headers["accept-ranges"] = "bytes"
+        headers["content-length"] = str(meta.size if span is None else span.length)
+        if span is not None:
+            headers["content-range"] = span.content_range(meta.size)
+    return StreamingResponse(
+        body or _empty(),
+        status_code=200 if read.span is None else 206,
+        media_type=None,
+        headers={"content-type": meta.content_type, **headers},
+    )
 
 
 async def _empty() -> AsyncIterator[bytes]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Protocol
 
@@ -43,3 +44,15 @@ def http_date(ms: int) -> str:
 @lru_cache(maxsize=4096)
 def _http_date_of_second(second: int) -> str:
     return datetime.fromtimestamp(second, tz=UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+
+def parse_http_date(value: str) -> int | None:
+    """Seconds since the epoch of an HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`, or one of the
+    two obsolete forms RFC 9110 still accepts); None when it is not one."""
+    try:
+        when = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # the obsolete forms carry no zone: HTTP dates are always GMT
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp())

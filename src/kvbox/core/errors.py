@@ -176,6 +176,15 @@ class RequestTooLargeError(KvboxError):
         super().__init__(f"The payload is too large (limit: {limit} bytes, actual length: {actual_text}).")
 
 
+class PreconditionFailedError(KvboxError):
+    """A conditional request (`If-Match`, `If-None-Match: *`) found the record in another state:
+    nothing was changed."""
+
+    status = 412
+    type = "precondition-failed"
+    default_message = "The record does not match the request's precondition."
+
+
 class UnsupportedContentEncodingError(KvboxError):
     status = 415
     type = "unsupported-content-encoding"
@@ -183,6 +192,19 @@ class UnsupportedContentEncodingError(KvboxError):
 
     def __init__(self, encoding: str) -> None:
         super().__init__(f'Content-Encoding "{encoding}" is not supported.')
+
+
+class RangeNotSatisfiableError(KvboxError):
+    """A `Range` that selects no byte of the record; `total` is the record's length in the
+    bytes the range counts (the response says `Content-Range: bytes */TOTAL`)."""
+
+    status = 416
+    type = "range-not-satisfiable"
+    default_message = "The requested range is not satisfiable."
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        super().__init__(f"The requested range selects no byte of the record, which is {total} bytes long.")
 
 
 class RateLimitExceededError(KvboxError):

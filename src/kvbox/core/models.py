@@ -149,3 +149,31 @@ class StatsDelta:
     reads: int = 0
     lists: int = 0
     accessed_at: int = 0
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """What a record must look like for a write or delete to go ahead, checked by the index in
+    the same atomic step as the change (so two writers racing with one `If-Match` never both
+    win). ETags are bare (no quotes), as `RecordMeta.etag` holds them.
+
+    `if_match`: the record exists and its ETag is one of these (an empty tuple matches nothing).
+    `if_none_match`: the record is missing or its ETag is none of these.
+    `must_exist` (`If-Match: *`) and `must_not_exist` (`If-None-Match: *`).
+    """
+
+    if_match: tuple[str, ...] | None = None
+    if_none_match: tuple[str, ...] | None = None
+    must_exist: bool = False
+    must_not_exist: bool = False
+
+    def holds(self, current: RecordMeta | None) -> bool:
+        """Whether the condition holds for the record as it is now (None: there is none)."""
+        if current is None:
+            return not self.must_exist and self.if_match is None
+        if self.must_not_exist:
+            return False
+        if self.if_match is not None and current.etag not in self.if_match:
+            return False
+        return self.if_none_match is None or current.etag not in self.if_none_match

@@ -10,6 +10,11 @@ Values, the same in both modes: dict, list, int, float and bool are stored as JS
 text, bytes as bytes; on reading, JSON is parsed, `text/*` and `application/*xml` become str,
 everything else bytes.
 
+Beyond crawlee: `update_value(key, fn, retries=...)` changes a value with no other write in
+between (a compare-and-set with `If-Match` remotely; locally under the store folder's lock,
+which every kvbox write to the folder takes), and `get_record_range` and `stream` read part
+of a record (a range read remotely).
+
 Where kvbox differs from the Apify SDK and crawlee (on purpose):
 
 - `set_value(key, None)` deletes the record, as the platform docs and the JS SDK say; the

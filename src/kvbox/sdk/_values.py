@@ -53,6 +53,12 @@ def decode(key: str, data: bytes, content_type: str | None) -> Any:
         raise StorageError(f"Record {key!r} is not valid {content_type}") from err
 
 
+def check_range(offset: int, length: int | None) -> None:
+    """A range from `offset` (negative: the last `-offset` bytes, with no `length`)."""
+    if length is not None and (length < 0 or offset < 0):
+        raise ValueError("length must not be negative, and a negative offset (the last bytes) takes no length")
+
+
 def check_open_args(name: str | None, id: str | None) -> None:
     if name is not None and id is not None:
         raise ValueError('Only one of "id" and "name" can be given')

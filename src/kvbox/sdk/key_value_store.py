@@ -7,6 +7,7 @@ event loop) gives the same object, as in crawlee.
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,17 +17,20 @@ from typing import Any, Protocol
 import anyio.to_thread
 
 from kvbox.client import KvboxClientAsync
+from kvbox.core.errors import RecordNotFoundError
 from kvbox.sdk import _values as values
 from kvbox.sdk.config import Configuration
 from kvbox.sdk.local import LocalStore, open_folder
 from kvbox.sdk.models import RecordMetadata, StoreMetadata
-from kvbox.sdk.remote import DEFAULT_STORE_NAME, RemoteStoreAsync
+from kvbox.sdk.remote import DEFAULT_STORE_NAME, Change, RemoteStoreAsync
 
 # Local files at least this large are read and written in a worker thread; smaller ones
 # inline, where a thread hop would cost more than the I/O itself.
 OFFLOAD_BYTES = 1024 * 1024
 
 KeyCallback = Callable[[str, int, RecordMetadata], Awaitable[None] | None]
+# Attempts after the first when another writer wins the race (remote mode).
+UPDATE_RETRIES = 10
 
 
 class AsyncBackend(Protocol):
@@ -35,6 +39,8 @@ class AsyncBackend(Protocol):
     async def read(self, key: str) -> tuple[bytes, str | None] | None: ...
     async def write(self, key: str, data: bytes, content_type: str) -> None: ...
     async def delete(self, key: str) -> None: ...
+    async def update(self, key: str, change: Change, retries: int = 0) -> None: ...
+    def stream(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]: ...
     async def exists(self, key: str) -> bool: ...
     def keys(self, exclusive_start_key: str | None, limit: int | None) -> AsyncIterator[RecordMetadata]: ...
     async def public_url(self, key: str) -> str: ...
@@ -66,6 +72,18 @@ class LocalStoreAsync:
 
     async def delete(self, key: str) -> None:
         self.store.delete(key)
+
+    async def update(self, key: str, change: Change, retries: int = 0) -> None:
+        # In a worker thread: the folder's lock may be held by another process meanwhile.
+        await anyio.to_thread.run_sync(self.store.update, key, change)
+
+    async def stream(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        chunks = self.store.stream(key, offset, length)
+        try:
+            while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
+                yield chunk
+        finally:
+            chunks.close()
 
     async def exists(self, key: str) -> bool:
         return self.store.exists(key)
@@ -197,6 +215,56 @@ class KeyValueStore:
         """Delete the record; a missing record is not an error."""
         values.check_read_key(key, remote=self._remote)
         await self._backend.delete(key)
+
+    async def update_value(
+        self,
+        key: str,
+        fn: Callable[[Any], Any],
+        *,
+        default_value: Any = None,
+        content_type: str | None = None,
+        retries: int = UPDATE_RETRIES,
+    ) -> Any:
+        """Set the value to `fn(current value)` (`default_value` when there is none; `fn`
+        returning None deletes the record) with no other write in between; returns the new value.
+
+        Remote: a compare-and-set (`If-Match`); when another writer wins, the value is read and
+        `fn` called again, up to `retries` more times, then `PreconditionFailedError`. Local: under
+        the folder's lock, shared by every process using the folder (`fn` runs once, in a worker
+        thread). `fn` may run more than once, so it should only compute the new value.
+        """
+        values.encode(key, b"", None)  # same key check as a write
+        done: list[Any] = []
+
+        def change(current: tuple[bytes, str | None] | None) -> tuple[bytes, str] | None:
+            value = copy.deepcopy(default_value) if current is None else values.decode(key, *current)
+            new = fn(value)
+            done[:] = [new]
+            return None if new is None else values.encode(key, new, content_type)
+
+        await self._backend.update(key, change, retries)
+        return done[0]
+
+    async def get_record_range(self, key: str, offset: int, length: int | None = None) -> bytes | None:
+        """`length` bytes (None: to the end) of the record's bytes from `offset` (negative: the
+        last `-offset` bytes); None when the record does not exist. Past the end there is
+        nothing (`b""`), as with a slice."""
+        try:
+            return b"".join([chunk async for chunk in self.stream(key, offset=offset, length=length)])
+        except RecordNotFoundError:
+            return None
+
+    async def stream(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """The record's bytes in chunks, from `offset` on (at most `length` of them), with bounded
+        memory; remotely a range read. `RecordNotFoundError` when the record does not exist."""
+        values.check_read_key(key, remote=self._remote)
+        values.check_range(offset, length)
+        if length == 0:
+            if not await self._backend.exists(key):
+                raise RecordNotFoundError(f"Record {key!r} was not found")
+            return
+        async for chunk in self._backend.stream(key, offset, length):
+            yield chunk
 
     async def record_exists(self, key: str) -> bool:
         values.check_read_key(key, remote=self._remote)

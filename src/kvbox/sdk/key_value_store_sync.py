@@ -6,18 +6,20 @@ from several threads.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kvbox.client import KvboxClient
+from kvbox.core.errors import RecordNotFoundError
 from kvbox.sdk import _values as values
 from kvbox.sdk.config import Configuration
-from kvbox.sdk.key_value_store import cache_key
+from kvbox.sdk.key_value_store import UPDATE_RETRIES, cache_key
 from kvbox.sdk.local import LocalStore, open_folder
 from kvbox.sdk.models import RecordMetadata, StoreMetadata
-from kvbox.sdk.remote import DEFAULT_STORE_NAME, RemoteStore
+from kvbox.sdk.remote import DEFAULT_STORE_NAME, Change, RemoteStore
 
 
 class SyncBackend(Protocol):
@@ -26,6 +28,8 @@ class SyncBackend(Protocol):
     def read(self, key: str) -> tuple[bytes, str | None] | None: ...
     def write(self, key: str, data: bytes, content_type: str) -> None: ...
     def delete(self, key: str) -> None: ...
+    def update(self, key: str, change: Change, retries: int = 0) -> None: ...
+    def stream(self, key: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]: ...
     def exists(self, key: str) -> bool: ...
     def keys(self, exclusive_start_key: str | None, limit: int | None) -> Iterator[RecordMetadata]: ...
     def public_url(self, key: str) -> str: ...
@@ -129,6 +133,55 @@ class KeyValueStoreSync:
         """Delete the record; a missing record is not an error."""
         values.check_read_key(key, remote=self._remote)
         self._backend.delete(key)
+
+    def update_value(
+        self,
+        key: str,
+        fn: Callable[[Any], Any],
+        *,
+        default_value: Any = None,
+        content_type: str | None = None,
+        retries: int = UPDATE_RETRIES,
+    ) -> Any:
+        """Set the value to `fn(current value)` (`default_value` when there is none; `fn`
+        returning None deletes the record) with no other write in between; returns the new value.
+
+        Remote: a compare-and-set (`If-Match`); when another writer wins, the value is read and
+        `fn` called again, up to `retries` more times, then `PreconditionFailedError`. Local: under
+        the folder's lock, shared by every process using the folder. `fn` may run more than
+        once, so it should only compute the new value.
+        """
+        values.encode(key, b"", None)  # same key check as a write
+        done: list[Any] = []
+
+        def change(current: tuple[bytes, str | None] | None) -> tuple[bytes, str] | None:
+            value = copy.deepcopy(default_value) if current is None else values.decode(key, *current)
+            new = fn(value)
+            done[:] = [new]
+            return None if new is None else values.encode(key, new, content_type)
+
+        self._backend.update(key, change, retries)
+        return done[0]
+
+    def get_record_range(self, key: str, offset: int, length: int | None = None) -> bytes | None:
+        """`length` bytes (None: to the end) of the record's bytes from `offset` (negative: the
+        last `-offset` bytes); None when the record does not exist. Past the end there is
+        nothing (`b""`), as with a slice."""
+        try:
+            return b"".join(self.stream(key, offset=offset, length=length))
+        except RecordNotFoundError:
+            return None
+
+    def stream(self, key: str, *, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """The record's bytes in chunks, from `offset` on (at most `length` of them), with bounded
+        memory; remotely a range read. `RecordNotFoundError` when the record does not exist."""
+        values.check_read_key(key, remote=self._remote)
+        values.check_range(offset, length)
+        if length == 0:
+            if not self._backend.exists(key):
+                raise RecordNotFoundError(f"Record {key!r} was not found")
+            return
+        yield from self._backend.stream(key, offset, length)
 
     def record_exists(self, key: str) -> bool:
         values.check_read_key(key, remote=self._remote)

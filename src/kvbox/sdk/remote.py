@@ -7,11 +7,25 @@ with local mode.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 
-from kvbox.client import KvboxClient, KvboxClientAsync, StoreInfo
-from kvbox.core.errors import StoreNotFoundError
+import anyio
+
+from kvbox.client import (
+    KvboxClient,
+    KvboxClientAsync,
+    PreconditionFailedError,
+    RangeNotSatisfiableError,
+    Record,
+    StoreInfo,
+)
+from kvbox.core.errors import RecordNotFoundError, StoreNotFoundError
 from kvbox.sdk.models import RecordMetadata, StoreMetadata
+
+Value = tuple[bytes, str | None]
+Change = Callable[[Value | None], tuple[bytes, str] | None]
 
 # The store a process gets by default when no default store ID is configured: the same
 # name as the local default folder, so `default/` and the `default` store correspond.
@@ -30,6 +44,20 @@ def _metadata(info: StoreInfo) -> StoreMetadata:
 
 def _missing(what: str) -> StoreNotFoundError:
     return StoreNotFoundError(f"Key-value store {what} was not found on the server")
+
+
+def _version(key: str, record: Record | None) -> tuple[Value | None, str | None]:
+    """A record as `update` hands it to its change, and the ETag a conditional write names."""
+    if record is None:
+        return None, None
+    if not record.etag:
+        raise RuntimeError(f"The server sent no ETag for {key!r}: it cannot update records safely")
+    return (record.value, record.content_type), record.etag
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds to wait before trying an update again: jittered, so racing writers spread out."""
+    return random.uniform(0, min(0.2, 0.002 * 2**attempt))
 
 
 class RemoteStore:
@@ -62,6 +90,32 @@ class RemoteStore:
 
     def delete(self, key: str) -> None:
         self._store.delete_record(key)
+
+    def update(self, key: str, change: Change, retries: int = 0) -> None:
+        """Read, change and write back with `If-Match` (`If-None-Match: *` when it was missing);
+        when another writer came first, read again, up to `retries` more times."""
+        for attempt in range(retries + 1):
+            current, etag = _version(key, self._store.get_record_as_bytes(key))
+            new = change(current)
+            try:
+                if new is not None:
+                    self._store.set_record(key, new[0], new[1], if_match=etag, if_none_match=None if etag else "*")
+                elif etag is not None:
+                    self._store.delete_record(key, if_match=etag)
+                return
+            except PreconditionFailedError:
+                if attempt == retries:
+                    raise
+            time.sleep(_backoff(attempt))
+
+    def stream(self, key: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        try:
+            with self._store.stream_record(key, offset=offset, length=length) as record:
+                if record is None:
+                    raise RecordNotFoundError(f"Record {key!r} was not found on the server")
+                yield from record.iter_bytes()
+        except RangeNotSatisfiableError:
+            return  # from the end on: nothing
 
     def exists(self, key: str) -> bool:
         return self._store.record_exists(key)
@@ -118,6 +172,35 @@ class RemoteStoreAsync:
 
     async def delete(self, key: str) -> None:
         await self._store.delete_record(key)
+
+    async def update(self, key: str, change: Change, retries: int = 0) -> None:
+        """Read, change and write back with `If-Match` (`If-None-Match: *` when it was missing);
+        when another writer came first, read again, up to `retries` more times."""
+        for attempt in range(retries + 1):
+            current, etag = _version(key, await self._store.get_record_as_bytes(key))
+            new = change(current)
+            try:
+                if new is not None:
+                    await self._store.set_record(
+                        key, new[0], new[1], if_match=etag, if_none_match=None if etag else "*"
+                    )
+                elif etag is not None:
+                    await self._store.delete_record(key, if_match=etag)
+                return
+            except PreconditionFailedError:
+                if attempt == retries:
+                    raise
+            await anyio.sleep(_backoff(attempt))
+
+    async def stream(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        try:
+            async with self._store.stream_record(key, offset=offset, length=length) as record:
+                if record is None:
+                    raise RecordNotFoundError(f"Record {key!r} was not found on the server")
+                async for chunk in record.aiter_bytes():
+                    yield chunk
+        except RangeNotSatisfiableError:
+            return  # from the end on: nothing
 
     async def exists(self, key: str) -> bool:
         return await self._store.record_exists(key)

@@ -1,4 +1,5 @@
-"""Record use cases: streaming put, get, head, delete and key listing."""
+"""Record use cases: streaming put, get, head, delete and key listing; conditional writes and
+reads, and reads of a byte range."""
 
 from __future__ import annotations
 
@@ -6,22 +7,27 @@ import re
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+from typing import Final
 
 from kvbox.backends.base import BlobStore, BlobWriter, MetadataIndex
 from kvbox.core.clock import Clock
+from kvbox.core.conditions import ReadConditions, if_range_holds
 from kvbox.core.content import BINARY_TYPE
-from kvbox.core.encoding import normalize_encoding
+from kvbox.core.encoding import IDENTITY, accepts, normalize_encoding
 from kvbox.core.errors import (
     InvalidContentTypeError,
     InvalidParameterError,
     KvboxError,
+    PreconditionFailedError,
     RecordNotFoundError,
     RequestTooLargeError,
     StorageError,
     StoreNotFoundError,
 )
+from kvbox.core.frozen import fast_init
 from kvbox.core.keys import validate_key
-from kvbox.core.models import KeyPage, Permission, RecordMeta, Store
+from kvbox.core.models import Condition, KeyPage, Permission, RecordMeta, Store
+from kvbox.core.ranges import ByteRange, parse_range
 from kvbox.service.codecs import InflationGuard, decode_bytes
 from kvbox.service.principal import Principal
 from kvbox.service.readcache import ReadCache
@@ -41,13 +47,50 @@ OPEN_ATTEMPTS = 5
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
+@fast_init
+@dataclass(frozen=True, slots=True)
+class ReadOptions:
+    """How a caller reads a record beyond naming it: the preconditions of its GET or HEAD, the
+    `Range` it asks for (with its `If-Range`), and the content encodings it takes as they are
+    stored (`Accept-Encoding`; None: identity only, so a compressed record is decoded for it)."""
+
+    conditions: ReadConditions | None = None
+    range: str | None = None
+    if_range: str | None = None
+    accept_encoding: str | None = None
+
+
+PLAIN_READ: Final = ReadOptions()
+
+
 @dataclass(slots=True)
 class RecordRead:
-    """A record ready to send: its row and (for GET) its stored bytes as a stream."""
+    """A record ready to send: its row and (for GET) its stored bytes as a stream.
+
+    `decode`: the record is stored compressed in an encoding the caller does not take, so it
+    is sent decoded (and a range is not honoured). `span`: the part of the stored bytes the
+    body holds (None: all of them). `not_modified`: a precondition says 304; there is no body.
+    """
 
     resolved: Resolved
     meta: RecordMeta
     body: AsyncGenerator[bytes, None] | None = None
+    span: ByteRange | None = None
+    decode: bool = False
+    not_modified: bool = False
+
+
+def _plan(resolved: Resolved, meta: RecordMeta, options: ReadOptions, *, ranged: bool) -> RecordRead:
+    """How to answer a read of `meta`: 304, a span of it or all of it (RFC 9110's order:
+    preconditions, then the range). Raises 412 or 416."""
+    decode = meta.encoding != IDENTITY and not accepts(options.accept_encoding, meta.encoding)
+    read = RecordRead(resolved, meta, None, None, decode)
+    conditions = options.conditions
+    if conditions is not None and conditions.not_modified(meta.etag, meta.modified_at):
+        read.not_modified = True
+    elif ranged and options.range is not None and not decode and if_range_holds(options.if_range, meta.etag):
+        read.span = parse_range(options.range, meta.size)
+    return read
 
 
 class RecordService:
@@ -82,9 +125,11 @@ class RecordService:
         content_type: str | None,
         content_encoding: str | None,
         content_length: int | None,
+        condition: Condition | None = None,
     ) -> tuple[Resolved, RecordMeta]:
-        """Store a body exactly as sent. Checked before any byte is read: key, encoding,
-        declared length, permission and collection content type."""
+        """Store a body exactly as sent, if `condition` holds for the record it replaces (else
+        `PreconditionFailedError`, nothing changed). Checked before any byte is read: key,
+        encoding, declared length, permission and collection content type."""
         validate_key(key)
         encoding = normalize_encoding(content_encoding)
         ctype = _clean_content_type(content_type)
@@ -96,6 +141,8 @@ class RecordService:
         keep_for_check = needs_body_check(collections, ctype)
         if keep_for_check:
             check_charset(ctype)
+        if condition is not None and (content_length is None or content_length > self._inline_threshold):
+            await self._precheck(resolved.store.id, key, condition)
 
         guard = InflationGuard(encoding, self.max_record_size)
         buffer = bytearray()
@@ -143,7 +190,11 @@ class RecordService:
             blob_id=blob_id,
         )
         try:
-            replaced = await self._index.put_record(resolved.store.id, meta)
+            replaced = await self._index.put_record(resolved.store.id, meta, condition=condition)
+        except PreconditionFailedError:
+            if blob_id is not None:
+                await self._blobs.delete(blob_id)
+            raise
         except KvboxError:
             if blob_id is not None:
                 await self._blobs.delete(blob_id)
@@ -153,6 +204,12 @@ class RecordService:
         if replaced is not None and replaced.blob_id:
             await self._blobs.delete(replaced.blob_id)
         return resolved, meta
+
+    async def _precheck(self, store_id: str, key: str, condition: Condition) -> None:
+        """Refuse a large body before reading it when its condition already fails; the check
+        that counts is the index's, made in one step with the write."""
+        if not condition.holds(await self._index.get_record(store_id, key)):
+            raise PreconditionFailedError()
 
     async def _read_meta(
         self, principal: Principal, segment: str, key: str, signature: str | None
@@ -169,43 +226,66 @@ class RecordService:
             raise RecordNotFoundError()
         return resolved, meta
 
-    async def get(self, principal: Principal, segment: str, key: str, *, signature: str | None = None) -> RecordRead:
+    async def get(
+        self,
+        principal: Principal,
+        segment: str,
+        key: str,
+        *,
+        signature: str | None = None,
+        options: ReadOptions = PLAIN_READ,
+    ) -> RecordRead:
+        """The record with its stored bytes (or the span `options.range` selects) open to stream.
+        Raises `PreconditionFailedError` (412) and `RangeNotSatisfiableError` (416)."""
         resolved, meta = await self._read_meta(principal, segment, key, signature)
         self._stats.read(resolved.store.id, self._clock.now_ms())
-        found, body = await self._open(resolved.store.id, meta)
-        if found is None:
-            raise RecordNotFoundError()
-        return RecordRead(resolved=resolved, meta=found, body=body)
-
-    async def _open(
-        self, store_id: str, meta: RecordMeta | None
-    ) -> tuple[RecordMeta | None, AsyncGenerator[bytes, None]]:
-        """Open a record's body. A concurrent write may replace (and delete) the blob between
-        reading the row and opening it: then read the row again and open the newer body."""
         for _ in range(OPEN_ATTEMPTS):
-            if meta is None:
-                return None, _one(None)
-            if meta.blob_id is None:
-                return meta, _one(meta.inline)
+            read = _plan(resolved, meta, options, ranged=True)
+            if read.not_modified:
+                return read
             try:
-                return meta, await self._blobs.open(meta.blob_id)
+                read.body = await self._open_span(meta, read.span)
+                return read
             except StorageError:
-                fresh = await self._index.get_record(store_id, meta.key)
+                fresh = await self._index.get_record(resolved.store.id, key)
                 if fresh is not None and fresh.blob_id == meta.blob_id:
                     raise  # the row still points at it: the blob is really lost
-                meta = fresh
-        raise StorageError(f"Record {meta.key if meta else ''!r} kept changing while it was being opened.")
+                if fresh is None:
+                    raise RecordNotFoundError() from None
+                meta = fresh  # replaced meanwhile: plan again, the newer record may differ
+        raise StorageError(f"Record {key!r} kept changing while it was being opened.")
 
-    async def head(self, principal: Principal, segment: str, key: str, *, signature: str | None = None) -> RecordRead:
+    async def _open_span(self, meta: RecordMeta, span: ByteRange | None) -> AsyncGenerator[bytes, None]:
+        """The record's stored bytes (or `span` of them). A concurrent write may replace (and
+        delete) the blob between reading the row and opening it: then `StorageError`."""
+        if meta.blob_id is None:
+            return _one(meta.inline[span.start : span.end] if span and meta.inline else meta.inline)
+        if span is None:
+            return await self._blobs.open(meta.blob_id)
+        return await self._blobs.open(meta.blob_id, start=span.start, end=span.end)
+
+    async def head(
+        self,
+        principal: Principal,
+        segment: str,
+        key: str,
+        *,
+        signature: str | None = None,
+        options: ReadOptions = PLAIN_READ,
+    ) -> RecordRead:
+        """The record's row, with its preconditions checked (a range does not apply to HEAD)."""
         resolved, meta = await self._read_meta(principal, segment, key, signature)
         self._stats.touched(resolved.store.id, self._clock.now_ms())
-        return RecordRead(resolved=resolved, meta=meta)
+        return _plan(resolved, meta, options, ranged=False)
 
-    async def delete(self, principal: Principal, segment: str, key: str) -> None:
-        """Deleting a missing record succeeds (idempotent, so `set_value(key, None)` never fails)."""
+    async def delete(self, principal: Principal, segment: str, key: str, *, condition: Condition | None = None) -> None:
+        """Deleting a missing record succeeds (idempotent, so `set_value(key, None)` never fails),
+        unless `condition` asks for the record to exist. A condition that does not hold raises
+        `PreconditionFailedError` and deletes nothing."""
         validate_key(key)
         resolved = await self._stores.resolve(principal, segment, need=Permission.WRITE, record_op=True)
-        old = await self._index.delete_record(resolved.store.id, key, now_ms=self._clock.now_ms())
+        now = self._clock.now_ms()
+        old = await self._index.delete_record(resolved.store.id, key, now_ms=now, condition=condition)
         if old is not None and old.blob_id:
             await self._blobs.delete(old.blob_id)
 
@@ -256,13 +336,29 @@ class RecordService:
         while True:
             page = await self._page(store, after, MAX_PAGE, prefix, collection)
             for item in page.items:
-                found, body = await self._open(store.id, await self._index.get_record(store.id, item.key))
-                if found is None:
+                opened = await self._open_whole(store.id, await self._index.get_record(store.id, item.key))
+                if opened is None:
                     continue  # deleted while exporting
-                yield found, body
+                yield opened
             if not page.is_truncated:
                 return
             after = page.next_key
+
+    async def _open_whole(
+        self, store_id: str, meta: RecordMeta | None
+    ) -> tuple[RecordMeta, AsyncGenerator[bytes, None]] | None:
+        """A record's row and its whole body open to stream; None when it is gone."""
+        for _ in range(OPEN_ATTEMPTS):
+            if meta is None:
+                return None
+            try:
+                return meta, await self._open_span(meta, None)
+            except StorageError:
+                fresh = await self._index.get_record(store_id, meta.key)
+                if fresh is not None and fresh.blob_id == meta.blob_id:
+                    raise  # the row still points at it: the blob is really lost
+                meta = fresh
+        raise StorageError(f"Record {meta.key if meta else ''!r} kept changing while it was being opened.")
 
 
 def _inline_size(meta: RecordMeta | None) -> int:

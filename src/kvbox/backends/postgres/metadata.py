@@ -31,8 +31,9 @@ from kvbox.backends.rows import store_from_row as _store
 from kvbox.backends.rows import token_from_row as _token
 from kvbox.backends.rows import user_from_row as _user
 from kvbox.backends.statements import Dialect, Statements
-from kvbox.core.errors import NameNotUniqueError, StorageError
+from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
 from kvbox.core.models import (
+    Condition,
     GeneralAccess,
     Grant,
     KeyPage,
@@ -53,7 +54,8 @@ POOL_WAIT_S = 5
 _SQL = Statements(Dialect(param="%s", greatest="greatest", token_order="seq"))
 # Record writes are one round trip each: a stored function (schema.py) for a put, one
 # statement with data-modifying CTEs for a delete. Both lock the store row first.
-_PUT_RECORD = "SELECT * FROM kvbox_put_record(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_PUT_RECORD = "SELECT * FROM kvbox_put_record(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::text[], %s::text[], %s, %s)"
+_NO_CONDITION = (None, None, False, False)
 # One statement. It locks the store row first, as kvbox_put_record does (one lock order:
 # no deadlocks); a write of the same key that commits meanwhile is then seen through the
 # record's row lock (DELETE re-reads the row it waited for), so the counts stay exact.
@@ -70,6 +72,37 @@ upd AS (
 )
 SELECT {_RECORD} FROM d
 """
+# The same with a condition (schema.py's kvbox_condition_holds), checked on the record as
+# it is once the store row is locked: FOR UPDATE reads the latest committed version of a
+# row that a writer holding the lock before us changed. Refused: nothing changes.
+_DELETE_RECORD_IF = f"""
+WITH s AS (SELECT pk FROM stores WHERE id = %(store)s FOR NO KEY UPDATE),
+cur AS (SELECT etag FROM records WHERE store_pk = (SELECT pk FROM s) AND key = %(key)s FOR UPDATE),
+ok AS (SELECT kvbox_condition_holds((SELECT etag FROM cur), %(if_match)s::text[], %(if_none_match)s::text[],
+    %(must_exist)s, %(must_not_exist)s) AS ok),
+d AS (
+    DELETE FROM records WHERE store_pk = (SELECT pk FROM s) AND key = %(key)s AND (SELECT ok FROM ok)
+    RETURNING {_RECORD}
+),
+upd AS (
+    UPDATE stores SET delete_count = delete_count + 1, record_count = record_count - (SELECT count(*) FROM d),
+        storage_bytes = storage_bytes - coalesce((SELECT sum(size) FROM d), 0),
+        modified_at = CASE WHEN EXISTS (SELECT 1 FROM d) THEN greatest(modified_at, %(now)s) ELSE modified_at END,
+        accessed_at = greatest(accessed_at, %(now)s)
+    WHERE pk = (SELECT pk FROM s) AND (SELECT ok FROM ok)
+)
+SELECT ok.ok, {", ".join("d." + c for c in _RECORD.split(", "))} FROM ok LEFT JOIN d ON true
+"""
+
+
+def _condition_values(condition: Condition | None) -> tuple[Any, ...]:
+    """A condition as the four trailing arguments of kvbox_put_record (and of the delete)."""
+    if condition is None:
+        return _NO_CONDITION
+    c = condition
+    if_match = list(c.if_match) if c.if_match is not None else None
+    if_none_match = list(c.if_none_match) if c.if_none_match is not None else None
+    return if_match, if_none_match, c.must_exist, c.must_not_exist
 
 
 def _store_name_taken(name: object) -> NameNotUniqueError:
@@ -364,17 +397,34 @@ class PostgresMetadataIndex:
         with _storage_errors("read a record"):
             return _record(row) if row else None
 
-    async def put_record(self, store_id: str, record: RecordMeta) -> RecordMeta | None:
-        # The function takes the record in the order of RECORD_COLUMNS and returns the replaced
-        # one in the same order, with whether there was one in place of the key.
-        row = await self._one("write a record", _PUT_RECORD, (store_id, *record_values(record)))
+    async def put_record(
+        self, store_id: str, record: RecordMeta, *, condition: Condition | None = None
+    ) -> RecordMeta | None:
+        # The function takes the record in the order of RECORD_COLUMNS and the condition, and
+        # returns whether it refused, whether a record was replaced and that record's columns
+        # in the same order.
+        params = (store_id, *record_values(record), *_condition_values(condition))
+        row = await self._one("write a record", _PUT_RECORD, params)
         if row is None:
             raise StorageError(f"Store {store_id} does not exist.")
+        if row[0]:
+            raise PreconditionFailedError()
         with _storage_errors("write a record"):
-            return _record((record.key, *row[1:])) if row[0] else None
+            return _record((record.key, *row[2:])) if row[1] else None
 
-    async def delete_record(self, store_id: str, key: str, *, now_ms: int) -> RecordMeta | None:
-        row = await self._one("delete a record", _DELETE_RECORD, {"store": store_id, "key": key, "now": now_ms})
+    async def delete_record(
+        self, store_id: str, key: str, *, now_ms: int, condition: Condition | None = None
+    ) -> RecordMeta | None:
+        params: dict[str, Any] = {"store": store_id, "key": key, "now": now_ms}
+        if condition is None:
+            row = await self._one("delete a record", _DELETE_RECORD, params)
+        else:
+            names = ("if_match", "if_none_match", "must_exist", "must_not_exist")
+            params.update(zip(names, _condition_values(condition), strict=True))
+            found = await self._one("delete a record", _DELETE_RECORD_IF, params)
+            if found is None or not found[0]:
+                raise PreconditionFailedError()
+            row = found[1:] if found[1] is not None else None
         with _storage_errors("delete a record"):
             return _record(row) if row else None
 

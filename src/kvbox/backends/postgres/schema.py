@@ -140,8 +140,67 @@ _V1: tuple[str, ...] = (
     """,
 )
 
+# Conditional writes (If-Match, If-None-Match). The condition is checked after the store
+# row lock is taken, in the same transaction as the write: writers of a store queue on that
+# lock, so the record each one checks is the one its write replaces. The 9-argument
+# kvbox_put_record of version 1 stays, so nodes still running the previous release keep
+# writing until they are upgraded.
+_V2: tuple[str, ...] = (
+    # Condition.holds (core/models.py) in SQL; p_etag NULL means there is no record.
+    """
+    CREATE FUNCTION kvbox_condition_holds(
+        p_etag text, p_if_match text[], p_if_none_match text[], p_must_exist boolean, p_must_not_exist boolean
+    ) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+        SELECT CASE WHEN p_etag IS NULL THEN NOT p_must_exist AND p_if_match IS NULL
+            ELSE NOT p_must_not_exist
+                AND (p_if_match IS NULL OR p_etag = ANY (p_if_match))
+                AND (p_if_none_match IS NULL OR NOT (p_etag = ANY (p_if_none_match))) END
+    $$
+    """,
+    # As version 1's, with the condition; `refused` says the condition did not hold (then
+    # nothing was written and the other columns are NULL). No rows back: no such store.
+    """
+    CREATE FUNCTION kvbox_put_record(
+        p_store text, p_key text, p_content_type text, p_encoding text, p_size bigint, p_etag text,
+        p_modified_at bigint, p_inline bytea, p_blob_id text,
+        p_if_match text[], p_if_none_match text[], p_must_exist boolean, p_must_not_exist boolean
+    ) RETURNS TABLE (
+        refused boolean, replaced boolean, o_content_type text, o_encoding text, o_size bigint, o_etag text,
+        o_modified_at bigint, o_inline bytea, o_blob_id text
+    ) LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+    DECLARE
+        v_pk bigint;
+        v_old records%ROWTYPE;
+    BEGIN
+        SELECT pk INTO v_pk FROM stores WHERE id = p_store FOR NO KEY UPDATE;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        SELECT * INTO v_old FROM records AS r WHERE r.store_pk = v_pk AND r.key = p_key;
+        IF NOT kvbox_condition_holds(v_old.etag, p_if_match, p_if_none_match, p_must_exist, p_must_not_exist) THEN
+            RETURN QUERY SELECT true, NULL::boolean, NULL::text, NULL::text, NULL::bigint, NULL::text,
+                NULL::bigint, NULL::bytea, NULL::text;
+            RETURN;
+        END IF;
+        INSERT INTO records AS r (store_pk, key, content_type, encoding, size, etag, modified_at, inline_body, blob_id)
+        VALUES (v_pk, p_key, p_content_type, p_encoding, p_size, p_etag, p_modified_at, p_inline, p_blob_id)
+        ON CONFLICT (store_pk, key) DO UPDATE SET content_type = excluded.content_type,
+            encoding = excluded.encoding, size = excluded.size, etag = excluded.etag,
+            modified_at = excluded.modified_at, inline_body = excluded.inline_body, blob_id = excluded.blob_id;
+        UPDATE stores SET write_count = write_count + 1,
+            storage_bytes = storage_bytes + p_size - coalesce(v_old.size, 0),
+            record_count = record_count + (CASE WHEN v_old.key IS NULL THEN 1 ELSE 0 END),
+            modified_at = greatest(modified_at, p_modified_at), accessed_at = greatest(accessed_at, p_modified_at)
+        WHERE pk = v_pk;
+        RETURN QUERY SELECT false, v_old.key IS NOT NULL, v_old.content_type, v_old.encoding, v_old.size, v_old.etag,
+            v_old.modified_at, v_old.inline_body, v_old.blob_id;
+    END
+    $$
+    """,
+)
+
 # Index i holds the statements that take a schema from version i to version i + 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 VERSION_TABLE = "kvbox_schema"
@@ -177,11 +236,12 @@ async def check_version(conn: AsyncConnection) -> None:
         )
 
 
-async def migrate(conn: AsyncConnection) -> int:
+async def migrate(conn: AsyncConnection, *, up_to: int = SCHEMA_VERSION) -> int:
     """Bring the current schema up to `SCHEMA_VERSION` and return the version found before.
 
     Needs an autocommit connection. Running it on an up-to-date schema changes nothing.
     A schema written by a newer kvbox raises `StorageError` rather than being touched.
+    `up_to` stops at an older version (tests upgrade from there, as a deployment would).
     """
     async with conn.transaction():
         await conn.execute(f"SELECT pg_advisory_xact_lock({LOCK_KEY_SQL})", ("kvbox-migrate",))
@@ -192,7 +252,7 @@ async def migrate(conn: AsyncConnection) -> int:
             await conn.execute(
                 sql.SQL("CREATE TABLE {} (version integer NOT NULL)").format(sql.Identifier(VERSION_TABLE))
             )
-        for version in range(found, SCHEMA_VERSION):
+        for version in range(found, up_to):
             for statement in MIGRATIONS[version]:
                 await conn.execute(statement)
             await conn.execute(

@@ -207,6 +207,17 @@ class S3BlobWriter:
                     log.warning("could not abort the upload of blob %s: %s", self.blob_id, e)
 
 
+def _range(start: int, end: int | None) -> str:
+    """The HTTP Range of bytes `start` up to, not including, `end` (None: to the end)."""
+    return f"bytes={start}-{end - 1}" if end is not None else f"bytes={start}-"
+
+
+def _drop(response: Any) -> None:
+    """Close a response whose bytes are not wanted (None stands for "nothing to send")."""
+    if response is not None:
+        response["Body"].close()
+
+
 def _reraise(action: str, error: BaseException) -> NoReturn:
     """Raise `error` again, as a `StorageError` (cause chained) when it is a client failure."""
     if isinstance(error, Exception) and not isinstance(error, StorageError):
@@ -274,12 +285,21 @@ class S3BlobStore:
     async def create(self) -> S3BlobWriter:
         return S3BlobWriter(self, new_blob_name())
 
-    async def open(self, blob_id: str) -> AsyncGenerator[bytes, None]:
+    async def open(self, blob_id: str, *, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         """Start the GET now (so `StorageError` for a missing body comes from here) and return
-        the body as chunks of at most `chunk_size`."""
+        the body, or bytes `start` to `end` of it (a ranged GET), as chunks of at most `chunk_size`."""
         key = self.key_of(blob_id)
-        response = await self._get(key, blob_id)
-        return self._chunks(key, blob_id, response)
+        if start or end is not None:
+            # An empty range, or one past the end, still asks for a byte: the store says
+            # whether the object exists, and an InvalidRange answer means nothing to send.
+            ranged = _range(start, end) if end is None or end > start else _range(start, start + 1)
+            response = await self._get(key, blob_id, Range=ranged)
+            if end is not None and end <= start:
+                _drop(response)
+                response = None
+        else:
+            response = await self._get(key, blob_id)
+        return self._chunks(key, blob_id, response, start, end)
 
     async def _get(self, key: str, blob_id: str, **extra: str) -> Any:
         s3 = await self.client()
@@ -288,11 +308,17 @@ class S3BlobStore:
         except Exception as e:
             if _code(e) in ("NoSuchKey", "404", "PreconditionFailed", "412"):
                 raise StorageError(f"Blob {blob_id} is missing.") from e
+            if "Range" in extra and _code(e) in ("InvalidRange", "416"):
+                return None  # the range begins at or past the end: nothing to send
             raise storage_failure(f"Blob {blob_id} could not be read from S3: {e}", e) from e
 
-    async def _chunks(self, key: str, blob_id: str, response: Any) -> AsyncGenerator[bytes, None]:
+    async def _chunks(
+        self, key: str, blob_id: str, response: Any, start: int = 0, end: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
         from botocore.exceptions import BotoCoreError
 
+        if response is None:
+            return
         size, etag = int(response["ContentLength"]), response["ETag"]
         sent = 0
         failures = 0
@@ -311,9 +337,12 @@ class S3BlobStore:
                         raise storage_failure(f"Blob {blob_id} could not be read from S3: {e}", e) from e
                 response["Body"].close()
                 # Resume where the stream broke, from the very same object version.
-                response = await self._get(key, blob_id, Range=f"bytes={sent}-", IfMatch=etag)
+                response = await self._get(key, blob_id, Range=_range(start + sent, end), IfMatch=etag)
+                if response is None:
+                    raise StorageError(f"Blob {blob_id} ended after {sent} of {size} bytes.")
         finally:
-            response["Body"].close()
+            if response is not None:
+                response["Body"].close()
 
     async def delete(self, blob_id: str) -> None:
         """Remove a blob; a missing one is a no-op."""

@@ -149,8 +149,8 @@ class FileBlobStore:
             for d in sorted(to_sync, key=lambda p: len(p.parts), reverse=True):
                 await asyncio.to_thread(_fsync_dir, d)
 
-    async def open(self, blob_id: str) -> AsyncGenerator[bytes, None]:
-        """Open the body now and return it as chunks of `chunk_size`.
+    async def open(self, blob_id: str, *, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
+        """Open the body now and return bytes `start` to `end` as chunks of `chunk_size`.
 
         `StorageError` if it is missing. Once open, the body stays readable even if the blob
         is deleted (a newer write replaced it) while it streams.
@@ -160,17 +160,21 @@ class FileBlobStore:
             file = path.open("rb")
         except OSError as e:
             raise StorageError(f"Blob {blob_id} is missing or unreadable.") from e
-        return self._chunks(blob_id, file)
+        return self._chunks(blob_id, file, start, None if end is None else max(end - start, 0))
 
-    async def _chunks(self, blob_id: str, file: BinaryIO) -> AsyncGenerator[bytes, None]:
+    async def _chunks(self, blob_id: str, file: BinaryIO, start: int, left: int | None) -> AsyncGenerator[bytes, None]:
         with file:
-            while True:
+            if start:
+                file.seek(start)  # reads nothing before the range
+            while left is None or left > 0:
                 try:
-                    chunk = file.read(self.chunk_size)
+                    chunk = file.read(self.chunk_size if left is None else min(self.chunk_size, left))
                 except OSError as e:
                     raise StorageError(f"Blob {blob_id} could not be read.") from e
                 if not chunk:
                     return
+                if left is not None:
+                    left -= len(chunk)
                 yield chunk
 
     async def delete(self, blob_id: str) -> None:

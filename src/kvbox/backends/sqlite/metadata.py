@@ -23,10 +23,11 @@ from kvbox.backends.rows import store_from_row as _store
 from kvbox.backends.rows import token_from_row as _token
 from kvbox.backends.rows import user_from_row as _user
 from kvbox.backends.sqlite.schema import SCHEMA_VERSION, migrate
-from kvbox.backends.sqlite.writer import Batch, LoopWriter
+from kvbox.backends.sqlite.writer import Batch, LoopWriter, Refused
 from kvbox.backends.statements import Dialect, Statements
-from kvbox.core.errors import NameNotUniqueError, StorageError
+from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
 from kvbox.core.models import (
+    Condition,
     GeneralAccess,
     Grant,
     KeyPage,
@@ -345,10 +346,12 @@ class SqliteMetadataIndex:
             row = self._conn.execute(_SQL.get_record, (store_id, key)).fetchone()
             return _record(row) if row else None
 
-    async def put_record(self, store_id: str, record: RecordMeta) -> RecordMeta | None:
+    async def put_record(
+        self, store_id: str, record: RecordMeta, *, condition: Condition | None = None
+    ) -> RecordMeta | None:
         r = record
 
-        def op(conn: sqlite3.Connection, batch: Batch) -> RecordMeta | None:
+        def op(conn: sqlite3.Connection, batch: Batch) -> RecordMeta | Refused | None:
             found = conn.execute("SELECT pk FROM stores WHERE id = ?", (store_id,)).fetchone()
             if found is None:
                 raise StorageError(f"Store {store_id} does not exist.")
@@ -357,6 +360,9 @@ class SqliteMetadataIndex:
                 f"SELECT {_RECORD} FROM records WHERE store_pk = ? AND key = ?", (pk, r.key)
             ).fetchone()
             old = _record(old_row) if old_row else None
+            # Checked inside the writer's transaction, which holds the database's write lock.
+            if condition is not None and not condition.holds(old):
+                return Refused(PreconditionFailedError())
             values = record_values(r)
             if old is None:
                 conn.execute(_INSERT_RECORD, (pk, *values))
@@ -368,12 +374,20 @@ class SqliteMetadataIndex:
 
         return cast(RecordMeta | None, await self._writer.run("write a record", op))
 
-    async def delete_record(self, store_id: str, key: str, *, now_ms: int) -> RecordMeta | None:
-        def op(conn: sqlite3.Connection, batch: Batch) -> RecordMeta | None:
+    async def delete_record(
+        self, store_id: str, key: str, *, now_ms: int, condition: Condition | None = None
+    ) -> RecordMeta | None:
+        def op(conn: sqlite3.Connection, batch: Batch) -> RecordMeta | Refused | None:
             found = conn.execute("SELECT pk FROM stores WHERE id = ?", (store_id,)).fetchone()
             if found is None:
                 return None
             pk = found[0]
+            if condition is not None:
+                row = conn.execute(
+                    f"SELECT {_RECORD} FROM records WHERE store_pk = ? AND key = ?", (pk, key)
+                ).fetchone()
+                if not condition.holds(_record(row) if row else None):
+                    return Refused(PreconditionFailedError())
             rows = conn.execute(
                 f"DELETE FROM records WHERE store_pk = ? AND key = ? RETURNING {_RECORD}", (pk, key)
             ).fetchall()

@@ -3,7 +3,9 @@
 Writes queued during one event-loop iteration share one `BEGIN IMMEDIATE` transaction; the
 index folds per-batch bookkeeping in (`before_commit`, one store-counter update per store),
 commits once, then settles every caller's future. If an operation fails, the batch rolls back
-and each operation runs again alone, so one failure spoils nothing else. The write lock is
+and each operation runs again alone, so one failure spoils nothing else. An operation that
+refuses before writing anything (a write whose condition does not hold) returns `Refused`
+instead of raising: the batch commits the others and only its caller gets the error. The write lock is
 taken without waiting: when another process holds it the batch is retried shortly after, so
 the event loop never sleeps inside SQLite and requests keep flowing meanwhile.
 """
@@ -27,10 +29,21 @@ _Pending = tuple[str, Operation, "asyncio.Future[Any]", asyncio.AbstractEventLoo
 MAX_BATCH = 256
 
 
+class Refused:
+    """An operation's result meaning "refused, nothing written": its caller gets `error`."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: KvboxError) -> None:
+        self.error = error
+
+
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if future.cancelled():
         return
-    if ok:
+    if ok and value.__class__ is Refused:
+        future.set_exception(value.error)
+    elif ok:
         future.set_result(value)
     else:
         future.set_exception(value)

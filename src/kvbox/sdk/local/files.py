@@ -68,13 +68,21 @@ class AtomicFile:
 
     def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
         if kind is None:
-            try:
-                self._commit()
-            except BaseException:
-                self._discard()
-                raise
+            self.commit()
         else:
+            self.discard()
+
+    def commit(self) -> None:
+        """Rename the file over its target (what leaving the block does); on failure it is removed."""
+        try:
+            self._commit()
+        except BaseException:
             self._discard()
+            raise
+
+    def discard(self) -> None:
+        """Remove the file, leaving the target as it was (what an exception in the block does)."""
+        self._discard()
 
     def _close(self) -> None:
         fd, self._fd = self._fd, None

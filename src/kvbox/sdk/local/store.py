@@ -6,7 +6,9 @@ another process created is found by probing its possible file names. Every write
 atomic file replacement, so concurrent writers never leave a torn or half-written file.
 
 Several processes may share a folder. Values written with the same content type behave as
-one store (the last write wins). When a process changes a key's content type, and so its
+one store (the last write wins). `update` reads, changes and writes a record under the
+folder's lock (lock.py), which every write takes while it puts its file in place, so an
+update never loses another kvbox writer's change. When a process changes a key's content type, and so its
 extension, it removes the old file only if it knew of it; a key whose type another process
 changed since this one last listed the folder can be left with two files. A listing then
 takes the newer one, but a process that had already read the older one keeps reading it
@@ -22,21 +24,30 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote
 
 from kvbox.core.content import BINARY_TYPE, JSON_TYPE
 from kvbox.core.errors import InvalidRecordKeyError, RecordNotFoundError
 from kvbox.sdk.local import files, layout
 from kvbox.sdk.local.layout import SIDECAR_SUFFIX
+from kvbox.sdk.local.lock import FolderLock
 from kvbox.sdk.models import RecordMetadata, StoreMetadata
 
 # Store timestamps are rewritten at most this often (crawlee rewrites them on every call).
 METADATA_PERSIST_INTERVAL = 1.0
+CHUNK_SIZE = 256 * 1024
+
+Value = tuple[bytes, str | None]
+"""A record's bytes and content type (None: a bare input file, JSON if it parses)."""
+Change = Callable[[Value | None], tuple[bytes, str] | None]
+"""What `update` does to a record: from its current value (None: missing) to the new bytes
+and content type (None: delete it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +96,7 @@ class LocalStore:
         self._accessed = time.time()
         self._modified = meta.modified_at.timestamp() if meta.modified_at else self._accessed
         self._persisted = time.monotonic()
+        self._lock = FolderLock(directory)
 
     # records
 
@@ -148,6 +160,43 @@ class LocalStore:
     def exists(self, key: str) -> bool:
         return self.locate(key) is not None
 
+    def stream(self, key: str, offset: int = 0, length: int | None = None) -> Generator[bytes, None, None]:
+        """The record's bytes from `offset` on (at most `length` of them; a negative `offset`:
+        the last `-offset` bytes), read in chunks from one open file; nothing before `offset`
+        is read. `RecordNotFoundError` when missing."""
+        moving = False
+        for _ in range(3):  # a writer in another process may move the record under us
+            found = self.locate(key, moving=moving)
+            if found is None:
+                break
+            try:
+                file = open(f"{self.directory}/{found.filename}", "rb")  # noqa: SIM115 - closed by _file_chunks
+            except FileNotFoundError:
+                self._files.pop(key, None)
+                moving = True
+                continue
+            self._touch(modified=False)
+            yield from _file_chunks(file, offset, length, CHUNK_SIZE)
+            return
+        raise RecordNotFoundError(f"Record {key!r} was not found in {self.directory}")
+
+    def update(self, key: str, change: Change, retries: int = 0) -> None:
+        """Replace the record with `change(current value)` (None: delete it), with no other
+        kvbox write to the folder in between, from this process or another. (`retries` is
+        for the remote twin: under the lock there is no conflict to retry.)"""
+        del retries
+        self._check_writable()
+        with self._lock.held():
+            found = self._probe(key)  # from the disk, not from what this process last saw
+            data = self.read_located(found) if found is not None else None
+            if found is not None and data is not None:
+                self._files[key] = found.filename  # so that a write of another type removes it
+            new = change(None if found is None or data is None else (data, found.content_type))
+            if new is not None:
+                self.write(key, *new)
+            elif data is not None:
+                self.delete(key)
+
     def write(self, key: str, data: bytes, content_type: str) -> None:
         """Replace the record with `data` in one step."""
         with self.open_writer(key, content_type) as out:
@@ -179,28 +228,35 @@ class LocalStore:
         # A file of another type is removed only if it is still the one we knew: a writer in
         # another process may have put a newer value there meanwhile, and that one must survive.
         old_id = files.identity(f"{self.directory}/{old}") if old is not None and old != filename else None
-        with files.AtomicFile(self.directory, filename, durable=self._durable) as out:
+        out = files.AtomicFile(self.directory, filename, durable=self._durable)
+        try:
             yield out
-        sidecar = filename + SIDECAR_SUFFIX
-        if needs_sidecar:
-            meta = files.sidecar_bytes(key, content_type, out.size)
-            files.write_atomic(self.directory, sidecar, meta, durable=self._durable)
-        else:
-            files.remove(f"{self.directory}/{sidecar}")
-        if old_id is not None and old is not None and files.identity(f"{self.directory}/{old}") == old_id:
-            self._remove_file(old)
+        except BaseException:
+            out.discard()
+            raise
+        with self._lock.held():  # the value, its sidecar and the old file change under the lock
+            out.commit()
+            sidecar = filename + SIDECAR_SUFFIX
+            if needs_sidecar:
+                meta = files.sidecar_bytes(key, content_type, out.size)
+                files.write_atomic(self.directory, sidecar, meta, durable=self._durable)
+            else:
+                files.remove(f"{self.directory}/{sidecar}")
+            if old_id is not None and old is not None and files.identity(f"{self.directory}/{old}") == old_id:
+                self._remove_file(old)
         self._files[key] = filename
         self._touch(modified=True)
 
     def delete(self, key: str) -> None:
         """Remove every file holding `key`; a missing key is a no-op."""
         self._check_writable()
-        names = {f.filename for f in self._inspect_all(key)}
-        hinted = self._files.pop(key, None)
-        if hinted is not None and self._inspect(key, hinted) is not None:
-            names.add(hinted)
-        for name in names:
-            self._remove_file(name)
+        with self._lock.held():
+            names = {f.filename for f in self._inspect_all(key)}
+            hinted = self._files.pop(key, None)
+            if hinted is not None and self._inspect(key, hinted) is not None:
+                names.add(hinted)
+            for name in names:
+                self._remove_file(name)
         if names:
             self._touch(modified=True)
 
@@ -379,6 +435,22 @@ class LocalStore:
         if ctype is None:
             ctype = entry.content_type if entry is not None else BINARY_TYPE
         return key, ctype
+
+
+def _file_chunks(file: BinaryIO, offset: int, length: int | None, chunk_size: int) -> Iterator[bytes]:
+    with file:
+        if offset > 0:
+            file.seek(offset)
+        elif offset < 0:  # the last -offset bytes
+            file.seek(max(os.fstat(file.fileno()).st_size + offset, 0))
+        left = length
+        while left is None or left > 0:
+            chunk = file.read(chunk_size if left is None else min(chunk_size, left))
+            if not chunk:
+                return
+            if left is not None:
+                left -= len(chunk)
+            yield chunk
 
 
 def _sniffed_type(path: str) -> str:
