@@ -15,7 +15,7 @@ from enum import Enum
 from operator import itemgetter
 from typing import Any
 
-from kvbox.api import health, records, sharing, stores
+from kvbox.api import health, metrics, records, sharing, stores
 
 Handler = Callable[..., Awaitable[None]]
 """`handler(req, send, services, principal, *path_params)`."""
@@ -82,10 +82,12 @@ ROUTES: tuple[Route, ...] = (
     Route(_STORE + "/grants/{user}", {"PUT": sharing.put_grant, "DELETE": sharing.delete_grant}, Bucket.STORE),
     Route("/v2/users/me", {"GET": sharing.get_me, "PUT": sharing.update_me}, Bucket.USER),
     Route("/health", {"GET": health.health, "HEAD": health.health}, Bucket.USER, authenticate=False),
+    Route("/health/ready", {"GET": health.ready, "HEAD": health.ready}, Bucket.USER, authenticate=False),
+    Route("/metrics", {"GET": metrics.metrics}, Bucket.USER, authenticate=False),
 )  # fmt: skip
 
 # The first segments of every path the API owns, matched or not (unmatched ones get a JSON 404).
-API_ROOTS = frozenset({"v2", "health"})
+API_ROOTS = frozenset({"v2", "health", "metrics"})
 
 
 class RouteTable:

@@ -24,6 +24,7 @@ from kvbox.core.models import (
     Store,
     StorePage,
     Token,
+    Totals,
     User,
 )
 from kvbox.core.sentinels import UNSET, Unset
@@ -324,6 +325,17 @@ class MemoryMetadataIndex:
                     found.add(row.blob_id)
         return found
 
+    # operations
+    async def ping(self) -> None:
+        return None
+
+    async def totals(self) -> Totals:
+        stores = self._stores.values()
+        return Totals(len(stores), sum(s.record_count for s in stores), sum(s.stats.storage_bytes for s in stores))
+
+    def group_commit_sizes(self) -> Mapping[int, int]:
+        return {}
+
 
 class _MemoryBlobWriter:
     def __init__(self, store: MemoryBlobStore) -> None:
@@ -366,6 +378,9 @@ class MemoryBlobStore:
     async def list_ids(self, *, older_than_ms: int) -> AsyncIterator[str]:
         for blob_id in list(self.blobs):
             yield blob_id
+
+    async def ping(self) -> None:
+        return None
 
     async def close(self) -> None:
         return None

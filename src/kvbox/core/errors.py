@@ -195,3 +195,11 @@ class StorageError(KvboxError):
     status = 500
     type = "internal-server-error"
     default_message = "The storage backend failed."
+
+
+class ServiceUnavailableError(KvboxError):
+    """The server cannot serve for now: its index or blob store does not answer (`/health/ready`)."""
+
+    status = 503
+    type = "service-unavailable"
+    default_message = "The server is not ready."

@@ -149,3 +149,13 @@ class StatsDelta:
     reads: int = 0
     lists: int = 0
     accessed_at: int = 0
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """What a deployment holds: its stores, their records and the bytes of their bodies as stored."""
+
+    stores: int = 0
+    records: int = 0
+    bytes: int = 0

@@ -189,6 +189,18 @@ class FileBlobStore:
                 for blob_id in found:
                     yield blob_id
 
+    async def ping(self) -> None:
+        """A small file written and removed where blobs are written."""
+        try:
+            fd, name = tempfile.mkstemp(dir=self._tmp, suffix=".ping")
+            try:
+                os.write(fd, b"ok")
+            finally:
+                os.close(fd)
+                os.unlink(name)
+        except OSError as e:
+            raise StorageError(f"The data directory {self.root} does not take writes: {e}") from e
+
     async def close(self) -> None:
         return None
 

@@ -1,0 +1,185 @@
+"""The access log (one line per request, on standard output) and the error log's format.
+
+Lines are JSON objects or plain text (`--log-format`; `auto` means JSON unless standard
+output is a terminal). Access lines are built without the `logging` machinery and handed
+to the operating system once per event-loop turn, in writes of at most `PIPE_BUF` bytes that
+end on a line, so the lines of several worker processes never interleave. Error logs go
+through `logging` to standard error, in the same format, with the request's id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from contextvars import ContextVar
+from json.encoder import encode_basestring
+from typing import Any
+
+from kvbox.api.http import Scope
+
+REQUEST_ID: ContextVar[str] = ContextVar("kvbox_request_id", default="-")
+"""The id of the request being served, for log lines written while serving it."""
+
+PIPE_BUF = 4096
+_STORE_PREFIX = "/v2/key-value-stores/"
+
+
+def resolve_format(name: str, *, stream: Any = None) -> str:
+    """`json` or `text`; `auto` is JSON unless the stream (standard output) is a terminal."""
+    if name != "auto":
+        return name
+    stream = sys.stdout if stream is None else stream
+    try:
+        return "text" if stream.isatty() else "json"
+    except (AttributeError, ValueError):
+        return "json"
+
+
+class _Stamp:
+    """ISO 8601 UTC times with milliseconds; the part up to the second is made once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, now: float) -> str:
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
+
+
+def store_of(path: str) -> str | None:
+    """The store segment (ID, `~name` or `owner~name`) of a path under a store, if any."""
+    if not path.startswith(_STORE_PREFIX):
+        return None
+    return path[len(_STORE_PREFIX) :].split("/", 1)[0] or None
+
+
+class AccessLog:
+    def __init__(self, fmt: str, *, fd: int = 1) -> None:
+        self.format = resolve_format(fmt)
+        self._fd = fd
+        self._stamp = _Stamp()
+        self._line = self._json if self.format == "json" else self._text
+        self._pending: list[str] = []
+        self._scheduled = False
+
+    def request(
+        self, scope: Scope, request_id: str, route: str, status: int, received: int, sent: int, seconds: float
+    ) -> None:
+        """Log one answered request (written at the end of this event-loop turn)."""
+        self._pending.append(self._line(scope, request_id, route, status, received, sent, seconds))
+        if not self._scheduled:
+            self._scheduled = True
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop: write at once
+                self.flush()
+
+    def _json(
+        self, scope: Scope, request_id: str, route: str, status: int, received: int, sent: int, seconds: float
+    ) -> str:
+        path = scope.get("path", "")
+        client = scope.get("client")
+        store = store_of(path)
+        user = scope.get("kvbox.user")
+        return (
+            f'{{"time":"{self._stamp(time.time())}","level":"info","type":"access","request_id":"{request_id}",'
+            f'"method":{encode_basestring(scope.get("method", ""))},"path":{encode_basestring(path)},'
+            f'"route":{encode_basestring(route)},"status":{status},"bytes_in":{received},"bytes_out":{sent},'
+            f'"duration_ms":{seconds * 1000:.3f},"client":{_quoted(client[0] if client else None)},'
+            f'"store":{_quoted(store)},"user":{_quoted(user)}}}\n'
+        )
+
+    def _text(
+        self, scope: Scope, request_id: str, route: str, status: int, received: int, sent: int, seconds: float
+    ) -> str:
+        client = scope.get("client")
+        path = scope.get("path", "")
+        store = _printable(store_of(path) or "-")
+        user = _printable(scope.get("kvbox.user") or "-")
+        return (
+            f"{self._stamp(time.time())} {client[0] if client else '-'} {request_id} "
+            f'"{scope.get("method", "")} {_printable(path)}" {status} '
+            f"in={received} out={sent} {seconds * 1000:.3f}ms route={route} store={store} user={user}\n"
+        )
+
+    def flush(self) -> None:
+        """Write the lines logged so far."""
+        self._scheduled = False
+        pending, self._pending = self._pending, []
+        chunk: list[bytes] = []
+        size = 0
+        for line in pending:
+            data = line.encode("utf-8", "replace")
+            if chunk and size + len(data) > PIPE_BUF:
+                self._write(b"".join(chunk))
+                chunk, size = [], 0
+            chunk.append(data)
+            size += len(data)
+        if chunk:
+            self._write(b"".join(chunk))
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        with contextlib.suppress(OSError):  # a closed or full log stream must never fail a request
+            while view:
+                view = view[os.write(self._fd, view) :]
+
+
+def _quoted(value: str | None) -> str:
+    return "null" if value is None else str(encode_basestring(value))
+
+
+def _printable(value: str) -> str:
+    """Text-log fields stay on one line and unambiguous: spaces and controls escaped."""
+    if value.isprintable() and " " not in value and '"' not in value:
+        return value
+    return json.dumps(value, ensure_ascii=True)[1:-1].replace(" ", "\\u0020").replace('\\"', "\\u0022")
+
+
+class LogFormatter(logging.Formatter):
+    """Error and warning records as one JSON object per line, or as text, with the request id."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__()
+        self.json = resolve_format(fmt, stream=sys.stderr) == "json"
+        self._stamp = _Stamp()
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        error = "".join(traceback.format_exception(*record.exc_info)) if record.exc_info else None
+        request_id = REQUEST_ID.get()
+        if self.json:
+            entry: dict[str, Any] = {
+                "time": self._stamp(record.created),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": message,
+                "request_id": request_id,
+            }
+            if error:
+                entry["error"] = error
+            return json.dumps(entry, ensure_ascii=False)
+        head = f"{self._stamp(record.created)} {record.levelname} {record.name} [{request_id}] {message}"
+        return f"{head}\n{error.rstrip()}" if error else head
+
+
+def configure_logging(fmt: str) -> None:
+    """Send kvbox's own log records to standard error in the chosen format (server processes)."""
+    logger = logging.getLogger("kvbox")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogFormatter(fmt))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
