@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -348,6 +349,7 @@ class _MemoryBlobWriter:
     async def commit(self) -> str:
         blob_id = new_blob_name()
         self._store.blobs[blob_id] = b"".join(self._parts)
+        self._store.stamps[blob_id] = int(time.time() * 1000)
         return blob_id
 
     async def abort(self) -> None:
@@ -357,6 +359,7 @@ class _MemoryBlobWriter:
 class MemoryBlobStore:
     def __init__(self, chunk_size: int = 256 * 1024) -> None:
         self.blobs: dict[str, bytes] = {}
+        self.stamps: dict[str, int] = {}  # commit times, for orphan collection's age limit
         self._chunk = chunk_size
 
     async def create(self) -> _MemoryBlobWriter:
@@ -374,10 +377,12 @@ class MemoryBlobStore:
 
     async def delete(self, blob_id: str) -> None:
         self.blobs.pop(blob_id, None)
+        self.stamps.pop(blob_id, None)
 
     async def list_ids(self, *, older_than_ms: int) -> AsyncIterator[str]:
         for blob_id in list(self.blobs):
-            yield blob_id
+            if self.stamps.get(blob_id, 0) < older_than_ms:
+                yield blob_id
 
     async def ping(self) -> None:
         return None
