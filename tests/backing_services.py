@@ -108,6 +108,10 @@ class PostgresServer:
              "--locale=C", "--no-sync"],
             check=True, capture_output=True, cwd=self.root, **self._as_user(),
         )  # fmt: skip
+        self._launch()
+        return self
+
+    def _launch(self) -> None:
         options = [f"-c{k}={v}" for k, v in self.settings.items()]
         with open(self.log, "ab") as log:
             self._proc = subprocess.Popen(
@@ -117,7 +121,16 @@ class PostgresServer:
                 **self._as_user(),
             )  # fmt: skip
         self._wait_ready()
-        return self
+
+    def halt(self) -> None:
+        """Stop the server as an outage would (fast shutdown), keeping its data for `resume`."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGINT)
+            self._proc.wait(timeout=30)
+
+    def resume(self) -> None:
+        """Start a halted server again on the same port and data."""
+        self._launch()
 
     def _wait_ready(self) -> None:
         import psycopg

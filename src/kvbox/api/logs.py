@@ -22,23 +22,13 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from kvbox.api.http import Scope
+from kvbox.service.settings import resolve_log_format
 
 REQUEST_ID: ContextVar[str] = ContextVar("kvbox_request_id", default="-")
 """The id of the request being served, for log lines written while serving it."""
 
 PIPE_BUF = 4096
 _STORE_PREFIX = "/v2/key-value-stores/"
-
-
-def resolve_format(name: str, *, stream: Any = None) -> str:
-    """`json` or `text`; `auto` is JSON unless the stream (standard output) is a terminal."""
-    if name != "auto":
-        return name
-    stream = sys.stdout if stream is None else stream
-    try:
-        return "text" if stream.isatty() else "json"
-    except (AttributeError, ValueError):
-        return "json"
 
 
 class _Stamp:
@@ -65,7 +55,7 @@ def store_of(path: str) -> str | None:
 
 class AccessLog:
     def __init__(self, fmt: str, *, fd: int = 1) -> None:
-        self.format = resolve_format(fmt)
+        self.format = resolve_log_format(fmt)
         self._fd = fd
         self._stamp = _Stamp()
         self._line = self._json if self.format == "json" else self._text
@@ -151,7 +141,7 @@ class LogFormatter(logging.Formatter):
 
     def __init__(self, fmt: str) -> None:
         super().__init__()
-        self.json = resolve_format(fmt, stream=sys.stderr) == "json"
+        self.json = resolve_log_format(fmt, stream=sys.stderr) == "json"
         self._stamp = _Stamp()
 
     def format(self, record: logging.LogRecord) -> str:

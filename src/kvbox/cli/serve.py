@@ -16,11 +16,13 @@ from kvbox.cli.options import settings_from, with_settings
 from kvbox.core.errors import KvboxError
 from kvbox.service.container import build_services
 from kvbox.service.deployment import describe_storage
-from kvbox.service.settings import Settings
+from kvbox.service.settings import Settings, resolve_log_format
 
 ADMIN_TOKEN_ENV = "KVBOX_ADMIN_TOKEN"
 # What granian loads in each worker process; the workers read their settings from KVBOX_*.
 APP_FACTORY = "kvbox.server:app_from_env"
+# granian's own lines (start, stop, worker restarts) as JSON, like kvbox's.
+GRANIAN_JSON_LOGGING = Path(__file__).with_name("granian-logging.json")
 
 
 def granian_argv(settings: Settings) -> list[str]:
@@ -30,8 +32,10 @@ def granian_argv(settings: Settings) -> list[str]:
     in flight; a worker still busy after `--shutdown-timeout` seconds is killed. The access
     log is kvbox's own (with request ids and route patterns), not granian's.
     """
+    json_logs = resolve_log_format(settings.log_format) == "json"
+    logging = ["--log-config", str(GRANIAN_JSON_LOGGING)] if json_logs else []
     return [
-        sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--log", "--no-access-log",
+        sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--log", "--no-access-log", *logging,
         "--host", settings.host, "--port", str(settings.port), "--workers", str(settings.workers),
         "--workers-kill-timeout", str(settings.shutdown_timeout), APP_FACTORY,
     ]  # fmt: skip

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -66,6 +67,17 @@ def _log_format(value: str) -> str:
     if v not in LOG_FORMATS:
         raise ValueError(f"not a log format: {value!r} (use {', '.join(LOG_FORMATS)})")
     return v
+
+
+def resolve_log_format(name: str, *, stream: Any = None) -> str:
+    """`json` or `text`; `auto` is JSON unless the stream (standard output) is a terminal."""
+    if name != "auto":
+        return name
+    stream = sys.stdout if stream is None else stream
+    try:
+        return "text" if stream.isatty() else "json"
+    except (AttributeError, ValueError):  # no stream, or a closed one
+        return "json"
 
 
 def parse_networks(value: str) -> str:
