@@ -39,7 +39,11 @@ def requests_counted(url: str, route: str, status: str = "200") -> float:
     r.raise_for_status()
     for family in text_string_to_metric_families(r.text):
         for s in family.samples:
-            if s.name == "kvbox_http_requests_total" and s.labels == {"route": route, "method": "GET", "status": status}:
+            if s.name == "kvbox_http_requests_total" and s.labels == {
+                "route": route,
+                "method": "GET",
+                "status": status,
+            }:
                 return float(s.value)
     return 0.0
 
