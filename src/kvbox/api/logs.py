@@ -28,22 +28,31 @@ REQUEST_ID: ContextVar[str] = ContextVar("kvbox_request_id", default="-")
 """The id of the request being served, for log lines written while serving it."""
 
 PIPE_BUF = 4096
+MAX_ENCODED = 256
 _STORE_PREFIX = "/v2/key-value-stores/"
+_STORE_ROUTE = _STORE_PREFIX + "{store}"
 
 
 class _Stamp:
-    """ISO 8601 UTC times with milliseconds; the part up to the second is made once a second."""
+    """ISO 8601 UTC times with milliseconds, made once per millisecond (the part up to the
+    second once per second): many requests end within one."""
 
     def __init__(self) -> None:
+        self._ms = -1
         self._second = -1
         self._prefix = ""
+        self._text = ""
 
     def __call__(self, now: float) -> str:
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
+        ms = int(now * 1000)
+        if ms != self._ms:
+            second = ms // 1000
+            if second != self._second:
+                self._second = second
+                self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._ms = ms
+            self._text = f"{self._prefix}.{ms % 1000:03d}Z"
+        return self._text
 
 
 def store_of(path: str) -> str | None:
@@ -61,6 +70,7 @@ class AccessLog:
         self._line = self._json if self.format == "json" else self._text
         self._pending: list[str] = []
         self._scheduled = False
+        self._encoded: dict[str, str] = {}
 
     def request(
         self, scope: Scope, request_id: str, route: str, status: int, received: int, sent: int, seconds: float
@@ -79,15 +89,24 @@ class AccessLog:
     ) -> str:
         path = scope.get("path", "")
         client = scope.get("client")
-        store = store_of(path)
         user = scope.get("kvbox.user")
+        store = store_of(path) if route.startswith(_STORE_ROUTE) else None
         return (
             f'{{"time":"{self._stamp(time.time())}","level":"info","type":"access","request_id":"{request_id}",'
-            f'"method":{encode_basestring(scope.get("method", ""))},"path":{encode_basestring(path)},'
-            f'"route":{encode_basestring(route)},"status":{status},"bytes_in":{received},"bytes_out":{sent},'
+            f'"method":{self._json_text(scope.get("method", ""))},"path":{encode_basestring(path)},'
+            f'"route":{self._json_text(route)},"status":{status},"bytes_in":{received},"bytes_out":{sent},'
             f'"duration_ms":{seconds * 1000:.3f},"client":{_quoted(client[0] if client else None)},'
             f'"store":{_quoted(store)},"user":{_quoted(user)}}}\n'
         )
+
+    def _json_text(self, value: str) -> str:
+        """A JSON string for a value from a small set (route patterns, methods), made once."""
+        encoded = self._encoded.get(value)
+        if encoded is None:
+            encoded = encode_basestring(value)
+            if len(self._encoded) < MAX_ENCODED:
+                self._encoded[value] = encoded
+        return encoded
 
     def _text(
         self, scope: Scope, request_id: str, route: str, status: int, received: int, sent: int, seconds: float
@@ -126,7 +145,7 @@ class AccessLog:
 
 
 def _quoted(value: str | None) -> str:
-    return "null" if value is None else str(encode_basestring(value))
+    return "null" if value is None else encode_basestring(value)
 
 
 def _printable(value: str) -> str:

@@ -85,14 +85,17 @@ class Observer:
                 sent += len(message.get("body", b""))
             await send(message)
 
-        async def receive_observed() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            return message
+        if scope["method"] in _WITH_BODY:
 
+            async def receive_observed() -> Message:
+                nonlocal received
+                message = await receive()
+                received += len(message.get("body", b""))
+                return message
+
+            receive = receive_observed
         try:
-            await app(scope, receive_observed if scope["method"] in _WITH_BODY else receive, send_observed)
+            await app(scope, receive, send_observed)
         finally:
             route = scope.get(ROUTE_KEY) or _starlette_route(scope) or fallback
             seconds = perf_counter() - start

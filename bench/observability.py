@@ -1,0 +1,76 @@
+"""What metrics and access logs cost on record GET and PUT: `python -m bench.observability`.
+
+Two servers of this checkout serve side by side, one with metrics and the JSON access log on
+(as by default; the log goes to a file), one with both off (`KVBOX_METRICS=false`,
+`KVBOX_ACCESS_LOG=false`), and are loaded in alternating rounds next to the bare ASGI app, so
+that drift in the machine's load falls on both alike. Prints req/s of each and the ratio
+on/off (the median of per-round ratios). The target: metrics and logs add less than 5%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+from bench.compare import WARMUP_S, _getter, _prepare, _putter
+from bench.servers import BENCH_TOKEN, start_bare, start_kvbox
+from bench.wrk import require_wrk
+
+ROOT = Path(__file__).resolve().parent.parent
+OFF = {"KVBOX_METRICS": "false", "KVBOX_ACCESS_LOG": "false"}
+ON = {"KVBOX_METRICS": "true", "KVBOX_ACCESS_LOG": "true", "KVBOX_LOG_FORMAT": "json"}
+
+
+def measure(*, workers: int, rounds: int, seconds: float, connections: int) -> dict[str, list[float]]:
+    src = {"PYTHONPATH": str(ROOT / "src")}
+    with tempfile.TemporaryDirectory(prefix="kvbox-observability-") as tmp:
+        work = Path(tmp)
+        with (
+            start_bare(workers, work) as bare,
+            start_kvbox(work / "on", workers, work, {**src, **ON}) as on,
+            start_kvbox(work / "off", workers, work, {**src, **OFF}) as off,
+        ):
+            runs = {"bare GET": _getter(bare.url + "/", None, connections)}
+            for label, server in (("on", on), ("off", off)):
+                record, put_prefix = _prepare(server.url)
+                runs[f"{label} GET"] = _getter(record, BENCH_TOKEN, connections)
+                runs[f"{label} PUT"] = _putter(server.url, put_prefix, connections)
+            for run in runs.values():
+                run(WARMUP_S)
+            results: dict[str, list[float]] = {name: [] for name in runs}
+            for _ in range(rounds):
+                for name, run in runs.items():
+                    result = run(seconds)
+                    if result.errors:
+                        raise RuntimeError(f"{name}: {result.errors} failed requests")
+                    results[name].append(result.rps)
+            if "request_id" not in on.log_path.read_text(errors="replace"):
+                raise RuntimeError("the server with logs on wrote no access log lines")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.observability", description=__doc__)
+    p.add_argument("--workers", type=int, action="append", help="server workers (repeatable; default 1 and 2)")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--connections", type=int, default=64)
+    args = p.parse_args(argv)
+    require_wrk()
+    print("| workers | request | metrics + logs on | off | on / off | bare GET |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for workers in args.workers or [1, 2]:
+        r = measure(workers=workers, rounds=args.rounds, seconds=args.seconds, connections=args.connections)
+        bare = statistics.median(r["bare GET"])
+        for request in ("GET", "PUT"):
+            on, off = r[f"on {request}"], r[f"off {request}"]
+            ratio = statistics.median(a / b for a, b in zip(on, off, strict=True))
+            print(f"| {workers} | {request} 1 KiB | {statistics.median(on):,.0f} req/s | "
+                  f"{statistics.median(off):,.0f} req/s | {ratio:.3f} | {bare:,.0f} req/s |", flush=True)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
