@@ -85,17 +85,18 @@ class Observer:
                 sent += len(message.get("body", b""))
             await send(message)
 
+        observed_receive = receive
         if scope["method"] in _WITH_BODY:
 
-            async def receive_observed() -> Message:
+            async def receive_counted() -> Message:
                 nonlocal received
                 message = await receive()
                 received += len(message.get("body", b""))
                 return message
 
-            receive = receive_observed
+            observed_receive = receive_counted
         try:
-            await app(scope, receive, send_observed)
+            await app(scope, observed_receive, send_observed)
         finally:
             route = scope.get(ROUTE_KEY) or _starlette_route(scope) or fallback
             seconds = perf_counter() - start
