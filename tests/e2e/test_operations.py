@@ -85,7 +85,7 @@ def test_access_log_lines_carry_the_request_id(tmp_path: Path) -> None:
         (entry,) = logged()
         assert (entry["route"], entry["status"], entry["user"]) == ("/v2/users/me", 200, "admin")
         # granian's own lines are JSON too (standard output is not a terminal here).
-        assert any('"logger": "_granian"' in line for line in log.read_text().splitlines())
+        assert any('"logger":"_granian"' in line for line in log.read_text().splitlines())
     finally:
         server.stop()
 

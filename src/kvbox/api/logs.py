@@ -177,7 +177,7 @@ class LogFormatter(logging.Formatter):
             }
             if error:
                 entry["error"] = error
-            return json.dumps(entry, ensure_ascii=False)
+            return json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
         head = f"{self._stamp(record.created)} {record.levelname} {record.name} [{request_id}] {message}"
         return f"{head}\n{error.rstrip()}" if error else head
 
