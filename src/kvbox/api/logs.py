@@ -1,10 +1,11 @@
 """The access log (one line per request, on standard output) and the error log's format.
 
 Lines are JSON objects or plain text (`--log-format`; `auto` means JSON unless standard
-output is a terminal). Access lines are built without the `logging` machinery and handed
-to the operating system once per event-loop turn, in writes of at most `PIPE_BUF` bytes that
-end on a line, so the lines of several worker processes never interleave. Error logs go
-through `logging` to standard error, in the same format, with the request's id.
+output is a terminal). Access lines are built without the `logging` machinery and handed to
+the operating system in batches, every `FLUSH_AFTER_S` or `FLUSH_LINES` lines and at
+shutdown, in writes of at most `PIPE_BUF` bytes that end on a line, so the lines of several
+worker processes never interleave. Error logs go through `logging` to standard error, in the
+same format, with the request's id, at once.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ REQUEST_ID: ContextVar[str] = ContextVar("kvbox_request_id", default="-")
 """The id of the request being served, for log lines written while serving it."""
 
 PIPE_BUF = 4096
+# A system call per request would cost more than the line: lines wait this long, or for this many.
+FLUSH_AFTER_S = 0.1
+FLUSH_LINES = 64
 MAX_ENCODED = 256
 _STORE_PREFIX = "/v2/key-value-stores/"
 _STORE_ROUTE = _STORE_PREFIX + "{store}"
@@ -75,13 +79,17 @@ class AccessLog:
     def request(
         self, scope: Scope, request_id: str, route: str, status: int, received: int, sent: int, seconds: float
     ) -> None:
-        """Log one answered request (written at the end of this event-loop turn)."""
-        self._pending.append(self._line(scope, request_id, route, status, received, sent, seconds))
-        if not self._scheduled:
+        """Log one answered request (written within `FLUSH_AFTER_S`)."""
+        pending = self._pending
+        pending.append(self._line(scope, request_id, route, status, received, sent, seconds))
+        if len(pending) >= FLUSH_LINES:
+            self.flush()
+        elif not self._scheduled:
             self._scheduled = True
             try:
-                asyncio.get_running_loop().call_soon(self.flush)
+                asyncio.get_running_loop().call_later(FLUSH_AFTER_S, self._flush_later)
             except RuntimeError:  # no loop: write at once
+                self._scheduled = False
                 self.flush()
 
     def _json(
@@ -121,9 +129,12 @@ class AccessLog:
             f"in={received} out={sent} {seconds * 1000:.3f}ms route={route} store={store} user={user}\n"
         )
 
+    def _flush_later(self) -> None:
+        self._scheduled = False
+        self.flush()
+
     def flush(self) -> None:
         """Write the lines logged so far."""
-        self._scheduled = False
         pending, self._pending = self._pending, []
         chunk: list[bytes] = []
         size = 0

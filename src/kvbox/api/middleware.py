@@ -76,14 +76,15 @@ class Observer:
         sent = 0
         received = 0
 
-        async def send_observed(message: Message) -> None:
+        def send_observed(message: Message) -> Awaitable[None]:
+            # Hands back the server's own awaitable: no coroutine of ours per message.
             nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message["headers"], id_header]
             else:
                 sent += len(message.get("body", b""))
-            await send(message)
+            return send(message)
 
         observed_receive = receive
         if scope["method"] in _WITH_BODY:
