@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 RUNTIME := $(VENV)/.installed
 # The quick loop leaves out the tests that drive real PostgreSQL, S3 and Chromium (markers
-# set from the fixtures a test uses, in tests/conftest.py).
-QUICK := not postgres and not s3 and not browser
+# set from the fixtures a test uses, in tests/conftest.py) and the container image's.
+QUICK := not postgres and not s3 and not browser and not container
 
-.PHONY: run test test-quick check fmt bench clean
+.PHONY: run test test-quick check fmt bench clean image image-test
 
 $(RUNTIME): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,18 @@ check: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
+
+# The server image, kvbox:VERSION, built with podman from a local Debian base and wheels made
+# here (no registry, no network in the build); BASE=IMAGE for another base. See Containerfile.
+image: $(STAMP)
+	./scripts/ensure-system-packages.sh
+	PYTHON=$(BIN)/python ./scripts/image.sh
+
+# Build the image and test it: the official client, a restart on its volume, SIGTERM, PostgreSQL + S3.
+# `make test` runs these tests too.
+image-test: $(STAMP)
+	./scripts/ensure-system-packages.sh
+	$(BIN)/python -m pytest -m container tests/container
 
 bench: $(STAMP)
 	sh bench/ensure_tools.sh

@@ -33,7 +33,7 @@ from bench.wrk import require_wrk
 BENCH_DIR = Path(__file__).resolve().parent
 CACHE = BENCH_DIR / ".cache"
 RESULTS = BENCH_DIR / "results" / "latest.md"
-SECTIONS = ("http", "list", "big", "console", "sdk", "scaleout", "conditional", "soak")
+SECTIONS = ("http", "observability", "list", "big", "console", "sdk", "scaleout", "conditional", "soak")
 
 
 @dataclass(frozen=True)
@@ -61,13 +61,14 @@ def _scripts(report: Report, *modules: str) -> None:
         _script(report, module)
 
 
-def _script(report: Report, module: str) -> None:
-    """Benchmarks that print their own table (the SDK's): run them and keep their output."""
-    done = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, timeout=900, check=False)
+def _script(report: Report, module: str, *args: str) -> None:
+    """Benchmarks that print their own table (the SDK's, metrics and logs): run them and keep their output."""
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=900,
+                          check=False)  # fmt: skip
     print(done.stdout, flush=True)
     if done.returncode != 0:
         report.error(module, done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed")
-    report.note(f"`python -m {module}`:\n\n```\n{done.stdout.strip()}\n```")
+    report.note(f"`python -m {' '.join((module, *args))}`:\n\n```\n{done.stdout.strip()}\n```")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "console": lambda: run_console(
             report, stores=CONSOLE_STORES, records=plan.keys, samples=20 if plan.mode == "full" else 8
+        ),
+        "observability": lambda: _script(
+            report, "bench.observability", "--rounds", str(max(3, plan.rounds)), "--seconds", str(plan.wrk_seconds)
         ),
         "sdk": lambda: _scripts(report, "bench.sdk_local", "bench.sdk_remote"),
         "scaleout": lambda: run_scaleout(report, quick=plan.mode == "quick", workers=1, workdir=workdir, logs=logs),

@@ -24,7 +24,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 from urllib.parse import quote
 
 import httpx
@@ -288,12 +288,17 @@ def kvbox_migrate(env: dict[str, str]) -> str:
     return proc.stdout
 
 
-def stored_objects(env: dict[str, str]) -> dict[str, int]:
-    """Key -> size of every object under the blob URL in `env` (read with boto3, not kvbox)."""
+def bucket_of(env: dict[str, str]) -> tuple[Any, str, str]:
+    """A boto3 client (not kvbox's) for the blob URL in `env`, its bucket and its key prefix."""
     import boto3
 
     bucket, _, prefix = env["KVBOX_BLOB_URL"].removeprefix("s3://").partition("/")
-    s3 = boto3.client("s3", endpoint_url=env["KVBOX_S3_ENDPOINT"], **_boto_credentials())
+    return boto3.client("s3", endpoint_url=env["KVBOX_S3_ENDPOINT"], **_boto_credentials()), bucket, prefix
+
+
+def stored_objects(env: dict[str, str]) -> dict[str, int]:
+    """Key -> size of every object under the blob URL in `env` (read with boto3, not kvbox)."""
+    s3, bucket, prefix = bucket_of(env)
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix.strip("/") + "/")
     return {item["Key"]: item["Size"] for page in pages for item in page.get("Contents", [])}
 

@@ -8,25 +8,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 
 from kvbox.api.app import ApiApp, owns
 from kvbox.api.http import Receive, Scope, Send
+from kvbox.api.logs import AccessLog, configure_logging
+from kvbox.api.middleware import CONSOLE, UNMATCHED, Observer
+from kvbox.api.proxies import TrustedProxies
 from kvbox.service.container import Services, build_services
 from kvbox.service.settings import Settings
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# How often each worker writes its metrics for the scrapes other workers answer.
+METRICS_PUBLISH_S = 1.0
+log = logging.getLogger("kvbox.server")
 
 
 class KvboxApp:
-    """One process's ASGI app: `/v2` and `/health` go to the API, every other path to the
-    console. The console is built on first use, so API-only servers never load it."""
+    """One process's ASGI app: `/v2`, `/health` and `/metrics` go to the API, every other path
+    to the console. The console is built on first use, so API-only servers never load it.
+    Every request passes the observer (request id, trusted proxies, metrics, access log)."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, *, observer: Observer | None = None) -> None:
         self.services = services
         self.api = ApiApp(services)
+        self.observer = observer if observer is not None else observer_for(services)
         self._console: ASGIApp | None = None
-        self._background: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
 
     @property
     def console(self) -> ASGIApp:
@@ -41,8 +50,9 @@ class KvboxApp:
         # the server awaits it directly, and the record path pays for no extra hop.
         kind = scope["type"]
         if kind == "http":
-            app = self.api if owns(scope) else self.console
-            return app(scope, receive, send)
+            if owns(scope):
+                return self.observer(self.api, scope, receive, send, UNMATCHED)
+            return self.observer(self.console, scope, receive, send, CONSOLE)
         if kind == "lifespan":
             return self._lifespan(receive, send)
         return _ignored()
@@ -59,22 +69,47 @@ class KvboxApp:
                 return
 
     def start_background(self) -> None:
-        """Start the process's housekeeping (counters, retention, reclaiming space)."""
-        if self._background is None:
-            self._background = asyncio.get_running_loop().create_task(self.services.housekeeper.run())
+        """Start the process's housekeeping (counters, retention, reclaiming space) and the
+        publishing of its metrics for the other workers."""
+        if not self._background:
+            loop = asyncio.get_running_loop()
+            self._background.append(loop.create_task(self.services.housekeeper.run()))
+            if self.services.metrics.directory is not None:
+                self._background.append(loop.create_task(self._publish_metrics()))
+
+    async def _publish_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(METRICS_PUBLISH_S)
+            try:
+                self.services.metrics.publish()
+            except OSError:
+                log.exception("could not publish this worker's metrics; retrying")
 
     async def aclose(self) -> None:
-        """Stop the background work, flush counters and close the backends."""
-        if self._background is not None:
-            self._background.cancel()
+        """Stop the background work, flush counters and logs, and close the backends."""
+        for task in self._background:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._background
-            self._background = None
+                await task
+        self._background = []
+        with contextlib.suppress(OSError):
+            self.services.metrics.publish()  # the counts of this worker's last second
+        self.observer.flush()
         await self.services.close()
 
 
 async def _ignored() -> None:
     """Scope types kvbox does not serve (websocket): nothing is accepted."""
+
+
+def observer_for(services: Services) -> Observer:
+    """What wraps each request, as the settings ask: metrics, access log, trusted proxies."""
+    settings = services.settings
+    return Observer(
+        metrics=services.metrics if services.metrics.enabled else None,
+        access_log=AccessLog(settings.log_format) if settings.access_log else None,
+        proxies=TrustedProxies(settings.trusted_proxies) if settings.trusted_proxies else None,
+    )
 
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> KvboxApp:
@@ -86,4 +121,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
 
 def app_from_env() -> KvboxApp:
     """Factory for server worker processes: settings come from KVBOX_* variables."""
-    return create_app(Settings.from_env())
+    settings = Settings.from_env()
+    configure_logging(settings.log_format)
+    return create_app(settings)

@@ -11,6 +11,7 @@ from urllib.parse import unquote
 
 from kvbox.api.errors import log, send_error
 from kvbox.api.http import ClientDisconnectedError, Message, Receive, Request, Scope, Send, send_empty
+from kvbox.api.middleware import ROUTE_KEY, USER_KEY
 from kvbox.api.routes import API_ROOTS, Bucket, Route, RouteTable
 from kvbox.core.errors import InvalidRequestError, MethodNotAllowedError, PageNotFoundError, UriTooLongError
 from kvbox.service.container import Services
@@ -61,6 +62,8 @@ class ApiApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         req = Request(scope, receive)
         route = self.routes.match(req.segments)
+        if route is not None:
+            scope[ROUTE_KEY] = route.path  # the metrics' and access log's route label
         if self.services.limiter.limits.enabled:
             send = self._with_limit_header(send, route.bucket if route is not None else Bucket.USER)
         try:
@@ -101,6 +104,8 @@ class ApiApp:
         who = ANONYMOUS
         if route.authenticate:
             who = await self.services.auth.authenticate(req.token())
+            if who.user is not None:
+                req.scope[USER_KEY] = who.user.username
             self._limit(req, who)
         await handler(req, send, self.services, who, *route.arguments(req.segments))
 

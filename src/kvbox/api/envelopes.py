@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from kvbox.core.clock import iso_ms
@@ -9,8 +10,16 @@ from kvbox.core.models import KeyPage, Permission, Store, User
 from kvbox.core.signatures import RecordSigner, sign_record, sign_storage
 from kvbox.core.urls import key_segment, records_path, store_path
 from kvbox.core.urls import record_url as _record_url
+from kvbox.service.settings import Settings
 
 KEYS_URL_TTL_MS = 14 * 86_400_000
+
+
+def public_base(scope: Mapping[str, Any], settings: Settings) -> str:
+    """The base of the URLs a response emits: `--public-url` when set, else the scheme and host a
+    trusted proxy forwarded (see api/proxies.py), else `http://HOST:PORT`."""
+    forwarded = None if settings.public_url else scope.get("kvbox.base_url")
+    return forwarded or settings.base_url
 
 
 def store_view(

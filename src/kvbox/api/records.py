@@ -8,7 +8,7 @@ import zipfile
 from collections.abc import AsyncIterator
 from typing import IO, cast
 
-from kvbox.api.envelopes import keys_view, record_url
+from kvbox.api.envelopes import keys_view, public_base, record_url
 from kvbox.api.http import Request, Send, send_bytes, send_empty, send_json, send_stream
 from kvbox.core.clock import http_date
 from kvbox.core.conditions import ReadConditions, write_condition
@@ -107,7 +107,7 @@ async def put_record(req: Request, send: Send, svc: Services, who: Principal, se
         content_length=req.content_length(),
         condition=_write_condition(req),
     )
-    location = record_url(svc.settings.base_url, resolved.store, key, signed=False)
+    location = record_url(public_base(req.scope, svc.settings), resolved.store, key, signed=False)
     await send_json(send, 201, {}, [(b"location", location.encode()), (b"etag", f'"{meta.etag}"'.encode())])
 
 
@@ -141,7 +141,7 @@ async def list_keys(req: Request, send: Send, svc: Services, who: Principal, seg
         page,
         store=resolved.store,
         permission=resolved.permission,
-        base_url=svc.settings.base_url,
+        base_url=public_base(req.scope, svc.settings),
         limit=limit,
         exclusive_start_key=start,
         by_signature=resolved.by_signature,

@@ -17,7 +17,7 @@ from enum import Enum
 from operator import itemgetter
 from typing import Any
 
-from kvbox.api import health, openapi, records, sharing, stores
+from kvbox.api import health, metrics, openapi, records, sharing, stores
 from kvbox.api.http import Message, Request, Send
 
 Handler = Callable[..., Awaitable[None]]
@@ -109,10 +109,12 @@ ROUTES: tuple[Route, ...] = (
     Route("/v2/users/me", {"GET": sharing.get_me, "PUT": sharing.update_me}, Bucket.USER),
     Route("/v2/openapi.json", {"GET": openapi.get_openapi}, Bucket.USER, authenticate=False),
     Route("/health", {"GET": health.health, "HEAD": health.health}, Bucket.USER, authenticate=False),
+    Route("/health/ready", {"GET": health.ready, "HEAD": health.ready}, Bucket.USER, authenticate=False),
+    Route("/metrics", {"GET": metrics.metrics}, Bucket.USER, authenticate=False),
 )  # fmt: skip
 
 # The first segments of every path the API owns, matched or not (unmatched ones get a JSON 404).
-API_ROOTS = frozenset({"v2", "health"})
+API_ROOTS = frozenset({"v2", "health", "metrics"})
 
 
 class RouteTable:

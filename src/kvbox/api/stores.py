@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvbox.api.envelopes import store_view
+from kvbox.api.envelopes import public_base, store_view
 from kvbox.api.http import Request, Send, send_empty, send_json
 from kvbox.core.encoding import normalize_encoding
 from kvbox.core.errors import InvalidRequestError, InvalidValueError
@@ -37,12 +37,12 @@ async def read_json_object(req: Request) -> dict[str, Any]:
     return payload
 
 
-def _view(svc: Services, resolved: Resolved) -> dict[str, Any]:
+def _view(req: Request, svc: Services, resolved: Resolved) -> dict[str, Any]:
     return store_view(
         resolved.store,
         owner=resolved.owner,
         permission=resolved.permission,
-        base_url=svc.settings.base_url,
+        base_url=public_base(req.scope, svc.settings),
         now_ms=svc.clock.now_ms(),
         expires_at=svc.retention.expires_at(resolved.store),
     )
@@ -56,7 +56,7 @@ async def list_stores(req: Request, send: Send, svc: Services, who: Principal) -
     page = await svc.stores.list(
         who, offset=offset, limit=limit, desc=desc, unnamed=unnamed, ownership=req.query.get("ownership") or None
     )
-    items = [_view(svc, resolved) for resolved in page.items]
+    items = [_view(req, svc, resolved) for resolved in page.items]
     await send_json(
         send,
         200,
@@ -85,13 +85,13 @@ async def create_store(req: Request, send: Send, svc: Services, who: Principal) 
     resolved, created = await svc.stores.get_or_create(who, name=name, schema=body.get("schema"))
     headers = []
     if created:
-        headers.append((b"location", (svc.settings.base_url + store_path(resolved.store.id)).encode()))
-    await send_json(send, 201 if created else 200, {"data": _view(svc, resolved)}, headers)
+        headers.append((b"location", (public_base(req.scope, svc.settings) + store_path(resolved.store.id)).encode()))
+    await send_json(send, 201 if created else 200, {"data": _view(req, svc, resolved)}, headers)
 
 
 async def get_store(req: Request, send: Send, svc: Services, who: Principal, segment: str) -> None:
     resolved = await svc.stores.get(who, segment, signature=req.query.get("signature") or None)
-    await send_json(send, 200, {"data": _view(svc, resolved)})
+    await send_json(send, 200, {"data": _view(req, svc, resolved)})
 
 
 async def update_store(req: Request, send: Send, svc: Services, who: Principal, segment: str) -> None:
@@ -106,7 +106,7 @@ async def update_store(req: Request, send: Send, svc: Services, who: Principal, 
     if title is not UNSET and title is not None and not isinstance(title, str):
         raise InvalidValueError("Invalid value provided: title must be a string or null.")
     resolved = await svc.stores.update(who, segment, name=name, general_access=access, title=title)
-    await send_json(send, 200, {"data": _view(svc, resolved)})
+    await send_json(send, 200, {"data": _view(req, svc, resolved)})
 
 
 async def delete_store(req: Request, send: Send, svc: Services, who: Principal, segment: str) -> None:

@@ -22,6 +22,7 @@ from kvbox.core.models import (
     Store,
     StorePage,
     Token,
+    Totals,
     User,
 )
 from kvbox.core.sentinels import UNSET, Unset
@@ -148,6 +149,21 @@ class MetadataIndex(Protocol):
     async def purge_pending(self) -> bool: ...
     async def referenced_blob_ids(self, blob_ids: list[str]) -> set[str]: ...
 
+    # operations
+    async def ping(self) -> None:
+        """Answer one trivial query; raise `StorageError` when the index cannot (readiness)."""
+        ...
+
+    async def totals(self) -> Totals:
+        """Stores, records and stored bytes of the whole deployment (metrics), from the
+        stores' counters: one cheap query, never a scan of the records."""
+        ...
+
+    def group_commit_sizes(self) -> Mapping[int, int]:
+        """How many writes each group commit of this process carried so far, as batch
+        size -> number of commits (metrics). Empty for an index that commits one by one."""
+        ...
+
 
 class BlobWriter(Protocol):
     """One body being written. Nothing is visible under the returned id until `commit`."""
@@ -173,4 +189,9 @@ class BlobStore(Protocol):
     async def open(self, blob_id: str, *, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]: ...
     async def delete(self, blob_id: str) -> None: ...
     def list_ids(self, *, older_than_ms: int) -> AsyncIterator[str]: ...
+    async def ping(self) -> None:
+        """Prove the store takes writes (a file written and removed) or answers (the bucket);
+        raise `StorageError` when it does not (readiness)."""
+        ...
+
     async def close(self) -> None: ...

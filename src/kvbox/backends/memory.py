@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,6 +26,7 @@ from kvbox.core.models import (
     Store,
     StorePage,
     Token,
+    Totals,
     User,
 )
 from kvbox.core.sentinels import UNSET, Unset
@@ -333,6 +335,17 @@ class MemoryMetadataIndex:
                     found.add(row.blob_id)
         return found
 
+    # operations
+    async def ping(self) -> None:
+        return None
+
+    async def totals(self) -> Totals:
+        stores = self._stores.values()
+        return Totals(len(stores), sum(s.record_count for s in stores), sum(s.stats.storage_bytes for s in stores))
+
+    def group_commit_sizes(self) -> Mapping[int, int]:
+        return {}
+
 
 class _MemoryBlobWriter:
     def __init__(self, store: MemoryBlobStore) -> None:
@@ -345,6 +358,7 @@ class _MemoryBlobWriter:
     async def commit(self) -> str:
         blob_id = new_blob_name()
         self._store.blobs[blob_id] = b"".join(self._parts)
+        self._store.stamps[blob_id] = int(time.time() * 1000)
         return blob_id
 
     async def abort(self) -> None:
@@ -354,6 +368,7 @@ class _MemoryBlobWriter:
 class MemoryBlobStore:
     def __init__(self, chunk_size: int = 256 * 1024) -> None:
         self.blobs: dict[str, bytes] = {}
+        self.stamps: dict[str, int] = {}  # commit times, for orphan collection's age limit
         self._chunk = chunk_size
 
     async def create(self) -> _MemoryBlobWriter:
@@ -371,10 +386,15 @@ class MemoryBlobStore:
 
     async def delete(self, blob_id: str) -> None:
         self.blobs.pop(blob_id, None)
+        self.stamps.pop(blob_id, None)
 
     async def list_ids(self, *, older_than_ms: int) -> AsyncIterator[str]:
         for blob_id in list(self.blobs):
-            yield blob_id
+            if self.stamps.get(blob_id, 0) < older_than_ms:
+                yield blob_id
+
+    async def ping(self) -> None:
+        return None
 
     async def close(self) -> None:
         return None

@@ -8,7 +8,19 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from kvbox.backends.base import BlobStore, MetadataIndex
+from kvbox.backends.sqlite import backup as sqlite_backup
+from kvbox.backends.sqlite.backup import BackupReport, Progress
 from kvbox.core.errors import StorageError
+
+__all__ = [
+    "BACKENDS",
+    "BackupReport",
+    "Progress",
+    "backend_kind",
+    "backup_data_dir",
+    "open_backend",
+    "restore_data_dir",
+]
 
 BACKENDS = ("sqlite", "postgres", "memory")
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -100,3 +112,14 @@ def describe_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def backup_data_dir(data_dir: Path, dest: Path, *, created_by: str, progress: Progress | None = None) -> BackupReport:
+    """A consistent backup of an embedded data directory, taken while servers run
+    (see backends/sqlite/backup.py)."""
+    return sqlite_backup.backup(data_dir, dest, created_by=created_by, progress=progress)
+
+
+def restore_data_dir(source: Path, data_dir: Path) -> BackupReport:
+    """Make `data_dir` (missing or empty) a copy of a backup made by `backup_data_dir`."""
+    return sqlite_backup.restore(source, data_dir)

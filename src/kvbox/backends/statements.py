@@ -91,6 +91,9 @@ class Statements:
         # housekeeping
         self.purge_pending = "SELECT 1 FROM deleted_stores LIMIT 1"
 
+        # operations: the stores' counters, never a scan of the records
+        self.totals = "SELECT count(*), coalesce(sum(record_count), 0), coalesce(sum(storage_bytes), 0) FROM stores"
+
     def update_store(
         self,
         store_id: str,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -14,19 +16,60 @@ from kvbox.cli.options import settings_from, with_settings
 from kvbox.core.errors import KvboxError
 from kvbox.service.container import build_services
 from kvbox.service.deployment import describe_storage
-from kvbox.service.settings import Settings
+from kvbox.service.settings import Settings, resolve_log_format
 
 ADMIN_TOKEN_ENV = "KVBOX_ADMIN_TOKEN"
 # What granian loads in each worker process; the workers read their settings from KVBOX_*.
 APP_FACTORY = "kvbox.server:app_from_env"
+# granian's own lines (start, stop, worker restarts) as JSON, like kvbox's.
+GRANIAN_JSON_LOGGING = Path(__file__).with_name("granian-logging.json")
 
 
 def granian_argv(settings: Settings) -> list[str]:
-    """The command line that runs granian on kvbox's app with these settings."""
+    """The command line that runs granian on kvbox's app with these settings.
+
+    On SIGTERM granian stops accepting connections and lets the workers finish the requests
+    in flight; a worker still busy after `--shutdown-timeout` seconds is killed. The access
+    log is kvbox's own (with request ids and route patterns), not granian's.
+    """
+    json_logs = resolve_log_format(settings.log_format) == "json"
+    logging = ["--log-config", str(GRANIAN_JSON_LOGGING)] if json_logs else []
     return [
-        sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--log", "--no-access-log",
-        "--host", settings.host, "--port", str(settings.port), "--workers", str(settings.workers), APP_FACTORY,
+        sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--log", "--no-access-log", *logging,
+        "--host", settings.host, "--port", str(settings.port), "--workers", str(settings.workers),
+        "--workers-kill-timeout", str(settings.shutdown_timeout), APP_FACTORY,
     ]  # fmt: skip
+
+
+def metrics_dir(settings: Settings) -> Path:
+    """The directory this server's workers share their metrics in, emptied: the one given, or
+    DATA_DIR/metrics/PID (the directories of servers no longer running are removed)."""
+    if settings.metrics_dir is not None:
+        chosen = settings.metrics_dir
+    else:
+        root = settings.data_dir / "metrics"
+        chosen = root / str(os.getpid())
+        if root.is_dir():
+            for entry in root.iterdir():
+                if entry.name.isdigit() and not _running(int(entry.name)):
+                    shutil.rmtree(entry, ignore_errors=True)
+    chosen.mkdir(parents=True, exist_ok=True)
+    for stale in chosen.glob("*.json"):
+        stale.unlink(missing_ok=True)
+    return chosen
+
+
+def _running(pid: int) -> bool:
+    """Whether a process runs under this id (other than this one, which starts afresh)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 async def _bootstrap(settings: Settings) -> str | None:
@@ -73,6 +116,14 @@ def _free_port(host: str) -> int:
     "rate_limit_store",
     "rate_limit_records",
     "rate_limit_user",
+    "trusted_proxies",
+    "shutdown_timeout",
+    "access_log",
+    "log_format",
+    "metrics",
+    "metrics_token",
+    "metrics_public",
+    "metrics_dir",
 )
 def serve(**options: Any) -> None:
     """Start the API server."""
@@ -94,6 +145,8 @@ def serve(**options: Any) -> None:
         click.echo("Created user 'admin'. Its API token (shown only this once):")
         click.echo(f"\n    {token}\n")
         click.echo("=" * 72)
+    if settings.metrics:
+        settings.metrics_dir = metrics_dir(settings)
     os.environ.update(settings.to_env())
     stored = describe_storage(settings) if settings.metadata_url else f"data in {settings.data_dir}"
     click.echo(f"kvbox listening on http://{settings.host}:{settings.port} ({stored})")

@@ -234,7 +234,15 @@ class InsufficientStorageError(StorageError):
     default_message = "The server has no space left to store this; nothing was written. Try again later."
 
 
-class StorageUnavailableError(StorageError):
+class ServiceUnavailableError(KvboxError):
+    """The server cannot serve for now: its index or blob store does not answer (`/health/ready`)."""
+
+    status = 503
+    type = "service-unavailable"
+    default_message = "The server is not ready."
+
+
+class StorageUnavailableError(StorageError, ServiceUnavailableError):
     """A storage service (the database, the object store) is down or refusing requests.
     The answer carries `Retry-After`; the server reconnects by itself."""
 

@@ -177,3 +177,13 @@ class Condition:
         if self.if_match is not None and current.etag not in self.if_match:
             return False
         return self.if_none_match is None or current.etag not in self.if_none_match
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """What a deployment holds: its stores, their records and the bytes of their bodies as stored."""
+
+    stores: int = 0
+    records: int = 0
+    bytes: int = 0

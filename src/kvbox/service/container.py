@@ -8,9 +8,19 @@ from kvbox.backends.base import BlobStore, MetadataIndex
 from kvbox.core.clock import Clock, SystemClock
 from kvbox.service.deployment import open_storage
 from kvbox.service.housekeeping import Housekeeper
+from kvbox.service.metrics import (
+    CACHE_LOOKUPS,
+    GROUP_COMMIT,
+    HOUSEKEEPING,
+    RATE_LIMITED,
+    Metrics,
+    Snapshot,
+    histogram_of,
+)
 from kvbox.service.principal import Authenticator
 from kvbox.service.ratelimit import Limits, RateLimiter
 from kvbox.service.readcache import ReadCache
+from kvbox.service.readiness import Readiness
 from kvbox.service.records import RecordService
 from kvbox.service.retention import RetentionService
 from kvbox.service.settings import Settings, parse_duration_ms
@@ -37,6 +47,8 @@ class Services:
     retention: RetentionService
     limiter: RateLimiter
     housekeeper: Housekeeper
+    metrics: Metrics
+    readiness: Readiness
 
     async def close(self) -> None:
         try:
@@ -66,6 +78,7 @@ def build_services(
     )
     limiter = RateLimiter(clock, limits, processes=settings.workers)
     cache = ReadCache(index, metadata_only=True)
+    record_cache = ReadCache(index)
     stores = StoreService(index, clock, stats, users, limiter, cache)
     records = RecordService(
         index,
@@ -75,7 +88,7 @@ def build_services(
         clock,
         max_record_size=settings.max_record_size,
         inline_threshold=settings.inline_threshold,
-        cache=ReadCache(index),
+        cache=record_cache,
     )
     retention = RetentionService(index, clock, stats, retention_ms=parse_duration_ms(settings.unnamed_retention))
     housekeeper = Housekeeper(
@@ -101,4 +114,32 @@ def build_services(
         retention=retention,
         limiter=limiter,
         housekeeper=housekeeper,
+        metrics=_metrics(settings, index, limiter, {"metadata": cache, "records": record_cache}, housekeeper),
+        readiness=Readiness(index, blobs),
     )
+
+
+def _metrics(
+    settings: Settings,
+    index: MetadataIndex,
+    limiter: RateLimiter,
+    caches: dict[str, ReadCache],
+    housekeeper: Housekeeper,
+) -> Metrics:
+    """The process's metrics, reading the plain counters the services keep."""
+    metrics = Metrics(enabled=settings.metrics, directory=settings.metrics_dir, totals=index.totals)
+
+    def counts(snap: Snapshot) -> None:
+        for limit, refused in limiter.refused.items():
+            snap.add(RATE_LIMITED, (limit,), refused)
+        for name, cache in caches.items():
+            snap.add(CACHE_LOOKUPS, (name, "hit"), cache.hits)
+            snap.add(CACHE_LOOKUPS, (name, "miss"), cache.misses)
+        for work, done in housekeeper.work.items():
+            snap.add(HOUSEKEEPING, (work,), done)
+        sizes = index.group_commit_sizes()
+        if sizes:
+            snap.add_buckets(GROUP_COMMIT, (), histogram_of(sizes, GROUP_COMMIT.bounds))
+
+    metrics.watch(counts)
+    return metrics

@@ -112,7 +112,7 @@ async def copy_deployment(src: Storage, dst: Storage, *, progress: Callable[[Tal
             tally.tokens += 1
             tally.add("token", token)
     for user in users:
-        async for store in _stores_of(s_index, user):
+        async for store in stores_of(s_index, user):
             await _copy_store(store, src, dst, tally)
             if progress is not None:
                 progress(tally)
@@ -130,12 +130,12 @@ async def _copy_store(store: Store, src: Storage, dst: Storage, tally: Tally) ->
         await d_index.set_grant(grant)
         tally.grants += 1
         tally.add("grant", grant)
-    async for meta in _records_of(s_index, store.id):
-        row, body_sha = await _copy_record(meta, s_blobs, d_blobs)
+    async for meta in records_of(s_index, store.id):
+        row, sha = await _copy_record(meta, s_blobs, d_blobs)
         await d_index.put_record(store.id, row)
         tally.records += 1
         tally.bytes += meta.size
-        tally.add("record", meta, body_sha)
+        tally.add("record", meta, sha)
     tally.stores += 1
     tally.add("store", store)
 
@@ -153,14 +153,14 @@ async def fingerprint(
             tally.tokens += 1
             tally.add("token", token)
     for user in users:
-        async for store in _stores_of(index, user):
+        async for store in stores_of(index, user):
             for grant in await index.list_grants(store.id):
                 tally.grants += 1
                 tally.add("grant", grant)
-            async for meta in _records_of(index, store.id):
+            async for meta in records_of(index, store.id):
                 tally.records += 1
                 tally.bytes += meta.size
-                tally.add("record", meta, await _body_sha(blobs, meta))
+                tally.add("record", meta, await body_sha(blobs, meta))
             current = await index.get_store(store.id)
             if current is None:
                 raise StorageError(f"Store {store.id} vanished while the deployment was being read")
@@ -171,7 +171,8 @@ async def fingerprint(
     return tally
 
 
-async def _stores_of(index: MetadataIndex, user: User) -> AsyncIterator[Store]:
+async def stores_of(index: MetadataIndex, user: User) -> AsyncIterator[Store]:
+    """Every store the user owns, named or not, oldest first."""
     offset = 0
     while True:
         page = await index.list_stores(user.id, include_unnamed=True, offset=offset, limit=PAGE, desc=False)
@@ -182,7 +183,8 @@ async def _stores_of(index: MetadataIndex, user: User) -> AsyncIterator[Store]:
             return
 
 
-async def _records_of(index: MetadataIndex, store_id: str) -> AsyncIterator[RecordMeta]:
+async def records_of(index: MetadataIndex, store_id: str) -> AsyncIterator[RecordMeta]:
+    """Every record row of a store in key order (one deleted meanwhile is left out)."""
     after: str | None = None
     while True:
         page = await index.list_keys(store_id, after=after, prefix=None, limit=PAGE)
@@ -205,7 +207,8 @@ async def _count_keys(index: MetadataIndex, store_id: str) -> int:
         after = page.next_key
 
 
-async def _body(blobs: BlobStore, meta: RecordMeta) -> AsyncIterator[bytes]:
+async def body_of(blobs: BlobStore, meta: RecordMeta) -> AsyncIterator[bytes]:
+    """A record's stored bytes, inline or from its blob (`StorageError` when the blob is missing)."""
     if meta.blob_id is None:
         if meta.inline:
             yield meta.inline
@@ -214,9 +217,9 @@ async def _body(blobs: BlobStore, meta: RecordMeta) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _body_sha(blobs: BlobStore, meta: RecordMeta) -> str:
+async def body_sha(blobs: BlobStore, meta: RecordMeta) -> str:
     sha = hashlib.sha256()
-    async for chunk in _body(blobs, meta):
+    async for chunk in body_of(blobs, meta):
         sha.update(chunk)
     return sha.hexdigest()
 
@@ -226,7 +229,7 @@ async def _copy_record(meta: RecordMeta, src: BlobStore, dst: BlobStore) -> tupl
     sha = hashlib.sha256()
     writer = await dst.create() if meta.blob_id is not None else None
     try:
-        async for chunk in _body(src, meta):
+        async for chunk in body_of(src, meta):
             sha.update(chunk)
             if writer is not None:
                 await writer.write(chunk)

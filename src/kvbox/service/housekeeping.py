@@ -46,12 +46,15 @@ class Housekeeper:
         self._flush_interval_s = max(0.05, flush_interval_s)
         self._sweep_interval_s = sweep_interval_s
         self._failing = _FailureLog()
+        # Work done so far (read by the metrics).
+        self.work = {"expired_stores": 0, "reclaimed_blobs": 0, "orphaned_blobs": 0}
 
     async def reclaim(self) -> int:
         """One bounded pass: reclaim rows and blobs of deleted stores. Returns blobs freed."""
         freed = await self._index.purge_deleted(max_rows=PURGE_BATCH)
         for blob_id in freed:
             await self._blobs.delete(blob_id)
+        self.work["reclaimed_blobs"] += len(freed)
         return len(freed)
 
     async def collect_orphans(self) -> int:
@@ -73,6 +76,7 @@ class Housekeeper:
         gone = [b for b in batch if b not in keep]
         for blob_id in gone:
             await self._blobs.delete(blob_id)
+        self.work["orphaned_blobs"] += len(gone)
         return len(gone)
 
     async def run(self) -> None:
@@ -104,7 +108,8 @@ class Housekeeper:
         async with self._index.exclusive(SWEEPER_LOCK) as leader:
             if not leader:
                 return False
-            while await self._retention.sweep() > 0:
+            while (expired := await self._retention.sweep()) > 0:
+                self.work["expired_stores"] += expired
                 await asyncio.sleep(0)
             if orphans_due:
                 await self.collect_orphans()

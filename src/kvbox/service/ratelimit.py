@@ -36,6 +36,8 @@ class RateLimiter:
         self.limits = limits
         self._share = max(1, processes)
         self._buckets: dict[tuple[str, str], _Bucket] = {}
+        # Requests refused so far, by the limit they hit (read by the metrics).
+        self.refused: dict[str, int] = {}
 
     def limit_for(self, *, record_op: bool, store_op: bool) -> int:
         """The advertised limit (X-RateLimit-Limit) for a kind of request."""
@@ -74,6 +76,7 @@ class RateLimiter:
             bucket.tokens = min(rate, bucket.tokens + elapsed * rate)
             bucket.stamp = now
         if bucket.tokens < 1:
+            self.refused[key[0]] = self.refused.get(key[0], 0) + 1
             raise RateLimitExceededError(limit)
         bucket.tokens -= 1
 

@@ -31,6 +31,9 @@ class ReadCache:
         self._generation: int | None = None
         self._rows: dict[Hashable, Any] = {}
         self._bytes = 0
+        # Lookups answered from memory and loaded from the index (read by the metrics).
+        self.hits = 0
+        self.misses = 0
 
     async def get(self, key: Hashable, load: Callable[[], Awaitable[T]]) -> T:
         """The row under `key`, loaded when missing or when the index changed since."""
@@ -45,7 +48,9 @@ class ReadCache:
             self._generation = generation
         hit = self._rows.get(key, _MISS)
         if hit is not _MISS:
+            self.hits += 1
             return hit  # type: ignore[no-any-return]
+        self.misses += 1
         value = await load()
         weight = size(value)
         if weight > MAX_BYTES // 64:

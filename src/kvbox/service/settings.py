@@ -5,8 +5,10 @@ The CLI builds its options from this table and the README's settings table match
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -66,6 +68,43 @@ def parse_bool(value: str | bool) -> bool:
     if v in ("0", "false", "no", "off", ""):
         return False
     raise ValueError(f"not a boolean: {value!r}")
+
+
+LOG_FORMATS = ("auto", "json", "text")
+
+
+def _log_format(value: str) -> str:
+    v = value.strip().lower()
+    if v not in LOG_FORMATS:
+        raise ValueError(f"not a log format: {value!r} (use {', '.join(LOG_FORMATS)})")
+    return v
+
+
+def resolve_log_format(name: str, *, stream: Any = None) -> str:
+    """`json` or `text`; `auto` is JSON unless the stream (standard output) is a terminal."""
+    if name != "auto":
+        return name
+    stream = sys.stdout if stream is None else stream
+    try:
+        return "text" if stream.isatty() else "json"
+    except (AttributeError, ValueError):  # no stream, or a closed one
+        return "json"
+
+
+def parse_networks(value: str) -> str:
+    """`10.0.0.0/8, 127.0.0.1` -> `10.0.0.0/8,127.0.0.1/32` (checked; empty for none)."""
+    parts = [p.strip() for p in str(value).split(",") if p.strip()]
+    try:
+        return ",".join(str(ipaddress.ip_network(p, strict=False)) for p in parts)
+    except ValueError as e:
+        raise ValueError(f"not an address or CIDR range: {e}") from None
+
+
+def _seconds_1_to_1800(value: str | int) -> int:
+    n = int(value)
+    if not 1 <= n <= 1800:
+        raise ValueError(f"must be between 1 and 1800 seconds, got {n}")
+    return n
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +245,63 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         "N",
     ),
+    Setting(
+        "trusted_proxies",
+        "KVBOX_TRUSTED_PROXIES",
+        "",
+        "Proxy addresses (CIDR, comma-separated) whose X-Forwarded-For and X-Forwarded-Proto are believed.",
+        parse_networks,
+        "CIDR,...",
+    ),
+    Setting(
+        "shutdown_timeout",
+        "KVBOX_SHUTDOWN_TIMEOUT",
+        30,
+        "Seconds requests in flight get to finish after SIGTERM before the workers are stopped.",
+        _seconds_1_to_1800,
+        "SECONDS",
+    ),
+    Setting(
+        "access_log",
+        "KVBOX_ACCESS_LOG",
+        True,
+        "Write one access log line per request to standard output.",
+        parse_bool,
+        "BOOL",
+    ),
+    Setting(
+        "log_format",
+        "KVBOX_LOG_FORMAT",
+        "auto",
+        "Format of the access log and error logs: json, text, or auto (json unless standard output is a terminal).",
+        _log_format,
+        "FORMAT",
+    ),
+    Setting("metrics", "KVBOX_METRICS", True, "Collect Prometheus metrics for /metrics.", parse_bool, "BOOL"),
+    Setting(
+        "metrics_token",
+        "KVBOX_METRICS_TOKEN",
+        None,
+        "Bearer token that opens /metrics (API tokens do not).",
+        str,
+        "TOKEN",
+    ),
+    Setting(
+        "metrics_public",
+        "KVBOX_METRICS_PUBLIC",
+        False,
+        "Serve /metrics to anyone, without a token.",
+        parse_bool,
+        "BOOL",
+    ),
+    Setting(
+        "metrics_dir",
+        "KVBOX_METRICS_DIR",
+        None,
+        "Where the workers of one server share their metrics (default DATA_DIR/metrics/PID, emptied at start).",
+        Path,
+        "DIR",
+    ),
 )
 
 SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
@@ -233,6 +329,14 @@ class Settings:
     rate_limit_store: int = 60
     rate_limit_records: int = 200
     rate_limit_user: int = 4000
+    trusted_proxies: str = ""
+    shutdown_timeout: int = 30
+    access_log: bool = True
+    log_format: str = "auto"
+    metrics: bool = True
+    metrics_token: str | None = None
+    metrics_public: bool = False
+    metrics_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -42,6 +42,7 @@ from kvbox.core.models import (
     Store,
     StorePage,
     Token,
+    Totals,
     User,
 )
 from kvbox.core.sentinels import UNSET, Unset
@@ -469,3 +470,15 @@ class PostgresMetadataIndex:
         # One array parameter, where SQLite binds the ids in chunks of scalar parameters.
         sql = "SELECT DISTINCT blob_id FROM records WHERE blob_id = ANY(%s)"
         return {r[0] for r in await self._all("look up blob references", sql, (list(dict.fromkeys(blob_ids)),))}
+
+    # operations
+    async def ping(self) -> None:
+        await self._one("answer", "SELECT 1")
+
+    async def totals(self) -> Totals:
+        stores, records, size = await self._one("count the deployment", _SQL.totals)
+        return Totals(int(stores), int(records), int(size))
+
+    def group_commit_sizes(self) -> Mapping[int, int]:
+        """Each write is its own transaction (PostgreSQL takes concurrent writers itself)."""
+        return {}

@@ -380,6 +380,14 @@ class S3BlobStore:
         except Exception as e:
             raise storage_failure(f"Could not list blobs in S3: {e}", e) from e
 
+    async def ping(self) -> None:
+        """The bucket answers (HEAD bucket)."""
+        s3 = await self.client()
+        try:
+            await s3.head_bucket(Bucket=self.bucket)
+        except Exception as e:
+            raise StorageError(f"The bucket {self.bucket} does not answer: {e}") from e
+
     async def close(self) -> None:
         stack, self._stack, self._client = self._stack, None, None
         if stack is not None:

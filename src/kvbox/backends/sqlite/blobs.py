@@ -3,6 +3,11 @@
 A body is written to `root/tmp/`, then renamed to `root/<2 hex>/<2 hex>/<32 hex>`, so a
 file under its final name is always complete. Names are random, never derived from a key.
 Page-cache writes and reads run inline; only fsync (in durable mode) goes to a thread.
+
+While `kvbox backup` runs it keeps a lock file in the root fresh, and deletions wait: the
+backup's snapshot of the index may still point at a blob a newer write has replaced (see
+backup.py). Deferred deletions happen at the next deletion after the backup, or, should
+this process stop first, through orphan collection.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import contextlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
@@ -28,6 +34,11 @@ except ImportError:  # pragma: no cover - Windows: temp files are reclaimed by a
 _BLOB_ID = re.compile(r"[0-9a-f]{32}")
 _SHARD = re.compile(r"[0-9a-f]{2}")
 _TMP = "tmp"
+BACKUP_LOCK = "backup.lock"
+# A backup touches its lock every few seconds: one left untouched this long belongs to a backup that died.
+BACKUP_LOCK_STALE_S = 60.0
+# Deletions remembered while a backup runs, at most; beyond it orphan collection removes them.
+MAX_DEFERRED = 100_000
 
 
 def _check_id(blob_id: str) -> str:
@@ -43,6 +54,15 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def backup_running(root: Path) -> bool:
+    """Whether a backup holds a fresh lock on the blobs under `root`."""
+    try:
+        touched = os.stat(root / BACKUP_LOCK).st_mtime
+    except FileNotFoundError:
+        return False
+    return time.time() - touched < BACKUP_LOCK_STALE_S
 
 
 def _older_than(entry: os.DirEntry[str], limit_ms: int) -> bool:
@@ -118,6 +138,7 @@ class FileBlobStore:
         self.chunk_size = chunk_size
         self._tmp = root / _TMP
         self._tmp.mkdir(parents=True, exist_ok=True)
+        self._deferred: set[str] = set()
 
     def path_of(self, blob_id: str) -> Path:
         """Where the blob with this id lives (whether or not it exists)."""
@@ -178,9 +199,16 @@ class FileBlobStore:
                 yield chunk
 
     async def delete(self, blob_id: str) -> None:
-        """Remove a blob; a missing one is a no-op."""
+        """Remove a blob; a missing one is a no-op. While a backup runs, the removal waits."""
+        path = self.path_of(blob_id)
+        if backup_running(self.root):
+            if len(self._deferred) < MAX_DEFERRED:
+                self._deferred.add(blob_id)
+            return
+        if self._deferred:
+            self._delete_deferred()
         try:
-            self.path_of(blob_id).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
         except OSError as e:
             raise StorageError(f"Blob {blob_id} could not be deleted.") from e
 
@@ -198,6 +226,12 @@ class FileBlobStore:
                 elif entry.is_file(follow_symlinks=False) and _remove_unclaimed(entry.path):
                     removed += 1
         return removed
+
+    def _delete_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, set()
+        for blob_id in deferred:
+            with contextlib.suppress(OSError):  # left for orphan collection
+                self.path_of(blob_id).unlink(missing_ok=True)
 
     async def list_ids(self, *, older_than_ms: int) -> AsyncIterator[str]:
         """Ids of committed blobs last modified before `older_than_ms`, for orphan collection.
@@ -218,6 +252,18 @@ class FileBlobStore:
                     ]
                 for blob_id in found:
                     yield blob_id
+
+    async def ping(self) -> None:
+        """A small file written and removed where blobs are written."""
+        try:
+            fd, name = tempfile.mkstemp(dir=self._tmp, suffix=".ping")
+            try:
+                os.write(fd, b"ok")
+            finally:
+                os.close(fd)
+                os.unlink(name)
+        except OSError as e:
+            raise StorageError(f"The data directory {self.root} does not take writes: {e}") from e
 
     async def close(self) -> None:
         return None

@@ -36,6 +36,7 @@ from kvbox.core.models import (
     Store,
     StorePage,
     Token,
+    Totals,
     User,
 )
 from kvbox.core.sentinels import UNSET, Unset
@@ -448,3 +449,16 @@ class SqliteMetadataIndex:
                 )
                 found.update(row[0] for row in conn.execute(sql, chunk))
         return found
+
+    # operations
+    async def ping(self) -> None:
+        with _storage_errors("answer"):
+            self._conn.execute("SELECT value FROM metadata_generation").fetchone()
+
+    async def totals(self) -> Totals:
+        with _storage_errors("count the deployment"):
+            stores, records, size = self._conn.execute(_SQL.totals).fetchone()
+        return Totals(stores, records, size)
+
+    def group_commit_sizes(self) -> Mapping[int, int]:
+        return self._writer.batch_sizes

@@ -81,6 +81,8 @@ class LoopWriter:
         self._busy_since: float | None = None
         self._backoff = _FIRST_BACKOFF_S
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Group commits so far by the number of writes they carried (read by the metrics).
+        self.batch_sizes: dict[int, int] = {}
 
     async def run(self, action: str, operation: Operation) -> Any:
         """Run `operation(conn, batch)` inside the next group transaction and return its result."""
@@ -138,6 +140,7 @@ class LoopWriter:
         self._busy_since = None
         self._backoff = _FIRST_BACKOFF_S
         self._settle_all(batch, self._commit_locked(conn, batch))
+        self.batch_sizes[len(batch)] = self.batch_sizes.get(len(batch), 0) + 1
         self._next(loop)
 
     def _next(self, loop: asyncio.AbstractEventLoop) -> None:

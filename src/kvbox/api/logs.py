@@ -1,0 +1,205 @@
+"""The access log (one line per request, on standard output) and the error log's format.
+
+Lines are JSON objects or plain text (`--log-format`; `auto` means JSON unless standard
+output is a terminal). Access lines are built without the `logging` machinery and handed to
+the operating system in batches, every `FLUSH_AFTER_S` or `FLUSH_LINES` lines and at
+shutdown, in writes of at most `PIPE_BUF` bytes that end on a line, so the lines of several
+worker processes never interleave. Error logs go through `logging` to standard error, in the
+same format, with the request's id, at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from contextvars import ContextVar
+from json.encoder import encode_basestring
+from typing import Any
+
+from kvbox.api.http import Scope
+from kvbox.service.settings import resolve_log_format
+
+REQUEST_ID: ContextVar[str] = ContextVar("kvbox_request_id", default="-")
+"""The id of the request being served, for log lines written while serving it."""
+
+PIPE_BUF = 4096
+# A system call per request would cost more than the line: lines wait this long, or for this many.
+FLUSH_AFTER_S = 0.1
+FLUSH_LINES = 64
+MAX_ENCODED = 256
+_STORE_PREFIX = "/v2/key-value-stores/"
+_STORE_ROUTE = _STORE_PREFIX + "{store}"
+
+
+class _Stamp:
+    """ISO 8601 UTC times with milliseconds, made once per millisecond (the part up to the
+    second once per second): many requests end within one."""
+
+    def __init__(self) -> None:
+        self._ms = -1
+        self._second = -1
+        self._prefix = ""
+        self._text = ""
+
+    def __call__(self, now: float) -> str:
+        ms = int(now * 1000)
+        if ms != self._ms:
+            second = ms // 1000
+            if second != self._second:
+                self._second = second
+                self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._ms = ms
+            self._text = f"{self._prefix}.{ms % 1000:03d}Z"
+        return self._text
+
+
+def store_of(path: str) -> str | None:
+    """The store segment (ID, `~name` or `owner~name`) of a path under a store, if any."""
+    if not path.startswith(_STORE_PREFIX):
+        return None
+    return path[len(_STORE_PREFIX) :].split("/", 1)[0] or None
+
+
+class AccessLog:
+    def __init__(self, fmt: str, *, fd: int = 1) -> None:
+        self.format = resolve_log_format(fmt)
+        self._fd = fd
+        self._stamp = _Stamp()
+        self._line = self._json if self.format == "json" else self._text
+        self._pending: list[str] = []
+        self._scheduled = False
+        self._encoded: dict[str, str] = {}
+
+    def request(
+        self, scope: Scope, request_id: str, route: str, status: int, received: int, sent: int, seconds: float
+    ) -> None:
+        """Log one answered request (written within `FLUSH_AFTER_S`)."""
+        pending = self._pending
+        pending.append(self._line(scope, request_id, route, status, received, sent, seconds))
+        if len(pending) >= FLUSH_LINES:
+            self.flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            try:
+                asyncio.get_running_loop().call_later(FLUSH_AFTER_S, self._flush_later)
+            except RuntimeError:  # no loop: write at once
+                self._scheduled = False
+                self.flush()
+
+    def _json(
+        self, scope: Scope, request_id: str, route: str, status: int, received: int, sent: int, seconds: float
+    ) -> str:
+        path = scope.get("path", "")
+        client = scope.get("client")
+        user = scope.get("kvbox.user")
+        store = store_of(path) if route.startswith(_STORE_ROUTE) else None
+        return (
+            f'{{"time":"{self._stamp(time.time())}","level":"info","type":"access","request_id":"{request_id}",'
+            f'"method":{self._json_text(scope.get("method", ""))},"path":{encode_basestring(path)},'
+            f'"route":{self._json_text(route)},"status":{status},"bytes_in":{received},"bytes_out":{sent},'
+            f'"duration_ms":{seconds * 1000:.3f},"client":{_quoted(client[0] if client else None)},'
+            f'"store":{_quoted(store)},"user":{_quoted(user)}}}\n'
+        )
+
+    def _json_text(self, value: str) -> str:
+        """A JSON string for a value from a small set (route patterns, methods), made once."""
+        encoded = self._encoded.get(value)
+        if encoded is None:
+            encoded = encode_basestring(value)
+            if len(self._encoded) < MAX_ENCODED:
+                self._encoded[value] = encoded
+        return encoded
+
+    def _text(
+        self, scope: Scope, request_id: str, route: str, status: int, received: int, sent: int, seconds: float
+    ) -> str:
+        client = scope.get("client")
+        path = scope.get("path", "")
+        store = _printable(store_of(path) or "-")
+        user = _printable(scope.get("kvbox.user") or "-")
+        return (
+            f"{self._stamp(time.time())} {client[0] if client else '-'} {request_id} "
+            f'"{scope.get("method", "")} {_printable(path)}" {status} '
+            f"in={received} out={sent} {seconds * 1000:.3f}ms route={route} store={store} user={user}\n"
+        )
+
+    def _flush_later(self) -> None:
+        self._scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the lines logged so far."""
+        pending, self._pending = self._pending, []
+        chunk: list[bytes] = []
+        size = 0
+        for line in pending:
+            data = line.encode("utf-8", "replace")
+            if chunk and size + len(data) > PIPE_BUF:
+                self._write(b"".join(chunk))
+                chunk, size = [], 0
+            chunk.append(data)
+            size += len(data)
+        if chunk:
+            self._write(b"".join(chunk))
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        with contextlib.suppress(OSError):  # a closed or full log stream must never fail a request
+            while view:
+                view = view[os.write(self._fd, view) :]
+
+
+def _quoted(value: str | None) -> str:
+    return "null" if value is None else encode_basestring(value)
+
+
+def _printable(value: str) -> str:
+    """Text-log fields stay on one line and unambiguous: spaces and controls escaped."""
+    if value.isprintable() and " " not in value and '"' not in value:
+        return value
+    return json.dumps(value, ensure_ascii=True)[1:-1].replace(" ", "\\u0020").replace('\\"', "\\u0022")
+
+
+class LogFormatter(logging.Formatter):
+    """Error and warning records as one JSON object per line, or as text, with the request id."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__()
+        self.json = resolve_log_format(fmt, stream=sys.stderr) == "json"
+        self._stamp = _Stamp()
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        error = "".join(traceback.format_exception(*record.exc_info)) if record.exc_info else None
+        request_id = REQUEST_ID.get()
+        if self.json:
+            entry: dict[str, Any] = {
+                "time": self._stamp(record.created),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": message,
+                "request_id": request_id,
+            }
+            if error:
+                entry["error"] = error
+            return json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
+        head = f"{self._stamp(record.created)} {record.levelname} {record.name} [{request_id}] {message}"
+        return f"{head}\n{error.rstrip()}" if error else head
+
+
+def configure_logging(fmt: str) -> None:
+    """Send kvbox's own log records to standard error in the chosen format (server processes)."""
+    logger = logging.getLogger("kvbox")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogFormatter(fmt))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False

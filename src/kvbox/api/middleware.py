@@ -1,0 +1,116 @@
+"""What wraps every request of a server process, API and console alike: the request id,
+trusted proxies' forwarding headers, metrics and the access log.
+
+`X-Request-Id` is the caller's when it matches `[A-Za-z0-9._-]{1,128}`, otherwise a new one;
+every response carries it, and so do the request's access log line and any error logged
+while serving it. The route a request is counted under is its route table pattern (set in
+the scope by the API, by Starlette for the console), never the raw path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from time import perf_counter
+
+from kvbox.api.http import Message, Receive, Scope, Send
+from kvbox.api.logs import REQUEST_ID, AccessLog
+from kvbox.api.proxies import TrustedProxies
+from kvbox.service.metrics import Metrics
+
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+ROUTE_KEY = "kvbox.route"
+"""Scope key under which the API leaves the matched route's pattern."""
+USER_KEY = "kvbox.user"
+"""Scope key under which the API leaves the authenticated user's name."""
+UNMATCHED = "unmatched"
+CONSOLE = "console"
+
+_VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_WITH_BODY = frozenset({"PUT", "POST", "PATCH"})
+
+
+class Observer:
+    """Serves one request through an app, with its id, metrics and access log line."""
+
+    def __init__(
+        self,
+        *,
+        metrics: Metrics | None = None,
+        access_log: AccessLog | None = None,
+        proxies: TrustedProxies | None = None,
+    ) -> None:
+        self._metrics = metrics
+        self._log = access_log
+        self._proxies = proxies
+        # New ids: a random per-process prefix and a counter, unique without a syscall per request.
+        self._prefix = secrets.token_hex(6) + "-"
+        self._counter = itertools.count(1)
+
+    def flush(self) -> None:
+        """Write the access log lines not yet written (at shutdown)."""
+        if self._log is not None:
+            self._log.flush()
+
+    def request_id(self, scope: Scope) -> str:
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                given: str = value.decode("latin-1")
+                if _VALID_ID.fullmatch(given):
+                    return given
+                break
+        return self._prefix + format(next(self._counter), "x")
+
+    async def __call__(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send, fallback: str) -> None:
+        """Serve `scope` through `app`; `fallback` is the route label when no route matched."""
+        start = perf_counter()
+        request_id = self.request_id(scope)
+        REQUEST_ID.set(request_id)
+        if self._proxies is not None:
+            self._proxies.apply(scope)
+        id_header = (b"x-request-id", request_id.encode())
+        status = 0
+        sent = 0
+        received = 0
+
+        def send_observed(message: Message) -> Awaitable[None]:
+            # Hands back the server's own awaitable: no coroutine of ours per message.
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message["headers"], id_header]
+            else:
+                sent += len(message.get("body", b""))
+            return send(message)
+
+        observed_receive = receive
+        if scope["method"] in _WITH_BODY:
+
+            async def receive_counted() -> Message:
+                nonlocal received
+                message = await receive()
+                received += len(message.get("body", b""))
+                return message
+
+            observed_receive = receive_counted
+        try:
+            await app(scope, observed_receive, send_observed)
+        finally:
+            route = scope.get(ROUTE_KEY) or _starlette_route(scope) or fallback
+            seconds = perf_counter() - start
+            # A response never started is answered 500 by the server.
+            status = status or 500
+            if self._metrics is not None:
+                self._metrics.request(route, scope["method"], status, seconds, received, sent)
+            if self._log is not None:
+                self._log.request(scope, request_id, route, status, received, sent, seconds)
+
+
+def _starlette_route(scope: Scope) -> str | None:
+    """The console's route pattern, which Starlette leaves in the scope."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) and path else None

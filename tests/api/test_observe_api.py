@@ -1,0 +1,241 @@
+"""Every request: an `X-Request-Id`, one access log line, and forwarding headers believed only
+from trusted proxies."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import ALICE_TOKEN
+from kvbox.api.logs import AccessLog, LogFormatter
+from kvbox.api.middleware import Observer
+from kvbox.api.proxies import TrustedProxies
+from kvbox.server import KvboxApp
+from kvbox.service.container import Services
+from kvbox.service.ratelimit import Limits
+
+pytestmark = pytest.mark.anyio
+AUTH = {"Authorization": f"Bearer {ALICE_TOKEN}"}
+RECORD_ROUTE = "/v2/key-value-stores/{store}/records/{key}"
+
+
+class Served:
+    """An app whose access log goes to a file, and a client that comes from `peer`."""
+
+    def __init__(self, services: Services, log_path: Path, fmt: str, proxies: str, peer: str) -> None:
+        self.log_path = log_path
+        self._fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        self.observer = Observer(
+            metrics=services.metrics,
+            access_log=AccessLog(fmt, fd=self._fd),
+            proxies=TrustedProxies(proxies) if proxies else None,
+        )
+        self.app = KvboxApp(services, observer=self.observer)
+        transport = httpx.ASGITransport(app=self.app, client=(peer, 40000))
+        self.client = httpx.AsyncClient(transport=transport, base_url="http://kvbox.test")
+
+    def lines(self) -> list[str]:
+        self.observer.flush()
+        return self.log_path.read_text().splitlines()
+
+    def entries(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.lines()]
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        os.close(self._fd)
+
+
+@pytest.fixture
+async def served(services: Services, tmp_path: Path) -> AsyncIterator[Served]:
+    s = Served(services, tmp_path / "access.log", "json", "", "203.0.113.7")
+    yield s
+    await s.aclose()
+
+
+async def store_id(client: httpx.AsyncClient) -> str:
+    r = await client.post("/v2/key-value-stores", params={"name": "observed"}, headers=AUTH, json={})
+    return str(r.json()["data"]["id"])
+
+
+async def test_every_response_carries_a_request_id(served: Served) -> None:
+    sid = await store_id(served.client)
+    responses = [
+        await served.client.get(f"/v2/key-value-stores/{sid}", headers=AUTH),
+        await served.client.get("/v2/no-such-route"),
+        await served.client.get(f"/v2/key-value-stores/{sid}/records/missing", headers=AUTH),
+        await served.client.delete("/health"),
+        await served.client.options(f"/v2/key-value-stores/{sid}"),
+        await served.client.get("/health"),
+        await served.client.get("/sign-in"),
+    ]
+    ids = [r.headers.get("x-request-id") for r in responses]
+    assert all(ids), ids
+    assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [("abc-123_X.y", True), ("a" * 128, True), ("a" * 129, False), ("bad id", False), ("ünï", False), ("", False)],
+)
+async def test_the_callers_request_id_is_kept_when_it_is_well_formed(served: Served, sent: str, kept: bool) -> None:
+    r = await served.client.get("/health", headers=[(b"X-Request-Id", sent.encode())])
+    assert (r.headers["x-request-id"] == sent) is kept
+    assert served.entries()[-1]["request_id"] == r.headers["x-request-id"]
+
+
+async def test_one_json_access_line_per_request(served: Served) -> None:
+    sid = await store_id(served.client)
+    url = f"/v2/key-value-stores/{sid}/records/k1"
+    put = await served.client.put(url, content=b"hello", headers=AUTH)
+    get = await served.client.get(url, headers=AUTH)
+    anonymous = await served.client.get(url)
+    entries = served.entries()
+    assert len(entries) == 4
+    put_line, get_line, anon_line = entries[1:]
+    assert put_line["request_id"] == put.headers["x-request-id"]
+    assert put_line | {"time": "", "duration_ms": 0} == {
+        "time": "",
+        "level": "info",
+        "type": "access",
+        "request_id": put.headers["x-request-id"],
+        "method": "PUT",
+        "path": url,
+        "route": RECORD_ROUTE,
+        "status": 201,
+        "bytes_in": 5,
+        "bytes_out": len(put.content),
+        "duration_ms": 0,
+        "client": "203.0.113.7",
+        "store": sid,
+        "user": "alice",
+    }
+    assert put_line["time"].endswith("Z") and len(put_line["time"]) == len("2026-01-01T00:00:00.000Z")
+    assert put_line["duration_ms"] >= 0
+    assert (get_line["status"], get_line["bytes_out"], get_line["request_id"]) == (200, 5, get.headers["x-request-id"])
+    assert (anon_line["status"], anon_line["user"]) == (anonymous.status_code, None)
+
+
+async def test_text_access_lines(services: Services, tmp_path: Path) -> None:
+    served = Served(services, tmp_path / "access.log", "text", "", "198.51.100.1")
+    try:
+        r = await served.client.get("/v2/key-value-stores/~missing store/keys", headers=AUTH)
+        (line,) = served.lines()
+    finally:
+        await served.aclose()
+    rid = r.headers["x-request-id"]
+    assert f" 198.51.100.1 {rid} " in line
+    assert '"GET /v2/key-value-stores/~missing\\u0020store/keys" 404 ' in line
+    assert "route=/v2/key-value-stores/{store}/keys" in line
+    assert "store=~missing\\u0020store user=alice" in line
+
+
+async def test_errors_are_logged_with_the_request_id_and_a_stack_trace(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the disk caught fire")
+
+    monkeypatch.setattr(served.app.api.services.stores, "list", broken)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(LogFormatter("json"))
+    logger = logging.getLogger("kvbox")
+    logger.addHandler(handler)
+    try:
+        r = await served.client.get("/v2/key-value-stores", headers=AUTH)
+    finally:
+        logger.removeHandler(handler)
+    assert r.status_code == 500
+    logged = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert logged and logged[-1]["request_id"] == r.headers["x-request-id"]
+    assert logged[-1]["level"] == "error"
+    assert "Traceback" in logged[-1]["error"] and "the disk caught fire" in logged[-1]["error"]
+    assert served.entries()[-1]["status"] == 500
+
+
+def test_the_client_is_the_rightmost_untrusted_hop() -> None:
+    proxies = TrustedProxies("10.0.0.0/8,127.0.0.1/32")
+    assert proxies.client_of("198.51.100.4", "10.1.1.1") == "198.51.100.4"
+    assert proxies.client_of("6.6.6.6, 198.51.100.4, 10.0.0.2", "10.1.1.1") == "198.51.100.4"
+    assert proxies.client_of("10.0.0.3, 10.0.0.2", "10.1.1.1") == "10.0.0.3"
+    assert proxies.client_of("198.51.100.4:5555", "10.1.1.1") == "198.51.100.4"
+    assert proxies.client_of("[2001:db8::1]:443", "10.1.1.1") == "2001:db8::1"
+    assert proxies.client_of("garbage", "10.1.1.1") == "10.1.1.1"
+    assert proxies.client_of("198.51.100.4, garbage", "10.1.1.1") == "10.1.1.1"
+
+
+async def anonymous_statuses(served: Served, forwarded_for: list[str]) -> list[int]:
+    statuses = []
+    for address in forwarded_for:
+        r = await served.client.get("/v2/key-value-stores/no-such-store", headers={"X-Forwarded-For": address})
+        statuses.append(r.status_code)
+    return statuses
+
+
+async def test_a_trusted_proxys_forwarded_for_drives_the_anonymous_rate_limit(
+    services: Services, tmp_path: Path
+) -> None:
+    services.limiter.limits = Limits(enabled=True, user_per_second=1)
+    served = Served(services, tmp_path / "access.log", "json", "10.0.0.0/8", "10.9.9.9")
+    try:
+        # Each real client has its own budget of one request (the clock stands still).
+        assert await anonymous_statuses(served, ["198.51.100.1", "198.51.100.2", "198.51.100.3"]) == [404] * 3
+        assert await anonymous_statuses(served, ["198.51.100.1"]) == [429]
+        clients = [e["client"] for e in served.entries()]
+        assert clients == ["198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.1"]
+    finally:
+        await served.aclose()
+
+
+async def test_an_untrusted_peers_forwarded_for_is_ignored(services: Services, tmp_path: Path) -> None:
+    services.limiter.limits = Limits(enabled=True, user_per_second=1)
+    served = Served(services, tmp_path / "access.log", "json", "10.0.0.0/8", "192.0.2.50")
+    try:
+        assert await anonymous_statuses(served, ["198.51.100.1", "198.51.100.2"]) == [404, 429]
+        assert {e["client"] for e in served.entries()} == {"192.0.2.50"}
+    finally:
+        await served.aclose()
+
+
+async def test_urls_follow_the_scheme_and_host_a_trusted_proxy_forwards(services: Services, tmp_path: Path) -> None:
+    services.settings.public_url = None
+    served = Served(services, tmp_path / "access.log", "json", "10.0.0.0/8", "10.0.0.5")
+    try:
+        forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "kv.example.com", **AUTH}
+        r = await served.client.post("/v2/key-value-stores", params={"name": "behind"}, headers=forwarded, json={})
+        assert r.headers["location"].startswith("https://kv.example.com/v2/key-value-stores/")
+        assert r.json()["data"]["consoleUrl"].startswith("https://kv.example.com/stores/")
+        sid = r.json()["data"]["id"]
+        r = await served.client.put(f"/v2/key-value-stores/{sid}/records/a", content=b"1", headers=forwarded)
+        assert r.headers["location"] == f"https://kv.example.com/v2/key-value-stores/{sid}/records/a"
+        # Through the proxy with the Host header only.
+        r = await served.client.get(f"/v2/key-value-stores/{sid}", headers={"X-Forwarded-Proto": "https", **AUTH})
+        assert r.json()["data"]["consoleUrl"].startswith("https://kvbox.test/stores/")
+        # A configured public URL always wins.
+        services.settings.public_url = "https://public.example.org"
+        r = await served.client.get(f"/v2/key-value-stores/{sid}", headers=forwarded)
+        assert r.json()["data"]["consoleUrl"].startswith("https://public.example.org/stores/")
+    finally:
+        await served.aclose()
+
+
+async def test_forwarded_scheme_and_host_from_an_untrusted_peer_change_nothing(
+    services: Services, tmp_path: Path
+) -> None:
+    services.settings.public_url = None
+    served = Served(services, tmp_path / "access.log", "json", "10.0.0.0/8", "192.0.2.50")
+    try:
+        forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example", **AUTH}
+        r = await served.client.post("/v2/key-value-stores", params={"name": "direct"}, headers=forwarded, json={})
+        assert r.json()["data"]["consoleUrl"].startswith(services.settings.base_url + "/stores/")
+    finally:
+        await served.aclose()
