@@ -14,14 +14,14 @@ import pytest
 
 from backends.conftest import postgres_index, s3_blobs
 from backing_services import ScaleOut
-from kvbox.backends.postgres.metadata import PostgresMetadataIndex
+from kvbox.backends.postgres.metadata import _SQL, PostgresMetadataIndex
 from kvbox.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION
 from kvbox.backends.registry import backend_kind, describe_url, open_backend
 from kvbox.backends.rows import RECORD_COLUMNS
 from kvbox.backends.s3.blobs import MAX_UPLOAD_MS, S3BlobStore, parse_blob_url
 from kvbox.core.errors import NameNotUniqueError, StorageError
 from kvbox.core.ids import new_blob_name, new_id, new_secret
-from kvbox.core.models import RecordMeta, Store, User
+from kvbox.core.models import RecordMeta, Store, User, Visibility
 
 pytestmark = pytest.mark.anyio
 
@@ -101,31 +101,29 @@ async def test_corrupt_rows_raise_storage_error_with_cause(scale_out: ScaleOut) 
 def test_put_record_function_speaks_the_record_row_shape() -> None:
     """The index passes a record to kvbox_put_record and decodes the replaced one it returns
     by the position of RECORD_COLUMNS: the function's parameters and result keep that order."""
-    function = next(s for s in MIGRATIONS[0] if "FUNCTION kvbox_put_record" in s)
+    function = [s for m in MIGRATIONS for s in m if "CREATE FUNCTION kvbox_put_record" in s][-1]  # the latest
     columns = RECORD_COLUMNS.split(", ")
     parameters = re.findall(r"\b(p_\w+) \w+", function.split(") RETURNS")[0])
     inserted = re.search(r"INSERT INTO records AS r \((.*?)\)\s+VALUES \((.*?)\)", function, re.S)
     returned = re.search(r"RETURN QUERY SELECT (.*?);", function, re.S)
     assert inserted is not None and returned is not None
-    assert inserted.group(1).split(", ") == ["store_pk", *columns]
-    assert inserted.group(2).split(", ") == ["v_pk", *parameters[1:]]  # p_store selects v_pk
+    # `seq` comes last, from the store's write count (v_seq); p_store selects v_pk.
+    assert re.split(r",\s*", inserted.group(1)) == ["store_pk", *columns, "seq"]
+    assert re.split(r",\s*", inserted.group(2)) == ["v_pk", *parameters[1:], "v_seq"]
     assert returned.group(1).startswith("v_old.key IS NOT NULL,")  # whether a row was replaced
     assert re.findall(r"v_old\.(\w+)", returned.group(1)) == columns
 
 
-async def test_key_listing_can_be_an_index_only_scan(scale_out: ScaleOut) -> None:
+async def test_key_listing_is_a_range_scan_of_the_primary_key(scale_out: ScaleOut) -> None:
     index = await postgres_index(scale_out)
     store = make_store()
     await index.insert_store(store)
+    sql, params = _SQL.list_keys(store.id, after="a", prefix="a", limit=10, visible=Visibility(T0))
     async with await psycopg.AsyncConnection.connect(index.url, autocommit=True) as conn:
         await conn.execute("SET enable_seqscan = off")
-        cur = await conn.execute(
-            "EXPLAIN SELECT key, size FROM records WHERE store_pk = (SELECT pk FROM stores WHERE id = %s) "
-            "AND key > %s AND key < %s ORDER BY key LIMIT 11",
-            (store.id, "a", "b"),
-        )
+        cur = await conn.execute("EXPLAIN " + sql, params)
         plan = " | ".join(row[0] for row in await cur.fetchall())
-    assert "Index Only Scan using records_key" in plan and "Sort" not in plan
+    assert "Index Scan using records_key" in plan and "Sort" not in plan, plan
     await index.close()
 
 

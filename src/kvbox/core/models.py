@@ -85,6 +85,47 @@ class StoreStats:
 
 @fast_init
 @dataclass(frozen=True, slots=True)
+class ExpiryRule:
+    """A store rule: records whose key starts with `prefix` expire `expire_after_secs` after
+    their last write (unless they carry their own expiry)."""
+
+    prefix: str
+    expire_after_secs: int
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class RetiredRules:
+    """Rules a store had until `retired_at`: what they had expired by then stays gone."""
+
+    rules: tuple[ExpiryRule, ...]
+    retired_at: int
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class RecordExpiry:
+    """A store's expiry rules in force, longest prefix first, and the rule sets it replaced
+    that may still hide records the sweeper has not reclaimed yet (see core/expiry.py)."""
+
+    rules: tuple[ExpiryRule, ...] = ()
+    retired: tuple[RetiredRules, ...] = ()
+
+
+NO_EXPIRY = RecordExpiry()
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class Visibility:
+    """What a reader sees of a store's records at `now_ms`: those its `expiry` has not expired."""
+
+    now_ms: int
+    expiry: RecordExpiry = NO_EXPIRY
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
 class Store:
     id: str
     name: str | None
@@ -98,12 +139,17 @@ class Store:
     stats: StoreStats = field(default_factory=StoreStats)
     record_count: int = 0
     title: str | None = None
+    record_expiry: RecordExpiry = NO_EXPIRY
 
 
 @fast_init
 @dataclass(frozen=True, slots=True)
 class RecordMeta:
-    """One record's index row. The body is `inline` or lives in the blob store under `blob_id`."""
+    """One record's index row. The body is `inline` or lives in the blob store under `blob_id`.
+
+    `expires_at` is the record's own expiry (ms), set by the writer; None when it has none
+    (a store rule may still expire it: core/expiry.py).
+    """
 
     key: str
     content_type: str
@@ -113,13 +159,20 @@ class RecordMeta:
     modified_at: int
     inline: bytes | None = None
     blob_id: str | None = None
+    expires_at: int | None = None
 
 
 @fast_init
 @dataclass(frozen=True, slots=True)
 class KeyItem:
+    """One key of a listing with its row's fields; `expires_at` is the record's own expiry."""
+
     key: str
     size: int
+    content_type: str = ""
+    modified_at: int = 0
+    etag: str = ""
+    expires_at: int | None = None
 
 
 @fast_init

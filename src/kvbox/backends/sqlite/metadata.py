@@ -8,33 +8,46 @@ scans, cheaper than a hop to a worker thread.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import cast
 
 from kvbox.backends.rows import RECORD_COLUMNS as _RECORD
+from kvbox.backends.rows import (
+    expiry_from_json,
+    expiry_json,
+    grant_values,
+    key_page,
+    record_values,
+    store_values,
+    token_values,
+    user_values,
+)
 from kvbox.backends.rows import grant_from_row as _grant
-from kvbox.backends.rows import grant_values, key_page, record_values, store_values, token_values, user_values
 from kvbox.backends.rows import record_from_row as _record
 from kvbox.backends.rows import store_from_row as _store
 from kvbox.backends.rows import token_from_row as _token
 from kvbox.backends.rows import user_from_row as _user
 from kvbox.backends.sqlite.schema import SCHEMA_VERSION, migrate
 from kvbox.backends.sqlite.writer import Batch, LoopWriter
-from kvbox.backends.statements import Dialect, Statements
+from kvbox.backends.statements import PREFIX_END, Dialect, Statements
 from kvbox.core.errors import NameNotUniqueError, StorageError
 from kvbox.core.models import (
+    NO_EXPIRY,
     GeneralAccess,
     Grant,
     KeyPage,
+    RecordExpiry,
     RecordMeta,
     StatsDelta,
     Store,
     StorePage,
     Token,
     User,
+    Visibility,
 )
 from kvbox.core.sentinels import UNSET, Unset
 
@@ -44,9 +57,18 @@ _IN_CHUNK = 500  # well below SQLite's bound-parameter limit
 _SQL = Statements(Dialect(param="?", greatest="max", token_order="rowid"))
 # Record writes run on the group-commit writer as separate statements: SQLite has no
 # stored functions, and the writer's transaction already serializes them.
-_INSERT_RECORD = f"INSERT INTO records (store_pk, {_RECORD}) VALUES (?, {', '.join('?' * len(_RECORD.split(', ')))})"
+_INSERT_RECORD = (
+    f"INSERT INTO records (store_pk, {_RECORD}, seq) VALUES (?, {', '.join('?' * len(_RECORD.split(', ')))}, ?)"
+)
 _UPDATE_RECORD = (
-    f"UPDATE records SET {', '.join(f'{c} = ?' for c in _RECORD.split(', ')[1:])} WHERE store_pk = ? AND key = ?"
+    f"UPDATE records SET {', '.join(f'{c} = ?' for c in _RECORD.split(', ')[1:])}, seq = ? "
+    "WHERE store_pk = ? AND key = ?"
+)
+# The rows of deleted prefixes, by rowid: CROSS JOIN walks the few deletions and probes each
+# one's key range by index, as purge_deleted does for deleted stores.
+_PREFIX_VICTIMS = (
+    "SELECT r.rowid FROM deleted_prefixes AS d CROSS JOIN records AS r ON r.store_pk = d.store_pk "
+    "AND r.key >= d.prefix AND r.key < d.prefix_end AND r.seq <= d.seq LIMIT ?"
 )
 
 
@@ -348,21 +370,23 @@ class SqliteMetadataIndex:
         r = record
 
         def op(conn: sqlite3.Connection, batch: Batch) -> RecordMeta | None:
-            found = conn.execute("SELECT pk FROM stores WHERE id = ?", (store_id,)).fetchone()
+            found = conn.execute("SELECT pk, write_count FROM stores WHERE id = ?", (store_id,)).fetchone()
             if found is None:
                 raise StorageError(f"Store {store_id} does not exist.")
-            pk = found[0]
+            pk, written = found
             old_row = conn.execute(
                 f"SELECT {_RECORD} FROM records WHERE store_pk = ? AND key = ?", (pk, r.key)
             ).fetchone()
             old = _record(old_row) if old_row else None
-            values = record_values(r)
-            if old is None:
-                conn.execute(_INSERT_RECORD, (pk, *values))
-            else:
-                conn.execute(_UPDATE_RECORD, (*values[1:], pk, r.key))
             _count(batch, pk, writes=1, size=r.size - (old.size if old else 0), records=0 if old else 1,
                    modified=r.modified_at, accessed=r.modified_at)  # fmt: skip
+            # The store's write count once this batch commits, up to this write.
+            seq = written + batch["stores"][pk][0]
+            values = record_values(r)
+            if old is None:
+                conn.execute(_INSERT_RECORD, (pk, *values, seq))
+            else:
+                conn.execute(_UPDATE_RECORD, (*values[1:], seq, pk, r.key))
             return old
 
         return cast(RecordMeta | None, await self._writer.run("write a record", op))
@@ -384,12 +408,101 @@ class SqliteMetadataIndex:
 
         return cast(RecordMeta | None, await self._writer.run("delete a record", op))
 
-    async def list_keys(self, store_id: str, *, after: str | None, prefix: str | None, limit: int) -> KeyPage:
-        # The covering index (store_pk, key, size) serves it without touching the table.
-        sql, params = _SQL.list_keys(store_id, after=after, prefix=prefix, limit=limit)
+    async def list_keys(
+        self, store_id: str, *, after: str | None, prefix: str | None, limit: int, visible: Visibility | None = None
+    ) -> KeyPage:
+        # The covering index `records_listing` serves it without touching the table.
+        sql, params = _SQL.list_keys(store_id, after=after, prefix=prefix, limit=limit, visible=visible)
         with _storage_errors("list keys"):
             rows = self._conn.execute(sql, params).fetchall()
         return key_page(rows, limit)
+
+    # record lifecycle
+    async def delete_prefix(self, store_id: str, prefix: str, *, visible: Visibility) -> int | None:
+        """Count the visible records under `prefix` on a snapshot (in a thread, on a connection
+        of its own: a large count must not stall the event loop), then hide the rows written up
+        to that snapshot in one short write."""
+        counted = await asyncio.to_thread(self._count_prefix, store_id, prefix, visible)
+        if counted is None:
+            return None
+        pk, seq, count = counted
+
+        def op(conn: sqlite3.Connection, batch: Batch) -> int | None:
+            found = conn.execute("SELECT pk FROM stores WHERE id = ?", (store_id,)).fetchone()
+            if found is None or found[0] != pk:
+                return None
+            conn.execute(_SQL.mark_deleted_prefix, (pk, prefix, prefix + PREFIX_END, seq))
+            _count(batch, pk, deletes=1, modified=visible.now_ms, accessed=visible.now_ms)
+            return count
+
+        return cast(int | None, await self._writer.run("delete records by prefix", op))
+
+    def _count_prefix(self, store_id: str, prefix: str, visible: Visibility) -> tuple[int, int, int] | None:
+        """(store pk, its write count, visible records under `prefix`), read on one snapshot."""
+        clause, params = _SQL.visible(visible)
+        with _storage_errors("count records by prefix"):
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            try:
+                conn.execute("BEGIN")
+                found = conn.execute("SELECT pk, write_count FROM stores WHERE id = ?", (store_id,)).fetchone()
+                if found is None:
+                    return None
+                pk, seq = found
+                sql = _SQL.count_prefix.format(visible=clause)
+                (count,) = conn.execute(sql, (pk, prefix, prefix + PREFIX_END, *params)).fetchone()
+                conn.execute("COMMIT")
+                return int(pk), int(seq), int(count)
+            finally:
+                conn.close()
+
+    async def reclaim_expired(self, *, now_ms: int, max_rows: int) -> tuple[int, list[str]]:
+        def op(conn: sqlite3.Connection, batch: Batch) -> tuple[int, list[str]]:
+            rows = conn.execute(
+                "DELETE FROM records WHERE rowid IN (SELECT rowid FROM records WHERE expires_at <= ? "
+                "ORDER BY expires_at LIMIT ?) RETURNING store_pk, size, blob_id",
+                (now_ms, max(max_rows, 0)),
+            ).fetchall()
+            for pk, size, _ in rows:
+                _count(batch, pk, size=-size, records=-1)
+            return len(rows), [blob_id for _, _, blob_id in rows if blob_id]
+
+        return cast(tuple[int, list[str]], await self._writer.run("reclaim expired records", op))
+
+    async def reclaim_store_expired(
+        self, store_id: str, visible: Visibility, *, after: str | None, max_keys: int
+    ) -> tuple[int, list[str], str | None]:
+        def op(conn: sqlite3.Connection, batch: Batch) -> tuple[int, list[str], str | None]:
+            found = conn.execute("SELECT pk FROM stores WHERE id = ?", (store_id,)).fetchone()
+            if found is None:
+                return 0, [], None
+            pk = found[0]
+            end = conn.execute(_SQL.window_end, (pk, after or "", max(max_keys, 1) - 1)).fetchone()
+            last = end[0] if end else None
+            sql, params = _SQL.reclaim_window(pk, visible, after=after or "", last=last)
+            rows = conn.execute(sql, params).fetchall()
+            for size, _ in rows:
+                _count(batch, pk, size=-size, records=-1)
+            return len(rows), [blob_id for _, blob_id in rows if blob_id], last
+
+        return cast(tuple[int, list[str], str | None], await self._writer.run("reclaim expired records", op))
+
+    async def list_expiring_stores(self, *, after: str | None, limit: int) -> list[str]:
+        with _storage_errors("list stores with expiry rules"):
+            rows = self._conn.execute(_SQL.list_expiring_stores, (after or "", max(limit, 0))).fetchall()
+            return [r[0] for r in rows]
+
+    async def update_record_expiry(
+        self, store_id: str, change: Callable[[RecordExpiry], RecordExpiry], *, modified_at: int | None = None
+    ) -> Store | None:
+        with self._write("update a store's expiry rules") as conn:
+            found = conn.execute("SELECT record_expiry FROM stores WHERE id = ?", (store_id,)).fetchone()
+            if found is None:
+                return None
+            current = expiry_from_json(found[0]) if found[0] is not None else NO_EXPIRY
+            value = expiry_json(change(current))
+            times = [] if modified_at is None else [modified_at, modified_at]
+            rows = conn.execute(_SQL.set_record_expiry(modified_at=modified_at), (value, *times, store_id)).fetchall()
+            return _store(rows[0]) if rows else None
 
     # housekeeping
     async def purge_deleted(self, *, max_rows: int) -> list[str]:
@@ -415,7 +528,26 @@ class SqliteMetadataIndex:
                 "DELETE FROM deleted_stores WHERE NOT EXISTS "
                 "(SELECT 1 FROM records WHERE records.store_pk = deleted_stores.store_pk)"
             )
-            return freed
+        if len(freed) < batch and self._conn.execute("SELECT 1 FROM deleted_prefixes LIMIT 1").fetchone():
+            freed += await self._purge_prefixes(batch - len(freed))
+        return freed
+
+    async def _purge_prefixes(self, max_rows: int) -> list[str]:
+        """Delete up to `max_rows` rows hidden by deletions by prefix, on the group-commit
+        writer (the stores they belong to still count them); return their blob ids."""
+
+        def op(conn: sqlite3.Connection, batch: Batch) -> list[str]:
+            rows = conn.execute(
+                f"DELETE FROM records WHERE rowid IN ({_PREFIX_VICTIMS}) RETURNING store_pk, size, blob_id",
+                (max_rows,),
+            ).fetchall()
+            for pk, size, _ in rows:
+                _count(batch, pk, size=-size, records=-1)
+            if len(rows) < max_rows:
+                conn.execute(_SQL.drop_done_prefixes)
+            return [blob_id for _, _, blob_id in rows if blob_id]
+
+        return cast(list[str], await self._writer.run("purge deleted prefixes", op))
 
     async def purge_pending(self) -> bool:
         with _storage_errors("look up deleted stores"):
