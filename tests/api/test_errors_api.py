@@ -110,7 +110,7 @@ ROUTES = {
     "collection": (S, {"GET", "POST"}),
     "store": (S + "/{id}", {"GET", "PUT", "DELETE"}),
     "keys": (S + "/{id}/keys", {"GET"}),
-    "zip": (S + "/{id}/records", {"GET"}),
+    "zip": (S + "/{id}/records", {"GET", "DELETE"}),
     "record": (S + "/{id}/records/k", {"GET", "HEAD", "PUT", "POST", "DELETE"}),
     "health": ("/health", {"GET", "HEAD"}),
 }

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from kvbox.core.clock import iso_ms
+from kvbox.core.expiry import expires_at as record_expires_at
+from kvbox.core.expiry import rules_view
 from kvbox.core.models import KeyPage, Permission, Store, User
 from kvbox.core.signatures import RecordSigner, sign_record, sign_storage
 from kvbox.core.urls import key_segment, records_path, store_path
@@ -54,6 +56,7 @@ def store_view(
         "urlSigningSecretKey": store.url_signing_secret if writer else None,
         "recordCount": store.record_count,
         "expiresAt": iso_ms(expires_at) if expires_at is not None else None,
+        "recordExpiry": rules_view(store.record_expiry.rules),
         "stats": {
             "readCount": stats.read_count,
             "writeCount": stats.write_count,
@@ -80,17 +83,31 @@ def keys_view(
     exclusive_start_key: str | None,
     by_signature: bool = False,
 ) -> dict[str, Any]:
-    """A key page. Record URLs are signed for writers, and for callers who listed with a valid
+    """A key page, with each record's content type, last write, ETag (as its header gives it)
+    and expiry. Record URLs are signed for writers, and for callers who listed with a valid
     storage signature (it already lets them read every record)."""
     signed = permission >= Permission.WRITE or by_signature
     prefix = base_url + records_path(store.id) + "/"
     signer = RecordSigner(store.url_signing_secret) if signed else None
+    expiry = store.record_expiry
+    ruled = bool(expiry.rules)
     items = []
     for item in page.items:
         url = prefix + key_segment(item.key)
         if signer is not None:
             url += "?signature=" + signer.sign(item.key)
-        items.append({"key": item.key, "size": item.size, "recordPublicUrl": url})
+        expires = item.expires_at
+        if expires is None and ruled:
+            expires = record_expires_at(expiry, item.key, item.modified_at, None)
+        items.append({
+            "key": item.key,
+            "size": item.size,
+            "recordPublicUrl": url,
+            "contentType": item.content_type,
+            "modifiedAt": iso_ms(item.modified_at),
+            "etag": f'"{item.etag}"',
+            "expiresAt": iso_ms(expires) if expires is not None else None,
+        })  # fmt: skip
     return {
         "items": items,
         "count": len(items),

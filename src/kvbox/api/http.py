@@ -20,7 +20,7 @@ CORS_HEADERS: list[tuple[bytes, bytes]] = [
     (b"access-control-allow-origin", b"*"),
     (
         b"access-control-expose-headers",
-        b"Content-Length, Content-Encoding, Content-Disposition, ETag, Location, X-RateLimit-Limit",
+        b"Content-Length, Content-Encoding, Content-Disposition, ETag, Location, X-RateLimit-Limit, Kvbox-Expires-At",
     ),
 ]
 

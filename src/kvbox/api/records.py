@@ -9,8 +9,10 @@ from typing import IO, cast
 
 from kvbox.api.envelopes import keys_view, record_url
 from kvbox.api.http import Request, Send, send_bytes, send_empty, send_json, send_stream
-from kvbox.core.clock import http_date
+from kvbox.core.clock import http_date, iso_ms
 from kvbox.core.encoding import IDENTITY, accepts
+from kvbox.core.errors import InvalidParameterError
+from kvbox.core.expiry import parse_record_expiry
 from kvbox.core.models import RecordMeta, Store
 from kvbox.service.codecs import decode_stream
 from kvbox.service.container import Services
@@ -26,7 +28,9 @@ SANDBOX_HEADERS = [
 FIXED_RECORD_HEADERS = [(b"cache-control", b"private, no-cache"), (b"vary", b"Accept-Encoding"), *SANDBOX_HEADERS]
 
 
-def _record_headers(req: Request, meta: RecordMeta) -> tuple[list[tuple[bytes, bytes]], bool]:
+def _record_headers(
+    req: Request, meta: RecordMeta, expires_at: int | None = None
+) -> tuple[list[tuple[bytes, bytes]], bool]:
     """Response headers for a record, and whether the body must be decompressed on the way out."""
     headers = [
         (b"content-type", meta.content_type.encode("latin-1", "replace")),
@@ -34,6 +38,8 @@ def _record_headers(req: Request, meta: RecordMeta) -> tuple[list[tuple[bytes, b
         (b"last-modified", http_date(meta.modified_at).encode()),
         *FIXED_RECORD_HEADERS,
     ]
+    if expires_at is not None:
+        headers.append((b"kvbox-expires-at", iso_ms(expires_at).encode()))
     decode = meta.encoding != IDENTITY and not accepts(req.header("accept-encoding"), meta.encoding)
     if not decode:
         headers.append((b"content-length", str(meta.size).encode()))
@@ -57,11 +63,11 @@ async def get_record(req: Request, send: Send, svc: Services, who: Principal, se
     signature = req.query.get("signature") or None
     if req.method == "HEAD":
         head = await svc.records.head(who, segment, key, signature=signature)
-        headers, _ = _record_headers(req, head.meta)
+        headers, _ = _record_headers(req, head.meta, head.expires_at)
         await send_stream(send, 200, headers, None)
         return
     read = await svc.records.get(who, segment, key, signature=signature)
-    headers, decode = _record_headers(req, read.meta)
+    headers, decode = _record_headers(req, read.meta, read.expires_at)
     if _not_modified(req, read.meta):
         await send_stream(send, 304, [h for h in headers if h[0] != b"content-length"], None)
         return
@@ -75,6 +81,10 @@ async def get_record(req: Request, send: Send, svc: Services, who: Principal, se
 
 
 async def put_record(req: Request, send: Send, svc: Services, who: Principal, segment: str, key: str) -> None:
+    query = req.query
+    expires_at = None
+    if "expiresIn" in query or "expiresAt" in query:
+        expires_at = parse_record_expiry(query.get("expiresIn"), query.get("expiresAt"), svc.clock.now_ms())
     resolved, _ = await svc.records.put(
         who,
         segment,
@@ -83,6 +93,7 @@ async def put_record(req: Request, send: Send, svc: Services, who: Principal, se
         content_type=req.header("content-type"),
         content_encoding=req.header("content-encoding"),
         content_length=req.content_length(),
+        expires_at=expires_at,
     )
     location = record_url(svc.settings.base_url, resolved.store, key, signed=False)
     await send_json(send, 201, {}, [(b"location", location.encode())])
@@ -91,6 +102,15 @@ async def put_record(req: Request, send: Send, svc: Services, who: Principal, se
 async def delete_record(req: Request, send: Send, svc: Services, who: Principal, segment: str, key: str) -> None:
     await svc.records.delete(who, segment, key)
     await send_empty(send, 204)
+
+
+async def delete_records(req: Request, send: Send, svc: Services, who: Principal, segment: str) -> None:
+    """Delete by prefix: `?prefix=P` is required; an empty value means every record."""
+    prefix = req.query.get("prefix")
+    if prefix is None:
+        raise InvalidParameterError("Parameter 'prefix' is required (an empty value deletes every record).")
+    count = await svc.records.delete_prefix(who, segment, prefix)
+    await send_json(send, 200, {"data": {"deletedCount": count}})
 
 
 async def list_keys(req: Request, send: Send, svc: Services, who: Principal, segment: str) -> None:

@@ -9,6 +9,7 @@ from kvbox.api.envelopes import store_view
 from kvbox.api.http import Request, Send, send_empty, send_json
 from kvbox.core.encoding import normalize_encoding
 from kvbox.core.errors import InvalidRequestError
+from kvbox.core.expiry import parse_rules
 from kvbox.core.sentinels import UNSET
 from kvbox.core.urls import store_path
 from kvbox.service.codecs import decode_bytes
@@ -99,7 +100,8 @@ async def update_store(req: Request, send: Send, svc: Services, who: Principal, 
     title = body.get("title", UNSET)
     if title is not UNSET and title is not None and not isinstance(title, str):
         raise InvalidRequestError("Invalid value provided: title must be a string or null.")
-    resolved = await svc.stores.update(who, segment, name=name, general_access=access, title=title)
+    rules = parse_rules(body["recordExpiry"]) if "recordExpiry" in body else UNSET
+    resolved = await svc.stores.update(who, segment, name=name, general_access=access, title=title, record_expiry=rules)
     await send_json(send, 200, {"data": _view(svc, resolved)})
 
 

@@ -20,8 +20,9 @@ from kvbox.core.errors import (
     StorageError,
     StoreNotFoundError,
 )
+from kvbox.core.expiry import expires_at, is_gone
 from kvbox.core.keys import validate_key
-from kvbox.core.models import KeyPage, Permission, RecordMeta, Store
+from kvbox.core.models import KeyPage, Permission, RecordMeta, Store, Visibility
 from kvbox.service.codecs import InflationGuard, decode_bytes
 from kvbox.service.principal import Principal
 from kvbox.service.readcache import ReadCache
@@ -42,11 +43,13 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 @dataclass(slots=True)
 class RecordRead:
-    """A record ready to send: its row and (for GET) its stored bytes as a stream."""
+    """A record ready to send: its row, when it expires (its own expiry or its store's rule),
+    and (for GET) its stored bytes as a stream."""
 
     resolved: Resolved
     meta: RecordMeta
     body: AsyncGenerator[bytes, None] | None = None
+    expires_at: int | None = None
 
 
 class RecordService:
@@ -81,9 +84,11 @@ class RecordService:
         content_type: str | None,
         content_encoding: str | None,
         content_length: int | None,
+        expires_at: int | None = None,
     ) -> tuple[Resolved, RecordMeta]:
-        """Store a body exactly as sent. Checked before any byte is read: key, encoding,
-        declared length, permission and collection content type."""
+        """Store a body exactly as sent, with its own expiry (`expires_at`, ms) or none.
+        Checked before any byte is read: key, encoding, declared length, permission and
+        collection content type."""
         validate_key(key)
         encoding = normalize_encoding(content_encoding)
         ctype = _clean_content_type(content_type)
@@ -138,6 +143,7 @@ class RecordService:
             modified_at=now,
             inline=bytes(buffer) if blob_id is None else None,
             blob_id=blob_id,
+            expires_at=expires_at,
         )
         try:
             replaced = await self._index.put_record(resolved.store.id, meta)
@@ -159,23 +165,39 @@ class RecordService:
             principal, segment, need=Permission.READ, signature=signature, record_key=key, record_op=True
         )
         store_id = resolved.store.id
-        meta = await self._cache.get_record(
-            ("record", store_id, key), lambda: self._index.get_record(store_id, key), _inline_size
+        # Cached rows too: expiry depends on the clock, not on the index changing.
+        meta = self._live(
+            resolved.store,
+            await self._cache.get_record(
+                ("record", store_id, key), lambda: self._index.get_record(store_id, key), _inline_size
+            ),
         )
         if meta is None:
             raise RecordNotFoundError()
         return resolved, meta
 
+    def _live(self, store: Store, meta: RecordMeta | None) -> RecordMeta | None:
+        """The row, or None when there is none or it has expired."""
+        if meta is None or (
+            meta.expires_at is None and not store.record_expiry.rules and not store.record_expiry.retired
+        ):
+            return meta
+        gone = is_gone(store.record_expiry, meta.key, meta.modified_at, meta.expires_at, self._clock.now_ms())
+        return None if gone else meta
+
+    def _visibility(self, store: Store) -> Visibility:
+        return Visibility(self._clock.now_ms(), store.record_expiry)
+
     async def get(self, principal: Principal, segment: str, key: str, *, signature: str | None = None) -> RecordRead:
         resolved, meta = await self._read_meta(principal, segment, key, signature)
         self._stats.read(resolved.store.id, self._clock.now_ms())
-        found, body = await self._open(resolved.store.id, meta)
+        found, body = await self._open(resolved.store, meta)
         if found is None:
             raise RecordNotFoundError()
-        return RecordRead(resolved=resolved, meta=found, body=body)
+        return RecordRead(resolved, found, body, _expiry(resolved.store, found))
 
     async def _open(
-        self, store_id: str, meta: RecordMeta | None
+        self, store: Store, meta: RecordMeta | None
     ) -> tuple[RecordMeta | None, AsyncGenerator[bytes, None]]:
         """Open a record's body. A concurrent write may replace (and delete) the blob between
         reading the row and opening it: then read the row again and open the newer body."""
@@ -187,16 +209,16 @@ class RecordService:
             try:
                 return meta, await self._blobs.open(meta.blob_id)
             except StorageError:
-                fresh = await self._index.get_record(store_id, meta.key)
+                fresh = await self._index.get_record(store.id, meta.key)
                 if fresh is not None and fresh.blob_id == meta.blob_id:
                     raise  # the row still points at it: the blob is really lost
-                meta = fresh
+                meta = self._live(store, fresh)
         raise StorageError(f"Record {meta.key if meta else ''!r} kept changing while it was being opened.")
 
     async def head(self, principal: Principal, segment: str, key: str, *, signature: str | None = None) -> RecordRead:
         resolved, meta = await self._read_meta(principal, segment, key, signature)
         self._stats.touched(resolved.store.id, self._clock.now_ms())
-        return RecordRead(resolved=resolved, meta=meta)
+        return RecordRead(resolved, meta, None, _expiry(resolved.store, meta))
 
     async def delete(self, principal: Principal, segment: str, key: str) -> None:
         """Deleting a missing record succeeds (idempotent, so `set_value(key, None)` never fails)."""
@@ -205,6 +227,16 @@ class RecordService:
         old = await self._index.delete_record(resolved.store.id, key, now_ms=self._clock.now_ms())
         if old is not None and old.blob_id:
             await self._blobs.delete(old.blob_id)
+
+    async def delete_prefix(self, principal: Principal, segment: str, prefix: str) -> int:
+        """Delete every record under `prefix` ("" for all) as one operation: the records visible
+        now are gone when it returns (and counted), later writes stay. Their rows and blobs
+        are reclaimed in the background."""
+        resolved = await self._stores.resolve(principal, segment, need=Permission.WRITE)
+        count = await self._index.delete_prefix(resolved.store.id, prefix, visible=self._visibility(resolved.store))
+        if count is None:
+            raise StoreNotFoundError()
+        return count
 
     async def list_keys(
         self,
@@ -238,12 +270,13 @@ class RecordService:
                     prefix = coll_prefix
                 elif not prefix.startswith(coll_prefix):
                     return KeyPage(items=[], is_truncated=False)
+        visible = self._visibility(store)
         if exact is not None:
             if (prefix and not exact.startswith(prefix)) or (after is not None and exact <= after):
                 return KeyPage(items=[], is_truncated=False)
-            page = await self._index.list_keys(store.id, after=None, prefix=exact, limit=1)
+            page = await self._index.list_keys(store.id, after=None, prefix=exact, limit=1, visible=visible)
             return KeyPage(items=[i for i in page.items if i.key == exact], is_truncated=False)
-        return await self._index.list_keys(store.id, after=after, prefix=prefix or None, limit=limit)
+        return await self._index.list_keys(store.id, after=after, prefix=prefix or None, limit=limit, visible=visible)
 
     async def iterate_for_export(
         self, store: Store, *, prefix: str | None, collection: str | None
@@ -253,13 +286,20 @@ class RecordService:
         while True:
             page = await self._page(store, after, MAX_PAGE, prefix, collection)
             for item in page.items:
-                found, body = await self._open(store.id, await self._index.get_record(store.id, item.key))
+                row = self._live(store, await self._index.get_record(store.id, item.key))
+                found, body = await self._open(store, row)
                 if found is None:
-                    continue  # deleted while exporting
+                    continue  # deleted or expired while exporting
                 yield found, body
             if not page.is_truncated:
                 return
             after = page.next_key
+
+
+def _expiry(store: Store, meta: RecordMeta) -> int | None:
+    if meta.expires_at is None and not store.record_expiry.rules:
+        return None
+    return expires_at(store.record_expiry, meta.key, meta.modified_at, meta.expires_at)
 
 
 def _inline_size(meta: RecordMeta | None) -> int:
