@@ -1,7 +1,9 @@
-"""Background work of a server process: flush counters, sweep expired stores, reclaim space.
+"""Background work of a server process: flush counters, sweep expired stores and records,
+reclaim space.
 
 Reclaiming is bounded per call and yields between batches, so requests keep flowing while a
-large deleted store is purged. On a shared PostgreSQL index one node at a time sweeps.
+large deleted store or prefix is purged. On a shared PostgreSQL index one node at a time
+sweeps.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from kvbox.backends.base import BlobStore, MetadataIndex
 from kvbox.core.clock import Clock
 from kvbox.service.retention import RetentionService
 from kvbox.service.stats import StatsBuffer
+from kvbox.service.sweeper import RecordSweeper
 
 log = logging.getLogger("kvbox")
 
@@ -24,6 +27,11 @@ ORPHAN_BATCH = 500
 # Purge batches per background tick, yielding to requests in between.
 PURGES_PER_TICK = 20
 SWEEPER_LOCK = "kvbox-sweeper"
+RECORD_SWEEPER_LOCK = "kvbox-record-sweeper"
+# Time per background tick spent reclaiming records whose own expiry passed, and key windows
+# walked in stores with expiry rules.
+EXPIRED_BUDGET_S = 0.5
+WALK_WINDOWS_PER_TICK = 20
 
 
 class Housekeeper:
@@ -37,7 +45,9 @@ class Housekeeper:
         *,
         flush_interval_s: float,
         sweep_interval_s: float,
+        sweeper: RecordSweeper | None = None,
     ) -> None:
+        self.sweeper = sweeper or RecordSweeper(index, blobs, clock, rewalk_ms=int(sweep_interval_s * 1000))
         self._index = index
         self._blobs = blobs
         self._clock = clock
@@ -52,6 +62,15 @@ class Housekeeper:
         for blob_id in freed:
             await self._blobs.delete(blob_id)
         return len(freed)
+
+    async def sweep_records(self) -> int:
+        """One bounded pass of the record sweeper, if this node holds its lock: reclaim expired
+        records (their own expiry, then store rules). Returns how many went."""
+        async with self._index.exclusive(RECORD_SWEEPER_LOCK) as leader:
+            if not leader:
+                return 0
+            due = await self.sweeper.reclaim_due(budget_s=EXPIRED_BUDGET_S)
+            return due + await self.sweeper.walk_stores(max_windows=WALK_WINDOWS_PER_TICK)
 
     async def collect_orphans(self) -> int:
         """Delete blobs no record points to (left by a crash between blob write and commit)."""
@@ -90,6 +109,8 @@ class Housekeeper:
                     if await self._sweep(orphans_due=self._clock.now_ms() >= next_orphans):
                         next_orphans = self._clock.now_ms() + ORPHAN_MIN_AGE_MS
                 await self._purge()
+                if self._sweep_interval_s > 0:
+                    await self.sweep_records()
             except Exception:
                 log.exception("background housekeeping failed; retrying")
 
