@@ -4,6 +4,7 @@ processes, advisory locks, and bodies as S3 objects uploaded in parts."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections.abc import AsyncIterator
@@ -76,6 +77,36 @@ async def test_unmigrated_and_newer_schemas_are_refused(scale_out: ScaleOut) -> 
         await newer.migrate()
     await fresh.close()
     await newer.close()
+
+
+async def test_a_version_1_schema_is_upgraded_with_its_records(scale_out: ScaleOut) -> None:
+    """The lifecycle migration keeps every record (no own expiry, seq 0) and swaps
+    kvbox_put_record for the version that takes an expiry."""
+    url = scale_out.settings()["metadata_url"]
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        for statement in MIGRATIONS[0]:
+            await conn.execute(statement)
+        await conn.execute("CREATE TABLE kvbox_schema (version integer NOT NULL)")
+        await conn.execute("INSERT INTO kvbox_schema (version) VALUES (1)")
+        await conn.execute(
+            "INSERT INTO stores (id, name, user_id, created_at, modified_at, accessed_at, url_signing_secret, "
+            "general_access, write_count, storage_bytes, record_count) "
+            "VALUES ('s1', 'old', 'u1', %s, %s, %s, 'secret', 'RESTRICTED', 1, 1, 1)",
+            (T0, T0, T0),
+        )
+        await conn.execute(
+            "SELECT * FROM kvbox_put_record('s1', 'a-1', 'text/plain', 'identity', 1, 'e', %s, 'x', NULL)", (T0,)
+        )
+    index = PostgresMetadataIndex(url)
+    assert await index.migrate() == (1, SCHEMA_VERSION)
+    old = await index.get_record("s1", "a-1")
+    assert old is not None and old.expires_at is None and old.inline == b"x"
+    await index.put_record("s1", dataclasses.replace(rec("b-1"), expires_at=T0 + 5))
+    page = await index.list_keys("s1", after=None, prefix=None, limit=10, visible=Visibility(T0))
+    assert [(i.key, i.expires_at) for i in page.items] == [("a-1", None), ("b-1", T0 + 5)]
+    assert await index.delete_prefix("s1", "a-", visible=Visibility(T0)) == 1
+    assert await index.get_record("s1", "a-1") is None
+    await index.close()
 
 
 async def test_unreachable_database_raises_storage_error(scale_out: ScaleOut) -> None:

@@ -249,6 +249,8 @@ class Statements:
     def _expired_by(self, rules: tuple[ExpiryRule, ...], at: int, params: list[Any]) -> str:
         """Whether, at `at`, the longest matching rule has expired a row without its own expiry
         (the rules come longest prefix first, as the first matching WHEN wins)."""
+        if not rules:
+            return "FALSE"
         p = self.dialect.param
         whens = []
         for rule in rules:

@@ -121,18 +121,16 @@ def parse_record_expiry(expires_in: str | None, expires_at_iso: str | None, now_
     if expires_in is not None and expires_at_iso is not None:
         raise InvalidValueError("Invalid value provided: give expiresIn or expiresAt, not both.")
     if expires_in is not None:
-        return now_ms + _seconds("expiresIn", expires_in) * 1000
+        text = expires_in.strip()
+        return now_ms + _seconds("expiresIn", int(text) if _WHOLE.fullmatch(text) else None) * 1000
     if expires_at_iso is not None:
         return _future_instant(expires_at_iso, now_ms)
     return None
 
 
 def _seconds(name: str, value: Any) -> int:
-    if isinstance(value, str):
-        text = value.strip()
-        number = int(text) if _WHOLE.fullmatch(text) else None
-    else:
-        number = value if isinstance(value, int) and not isinstance(value, bool) else None
+    """A whole number of seconds in range; JSON gives an int, the query a parsed string."""
+    number = value if isinstance(value, int) and not isinstance(value, bool) else None
     if number is None or not 1 <= number <= MAX_EXPIRE_SECS:
         raise InvalidValueError(
             f"Invalid value provided: {name} must be a whole number of seconds from 1 to {MAX_EXPIRE_SECS}."
