@@ -65,16 +65,17 @@ class RecordSweeper:
                 return total
             await asyncio.sleep(0)
 
-    async def walk_stores(self, *, max_windows: int = 20) -> int:
+    async def walk_stores(self, *, max_windows: int = 20, now: bool = False) -> int:
         """Walk up to `max_windows` key windows of stores with expiry rules, one window per store
-        in turn, and reclaim what the rules have expired. Returns how many records went."""
+        in turn, and reclaim what the rules have expired. A store's next walk starts `rewalk_ms`
+        after its last one started, or at once with `now`. Returns how many records went."""
         total = windows = 0
         while windows < max_windows:
             progressed = False
             async for store_id in self._expiring_stores():
                 if windows >= max_windows:
                     break
-                reclaimed = await self._step(store_id)
+                reclaimed = await self._step(store_id, now=now)
                 if reclaimed is not None:
                     total, windows, progressed = total + reclaimed, windows + 1, True
                     await asyncio.sleep(0)
@@ -98,26 +99,26 @@ class RecordSweeper:
         total = 0
         while (count := await self.reclaim_due(budget_s=5.0)) > 0:
             total += count
-        total += await self.walk_stores(max_windows=100)
+        total += await self.walk_stores(max_windows=100, now=True)
         while self._walks:  # each call moves every walk under way on by at least one window
             total += await self.walk_stores(max_windows=100)
         return total
 
-    async def _step(self, store_id: str) -> int | None:
+    async def _step(self, store_id: str, *, now: bool) -> int | None:
         """One window of the walk through a store; None when the store is not due for a walk."""
-        now = self._clock.now_ms()
+        at = self._clock.now_ms()
         walk = self._walks.get(store_id)
         if walk is None:
-            if now - self._last_walk.get(store_id, now - self._rewalk_ms) < self._rewalk_ms:
+            if not now and at - self._last_walk.get(store_id, at - self._rewalk_ms) < self._rewalk_ms:
                 return None
-            walk = self._walks[store_id] = _Walk(None, now)
-            self._last_walk[store_id] = now
+            walk = self._walks[store_id] = _Walk(None, at)
+            self._last_walk[store_id] = at
         store = await self._index.get_store(store_id)
         if store is None:
             self._forget(store_id)
             return None
         count, blob_ids, last = await self._index.reclaim_store_expired(
-            store_id, Visibility(now, store.record_expiry), after=walk.after, max_keys=WALK_WINDOW
+            store_id, Visibility(at, store.record_expiry), after=walk.after, max_keys=WALK_WINDOW
         )
         await self._drop(blob_ids)
         walk.after = last
