@@ -15,6 +15,7 @@ import pytest
 
 from backing_services import AWS_TEST_ENV, ScaleOut, scale_out_env
 from kvbox.backends.base import BlobStore, MetadataIndex
+from kvbox.backends.postgres.schema import SCHEMA_VERSION
 from kvbox.backends.registry import open_backend
 from kvbox.core.ids import new_id, new_secret
 from kvbox.core.models import (
@@ -166,9 +167,9 @@ def test_migrate_then_serve_and_admin_commands(scale_out: ScaleOut, tmp_path: Pa
     env = scale_out.server_env()
     first = kvbox("migrate", env=env)
     assert first.returncode == 0, first.stderr
-    assert "from schema version 0 to 1" in first.stdout and "***" not in first.stdout
+    assert f"from schema version 0 to {SCHEMA_VERSION}" in first.stdout and "***" not in first.stdout
     second = kvbox("migrate", env=env)
-    assert second.returncode == 0 and "is current (version 1)" in second.stdout
+    assert second.returncode == 0 and f"is current (version {SCHEMA_VERSION})" in second.stdout
     created = kvbox("users", "create", "carol", env=env)
     assert created.returncode == 0, created.stderr
     listed = kvbox("users", "list", "--json", env=env)
