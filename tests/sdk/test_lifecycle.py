@@ -56,11 +56,11 @@ def test_a_local_record_expires_by_its_sidecar(tmp_path: Path) -> None:
     assert store.read("page") == (b'{"a": 1}', JSON)
     clock.advance(seconds=10)
     assert store.read("page") is None and not store.exists("page")
-    assert [i.key for i in store.keys()] == ["plain"]
+    assert [i.key for i in list(store.keys())] == ["plain"]
     # Another process (another store object) sees it gone too, and a new write starts afresh.
     other = open_store_folder(str(tmp_path / "s"))
     other.clock = clock
-    assert [i.key for i in other.keys()] == ["plain"]
+    assert [i.key for i in list(other.keys())] == ["plain"]
     other.write("page", b"[]", JSON)
     assert not (tmp_path / "s" / "page.json.__metadata__.json").exists()
     assert store.read("page") == (b"[]", JSON)
