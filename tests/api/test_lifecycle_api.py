@@ -355,3 +355,25 @@ async def test_the_sweeper_reclaims_expired_records_and_the_counters_end_right(a
     assert data["recordCount"] == 1 and data["stats"]["storageBytes"] == 5
     assert await blob_count(api.services) == 0
     assert await keys(api, store["id"]) == ["kept"]
+
+
+async def test_a_crash_between_rows_and_blobs_leaves_nothing_behind(api: Api) -> None:
+    store = await api.create_store("crash")
+    for i in range(3):
+        assert (await put(api, store["id"], f"e{i}", BIG, expiresIn="1")).status_code == 201
+        assert (await put(api, store["id"], f"p{i}", BIG)).status_code == 201
+    clock_of(api).advance(seconds=1)
+    index = api.services.index
+    # The rows' deletion commits, then the process dies before deleting the blobs.
+    assert (await index.reclaim_expired(now_ms=clock_of(api).now_ms(), max_rows=10))[0] == 3
+    assert (
+        await api.client.delete(rec_url(store["id"]), params={"prefix": "p"}, headers=api.auth())
+    ).status_code == 200
+    while await index.purge_pending():
+        await index.purge_deleted(max_rows=2)
+    assert await blob_count(api.services) == 6
+    # The next process's first pass finishes the job.
+    assert await api.services.housekeeper.sweeper.drop_freed(batch=4) == 6
+    assert await blob_count(api.services) == 0 and await index.freed_blobs(limit=10) == []
+    data = await store_of(api, store["id"])
+    assert data["recordCount"] == 0 and data["stats"]["storageBytes"] == 0

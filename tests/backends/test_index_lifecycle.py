@@ -232,3 +232,29 @@ async def test_expiry_rules_are_changed_in_one_step(index: MetadataIndex) -> Non
     assert cleared is not None and cleared.record_expiry == NO_EXPIRY
     assert await index.list_expiring_stores(after=None, limit=10) == []
     assert await index.update_record_expiry("missing", lambda e: e) is None
+
+
+async def test_freed_blobs_are_kept_until_forgotten(index: MetadataIndex) -> None:
+    store = await add_store(index)
+    doomed = await add_store(index)
+    blobs = [expiring(f"e{i}", T0, blob=True) for i in range(3)]
+    for r in blobs:
+        await index.put_record(store.id, r)
+    hidden = rec("p-1", blob_id=new_blob_name())
+    await index.put_record(store.id, hidden)
+    gone = rec("g", blob_id=new_blob_name())
+    await index.put_record(doomed.id, gone)
+    assert await index.freed_blobs(limit=10) == []
+    _, freed = await index.reclaim_expired(now_ms=T0, max_rows=10)
+    await index.delete_prefix(store.id, "p-", visible=Visibility(T0))
+    await index.delete_store(doomed.id)
+    while await index.purge_pending():
+        freed += await index.purge_deleted(max_rows=10)
+    want = sorted(b for b in [*(r.blob_id for r in blobs), hidden.blob_id, gone.blob_id] if b)
+    assert sorted(freed) == want
+    assert await index.freed_blobs(limit=10) == want  # a crash now would leave them listed
+    assert await index.freed_blobs(limit=2) == want[:2]
+    await index.forget_freed_blobs(want[:2])
+    assert await index.freed_blobs(limit=10) == want[2:]
+    await index.forget_freed_blobs(want)
+    assert await index.freed_blobs(limit=10) == []

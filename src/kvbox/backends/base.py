@@ -64,6 +64,9 @@ class MetadataIndex(Protocol):
       the rows off their store's counters and return (rows deleted, blob ids freed).
     - `list_expiring_stores` lists, by ID after `after`, the stores with expiry rules in
       force or retired.
+    - The blob ids that `purge_deleted` and the `reclaim_*` methods return stay listed by
+      `freed_blobs` until `forget_freed_blobs`, which the caller calls once it has deleted
+      them: a crash in between loses none.
     - `update_record_expiry` replaces a store's expiry with `change(current)` in one
       transaction (a `change` that raises changes nothing); with `modified_at` it also moves
       the store's modified and accessed times.
@@ -170,6 +173,8 @@ class MetadataIndex(Protocol):
     # housekeeping
     async def purge_deleted(self, *, max_rows: int) -> list[str]: ...
     async def purge_pending(self) -> bool: ...
+    async def freed_blobs(self, *, limit: int) -> list[str]: ...
+    async def forget_freed_blobs(self, blob_ids: list[str]) -> None: ...
     async def referenced_blob_ids(self, blob_ids: list[str]) -> set[str]: ...
 
 

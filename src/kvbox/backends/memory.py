@@ -99,6 +99,7 @@ class MemoryMetadataIndex:
         self._records: dict[str, _StoreRecords] = {}
         self._deleted: dict[str, _StoreRecords] = {}
         self._grants: dict[tuple[str, str], Grant] = {}
+        self._freed: set[str] = set()
         self._generation = 0
         self._metadata_generation = 0
 
@@ -351,7 +352,9 @@ class MemoryMetadataIndex:
         rows = [recs.drop(key) for key in keys]
         size = sum(r.size for r in rows)
         self._stores[store_id] = _counted(self._stores[store_id], size=-size, records=-len(rows))
-        return len(rows), [r.blob_id for r in rows if r.blob_id]
+        freed = [r.blob_id for r in rows if r.blob_id]
+        self._freed.update(freed)
+        return len(rows), freed
 
     async def reclaim_expired(self, *, now_ms: int, max_rows: int) -> tuple[int, list[str]]:
         self._generation += 1
@@ -415,6 +418,7 @@ class MemoryMetadataIndex:
                 _, row = recs.rows.popitem()
                 if row.blob_id:
                     freed.append(row.blob_id)
+                    self._freed.add(row.blob_id)
             if not recs.rows:
                 del self._deleted[store_id]
             if len(freed) >= max_rows:
@@ -429,6 +433,12 @@ class MemoryMetadataIndex:
                 if taken == len(victims):
                     del recs.deleted[prefix]
         return freed
+
+    async def freed_blobs(self, *, limit: int) -> list[str]:
+        return sorted(self._freed)[: max(limit, 0)]
+
+    async def forget_freed_blobs(self, blob_ids: list[str]) -> None:
+        self._freed.difference_update(blob_ids)
 
     async def purge_pending(self) -> bool:
         return bool(self._deleted) or any(recs.deleted for recs in self._records.values())

@@ -136,6 +136,7 @@ class Statements:
         }
 
         # housekeeping
+        self.freed_blobs = f"SELECT blob_id FROM freed_blobs ORDER BY blob_id LIMIT {p}"
         self.purge_pending = "SELECT 1 FROM deleted_stores UNION ALL SELECT 1 FROM deleted_prefixes LIMIT 1"
 
     def update_store(

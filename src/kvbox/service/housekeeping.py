@@ -61,6 +61,7 @@ class Housekeeper:
         freed = await self._index.purge_deleted(max_rows=PURGE_BATCH)
         for blob_id in freed:
             await self._blobs.delete(blob_id)
+        await self._index.forget_freed_blobs(freed)
         return len(freed)
 
     async def sweep_records(self) -> int:
@@ -99,6 +100,8 @@ class Housekeeper:
         next_sweep = self._clock.now_ms()
         next_orphans = self._clock.now_ms() + ORPHAN_MIN_AGE_MS
         with contextlib.suppress(Exception):
+            await self.sweeper.drop_freed()  # what a crash left half done
+        with contextlib.suppress(Exception):
             await self.collect_orphans()
         while True:
             await asyncio.sleep(self._flush_interval_s)
@@ -122,6 +125,7 @@ class Housekeeper:
                 return False
             while await self._retention.sweep() > 0:
                 await asyncio.sleep(0)
+            await self.sweeper.drop_freed()  # left by a node that died mid-way
             if orphans_due:
                 await self.collect_orphans()
             return orphans_due

@@ -11,8 +11,9 @@ count and storage bytes drop with it. Two kinds of work:
   store also lets the store forget the replaced rule sets it started after: nothing they
   hid is left.
 
-Every step commits on its own and is idempotent, so a crash mid-way loses nothing: blobs
-whose rows are gone are collected as orphans, and the next pass goes on.
+Every step commits on its own and is idempotent, so a crash mid-way loses nothing: the index
+keeps the ids of blobs whose rows it deleted until the blobs are gone too (`drop_freed`
+finishes what a crash interrupted), and the next pass goes on.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ class RecordSweeper:
     async def sweep_all(self) -> int:
         """Reclaim everything expired now, walking every store with rules to its end (for
         `kvbox sweep`). Returns how many records went."""
+        await self.drop_freed()
         total = 0
         while (count := await self.reclaim_due(budget_s=5.0)) > 0:
             total += count
@@ -133,7 +135,18 @@ class RecordSweeper:
         self._walks.pop(store_id, None)
         self._last_walk.pop(store_id, None)
 
+    async def drop_freed(self, *, batch: int = 500) -> int:
+        """Delete blobs whose rows were reclaimed but whose deletion a crash interrupted."""
+        dropped = 0
+        while blob_ids := await self._index.freed_blobs(limit=batch):
+            await self._drop(blob_ids)
+            dropped += len(blob_ids)
+            if len(blob_ids) < batch:
+                break
+        return dropped
+
     async def _drop(self, blob_ids: list[str]) -> None:
-        # After the rows' commit: a crash in between leaves orphans, which are collected later.
+        """Delete the blobs of rows just reclaimed, then let the index forget them."""
         for blob_id in blob_ids:
             await self._blobs.delete(blob_id)
+        await self._index.forget_freed_blobs(blob_ids)

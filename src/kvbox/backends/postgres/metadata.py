@@ -100,9 +100,11 @@ WITH d AS (
 u AS (
     UPDATE stores AS s SET record_count = s.record_count - t.n, storage_bytes = s.storage_bytes - t.bytes
     FROM t WHERE s.pk = t.store_pk
-)
+), f AS (INSERT INTO freed_blobs (blob_id) SELECT blob_id FROM d WHERE blob_id IS NOT NULL ON CONFLICT DO NOTHING)
 SELECT blob_id FROM d
 """
+# Note the blobs of the rows this transaction deletes (see `freed_blobs`).
+_KEEP_FREED = "INSERT INTO freed_blobs (blob_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING"
 _LOCK_STORES = "SELECT 1 FROM stores WHERE pk = ANY(%s) ORDER BY pk FOR NO KEY UPDATE"
 
 
@@ -469,13 +471,16 @@ class PostgresMetadataIndex:
             sql, params = _SQL.reclaim_window(pk, visible, after=after or "", last=last)
             cur = await conn.execute(sql, params)
             rows = await cur.fetchall()
+            freed = [blob_id for _, blob_id in rows if blob_id]
             if rows:
                 await conn.execute(
                     "UPDATE stores SET record_count = record_count - %s, storage_bytes = storage_bytes - %s "
                     "WHERE pk = %s",
                     (len(rows), sum(size for size, _ in rows), pk),
                 )
-            return len(rows), [blob_id for _, blob_id in rows if blob_id], last
+            if freed:
+                await conn.execute(_KEEP_FREED, (freed,))
+            return len(rows), freed, last
 
     async def list_expiring_stores(self, *, after: str | None, limit: int) -> list[str]:
         rows = await self._all("list stores with expiry rules", _SQL.list_expiring_stores, (after or "", max(limit, 0)))
@@ -515,6 +520,8 @@ class PostgresMetadataIndex:
                 (batch,),
             )
             freed = [row[0] for row in await cur.fetchall()]
+            if freed:
+                await conn.execute(_KEEP_FREED, (freed,))
             if len(freed) < batch:
                 await conn.execute(purge.format(v=victims.format(cond="true")), (batch - len(freed),))
             await conn.execute(
@@ -541,6 +548,14 @@ class PostgresMetadataIndex:
             if len(rows) < max_rows:
                 await conn.execute(_SQL.drop_done_prefixes)
             return [blob_id for (blob_id,) in rows if blob_id]
+
+    async def freed_blobs(self, *, limit: int) -> list[str]:
+        return [r[0] for r in await self._all("list freed blobs", _SQL.freed_blobs, (max(limit, 0),))]
+
+    async def forget_freed_blobs(self, blob_ids: list[str]) -> None:
+        if blob_ids:
+            await self._all("forget freed blobs", "DELETE FROM freed_blobs WHERE blob_id = ANY(%s) RETURNING 1",
+                            (blob_ids,))  # fmt: skip
 
     async def purge_pending(self) -> bool:
         return await self._one("look up deleted stores", _SQL.purge_pending) is not None

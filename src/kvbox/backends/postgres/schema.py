@@ -159,6 +159,9 @@ _V2: tuple[str, ...] = (
         PRIMARY KEY (store_pk, prefix)
     )
     """,
+    # Blobs of reclaimed rows, kept from the rows' deletion until the blobs are deleted too: a
+    # crash in between leaves their ids here for the next pass, never an orphan.
+    'CREATE TABLE freed_blobs (blob_id text COLLATE "C" PRIMARY KEY)',
     "DROP FUNCTION kvbox_put_record(text, text, text, text, bigint, text, bigint, bytea, text)",
     """
     CREATE FUNCTION kvbox_put_record(

@@ -111,6 +111,13 @@ def _count(
     counts[5] = max(counts[5], accessed)
 
 
+def _keep_freed(conn: sqlite3.Connection, blob_ids: list[str]) -> list[str]:
+    """Note the blobs of rows this transaction deletes (see `freed_blobs`); returns them."""
+    if blob_ids:
+        conn.executemany("INSERT OR IGNORE INTO freed_blobs (blob_id) VALUES (?)", [(b,) for b in blob_ids])
+    return blob_ids
+
+
 def _apply_store_counts(conn: sqlite3.Connection, batch: Batch) -> None:
     """One UPDATE per store per group commit instead of one per record write."""
     rows = [(w, d, size, n, mod, acc, pk) for pk, (w, d, size, n, mod, acc) in batch.get("stores", {}).items()]
@@ -464,7 +471,7 @@ class SqliteMetadataIndex:
             ).fetchall()
             for pk, size, _ in rows:
                 _count(batch, pk, size=-size, records=-1)
-            return len(rows), [blob_id for _, _, blob_id in rows if blob_id]
+            return len(rows), _keep_freed(conn, [blob_id for _, _, blob_id in rows if blob_id])
 
         return cast(tuple[int, list[str]], await self._writer.run("reclaim expired records", op))
 
@@ -482,7 +489,7 @@ class SqliteMetadataIndex:
             rows = conn.execute(sql, params).fetchall()
             for size, _ in rows:
                 _count(batch, pk, size=-size, records=-1)
-            return len(rows), [blob_id for _, blob_id in rows if blob_id], last
+            return len(rows), _keep_freed(conn, [blob_id for _, blob_id in rows if blob_id]), last
 
         return cast(tuple[int, list[str], str | None], await self._writer.run("reclaim expired records", op))
 
@@ -521,7 +528,7 @@ class SqliteMetadataIndex:
                 f"DELETE FROM records WHERE rowid IN ({victims} WHERE r.blob_id IS NOT NULL LIMIT ?) RETURNING blob_id",
                 (batch,),
             ).fetchall()
-            freed = [row[0] for row in rows]
+            freed = _keep_freed(conn, [row[0] for row in rows])
             if len(freed) < batch:
                 conn.execute(f"DELETE FROM records WHERE rowid IN ({victims} LIMIT ?)", (batch - len(freed),))
             conn.execute(
@@ -545,9 +552,22 @@ class SqliteMetadataIndex:
                 _count(batch, pk, size=-size, records=-1)
             if len(rows) < max_rows:
                 conn.execute(_SQL.drop_done_prefixes)
-            return [blob_id for _, _, blob_id in rows if blob_id]
+            return _keep_freed(conn, [blob_id for _, _, blob_id in rows if blob_id])
 
         return cast(list[str], await self._writer.run("purge deleted prefixes", op))
+
+    async def freed_blobs(self, *, limit: int) -> list[str]:
+        with _storage_errors("list freed blobs"):
+            return [r[0] for r in self._conn.execute(_SQL.freed_blobs, (max(limit, 0),)).fetchall()]
+
+    async def forget_freed_blobs(self, blob_ids: list[str]) -> None:
+        if not blob_ids:
+            return
+
+        def op(conn: sqlite3.Connection, batch: Batch) -> None:
+            conn.executemany("DELETE FROM freed_blobs WHERE blob_id = ?", [(b,) for b in blob_ids])
+
+        await self._writer.run("forget freed blobs", op)
 
     async def purge_pending(self) -> bool:
         with _storage_errors("look up deleted stores"):

@@ -135,6 +135,9 @@ _V4: tuple[str, ...] = (
         PRIMARY KEY (store_pk, prefix)
     )
     """,
+    # Blobs of reclaimed rows, kept from the rows' deletion until the blobs are deleted too: a
+    # crash in between leaves their ids here for the next pass, never an orphan.
+    "CREATE TABLE freed_blobs (blob_id TEXT PRIMARY KEY)",
 )
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
