@@ -1,4 +1,5 @@
-"""Run the benchmark suite: `python -m bench.run` (full, under ~10 min) or `--quick` (~1 min).
+"""Run the benchmark suite: `python -m bench.run` (full, under ~15 min once its stores are
+cached) or `--quick` (a few minutes).
 
 Every figure is printed next to a baseline measured in the same run, with its ratio and
 target; the table is also written to bench/results/latest.md. Servers listen on
@@ -21,7 +22,9 @@ from pathlib import Path
 from bench.bigfile import run_bigfile
 from bench.console import run_console
 from bench.httpbench import run_http
+from bench.lifecycle import run_delete_prefix, run_sweep
 from bench.listing import run_listing
+from bench.listing_fields import run_listing_fields
 from bench.report import Report
 from bench.scaleout import run_scaleout
 from bench.wrk import require_wrk
@@ -29,7 +32,7 @@ from bench.wrk import require_wrk
 BENCH_DIR = Path(__file__).resolve().parent
 CACHE = BENCH_DIR / ".cache"
 RESULTS = BENCH_DIR / "results" / "latest.md"
-SECTIONS = ("http", "list", "big", "console", "sdk", "scaleout")
+SECTIONS = ("http", "list", "big", "console", "sdk", "scaleout", "lifecycle")
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,13 @@ class Plan:
     list_samples: int
     big_size: int
     big_reps: int
+    expiry_window_s: float  # records of the sweep run expire over this long
+    delete_keys: int
 
 
-FULL = Plan("full", 6, 3, None, True, 1_000_000, 100, 1 << 30, 2)
-QUICK = Plan("quick", 3, 1, 64, False, 100_000, 30, 256 << 20, 1)
+FULL = Plan("full", 6, 3, None, True, 1_000_000, 100, 1 << 30, 2, 60.0, 100_000)
+QUICK = Plan("quick", 3, 1, 64, False, 100_000, 30, 256 << 20, 1, 20.0, 20_000)
+WRITER_RATE = 200.0  # PUT/s of the writer running beside the lifecycle work
 CONSOLE_STORES = 10_000
 
 
@@ -97,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "sdk": lambda: _scripts(report, "bench.sdk_local", "bench.sdk_remote"),
         "scaleout": lambda: run_scaleout(report, quick=plan.mode == "quick", workers=1, workdir=workdir, logs=logs),
+        "lifecycle": lambda: _lifecycle(report, plan, args, workdir, logs),
     }
     try:
         for name in sections:
@@ -128,6 +135,15 @@ def _http(report: Report, plan: Plan, args: argparse.Namespace, workdir: Path, l
             report, workers=1, seconds=plan.wrk_seconds, rounds=plan.rounds, connections=connections,
             workdir=workdir, logs=logs,
         )  # fmt: skip
+
+
+def _lifecycle(report: Report, plan: Plan, args: argparse.Namespace, workdir: Path, logs: Path) -> None:
+    run_sweep(report, cache_root=CACHE, keys=plan.keys, window_s=plan.expiry_window_s, workers=args.workers,
+              rate=WRITER_RATE, workdir=workdir, logs=logs)  # fmt: skip
+    run_delete_prefix(report, cache_root=CACHE, keys=plan.delete_keys, workers=args.workers, rate=WRITER_RATE,
+                      workdir=workdir, logs=logs)  # fmt: skip
+    run_listing_fields(report, cache_root=CACHE, keys=plan.keys, workers=args.workers, samples=plan.list_samples,
+                       rounds=3, logs=logs)  # fmt: skip
 
 
 if __name__ == "__main__":

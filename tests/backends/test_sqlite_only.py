@@ -396,3 +396,31 @@ async def test_a_version_3_database_is_upgraded_with_its_records(tmp_path: Path)
     assert await index.delete_prefix("s1", "a-", visible=Visibility(T0)) == 1
     assert await index.get_record("s1", "a-1") is None
     await index.close()
+
+
+async def test_exclusive_admits_one_process_at_a_time(tmp_path: Path) -> None:
+    """The sweepers of a server's workers take turns: another process holding the lock wins."""
+    path = tmp_path / "index.sqlite3"
+    index = SqliteMetadataIndex(path)
+    async with index.exclusive("sweeper") as first:
+        assert first is True
+        async with index.exclusive("sweeper") as second, index.exclusive("other job") as other:
+            assert second is False and other is True
+        holder = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(
+                f"""
+                import fcntl, os
+                fd = os.open({str(path) + '.sweeper.lock'!r}, os.O_RDWR)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    print("got it")
+                except BlockingIOError:
+                    print("held")
+                """
+            )],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        assert holder.stdout.strip() == "held"
+    async with index.exclusive("sweeper") as after_release:
+        assert after_release is True
+    await index.close()

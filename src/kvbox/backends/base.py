@@ -87,8 +87,9 @@ class MetadataIndex(Protocol):
         """Hold the lock `name` for a block, shared by every process on the same data; yields
         whether this process got it (when False, another one holds it: skip the work).
 
-        An index that lives on one host yields True to every holder: work run under it must
-        be idempotent, as several workers of one server may run it at once.
+        An index that has no such lock (the in-memory one, which one process holds) yields
+        True to every holder; work run under the lock must be idempotent all the same, as a
+        holder may die half-way.
         """
         ...
 

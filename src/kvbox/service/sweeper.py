@@ -30,7 +30,7 @@ from kvbox.core.models import Visibility
 
 # Rows per transaction: small enough that a record write sharing the transaction (SQLite's
 # group commit) or waiting for the store's row lock (PostgreSQL) is hardly delayed.
-EXPIRED_BATCH = 200
+EXPIRED_BATCH = 100
 # Keys walked per transaction in a store with expiry rules.
 WALK_WINDOW = 500
 STORES_PAGE = 100

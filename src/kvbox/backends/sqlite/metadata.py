@@ -9,6 +9,9 @@ scans, cheaper than a hop to a worker thread.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -53,6 +56,7 @@ from kvbox.core.sentinels import UNSET, Unset
 
 BUSY_TIMEOUT_S = 30.0
 _IN_CHUNK = 500  # well below SQLite's bound-parameter limit
+_PURGE_STEP = 100  # rows of deleted prefixes per write transaction
 
 _SQL = Statements(Dialect(param="?", greatest="max", token_order="rowid"))
 # Record writes run on the group-commit writer as separate statements: SQLite has no
@@ -165,9 +169,21 @@ class SqliteMetadataIndex:
 
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[bool]:
-        """The processes sharing the file live on one host, and the work run under this lock
-        is idempotent: every holder may run."""
-        yield True
+        """An advisory lock on a file beside the database, taken without waiting: one process
+        (and one holder in it) at a time runs the work. The kernel releases it when a holder
+        dies."""
+        lock_path = self.path.with_name(f"{self.path.name}.{re.sub(r'[^A-Za-z0-9_-]', '_', name)}.lock")
+        with _storage_errors("take a lock"):
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                got = True
+            except BlockingIOError:
+                got = False
+            yield got
+        finally:
+            os.close(fd)  # closing the descriptor drops the lock
 
     def read_generation(self) -> int:
         """Changes whenever any process commits to the database (readers reuse rows until then)."""
@@ -513,13 +529,25 @@ class SqliteMetadataIndex:
 
     # housekeeping
     async def purge_deleted(self, *, max_rows: int) -> list[str]:
-        """Delete up to `max_rows` record rows of deleted stores; return the blob ids they held.
+        """Delete up to `max_rows` record rows of deleted stores, then of deleted prefixes; return
+        the blob ids they held.
 
         Rows holding a blob go first, so a call that returns fewer than `max_rows` ids
         means no blob of a deleted store is left to free (inline rows may remain for
         later calls). A deleted store's marker goes once its last row is gone.
         """
         batch = max(max_rows, 0)
+        freed: list[str] = []
+        with _storage_errors("look up deleted stores and prefixes"):
+            stores_pending = self._conn.execute("SELECT 1 FROM deleted_stores LIMIT 1").fetchone() is not None
+            prefixes_pending = self._conn.execute("SELECT 1 FROM deleted_prefixes LIMIT 1").fetchone() is not None
+        if stores_pending:
+            freed = self._purge_stores(batch)
+        if len(freed) < batch and prefixes_pending:
+            freed += await self._purge_prefixes(batch - len(freed))
+        return freed
+
+    def _purge_stores(self, batch: int) -> list[str]:
         # CROSS JOIN pins the loop order: walk the few deleted stores and probe their rows by
         # index, instead of scanning every record looking for a deleted store.
         victims = "SELECT r.rowid FROM deleted_stores AS d CROSS JOIN records AS r ON r.store_pk = d.store_pk"
@@ -535,15 +563,25 @@ class SqliteMetadataIndex:
                 "DELETE FROM deleted_stores WHERE NOT EXISTS "
                 "(SELECT 1 FROM records WHERE records.store_pk = deleted_stores.store_pk)"
             )
-        if len(freed) < batch and self._conn.execute("SELECT 1 FROM deleted_prefixes LIMIT 1").fetchone():
-            freed += await self._purge_prefixes(batch - len(freed))
         return freed
 
     async def _purge_prefixes(self, max_rows: int) -> list[str]:
         """Delete up to `max_rows` rows hidden by deletions by prefix, on the group-commit
-        writer (the stores they belong to still count them); return their blob ids."""
+        writer (the stores they belong to still count them), a few at a time so that a record
+        write sharing the transaction is hardly delayed; return their blob ids."""
+        freed: list[str] = []
+        left = max_rows
+        while left > 0:
+            count, blob_ids = await self._purge_some_prefixes(min(left, _PURGE_STEP))
+            freed += blob_ids
+            left -= count
+            if count < min(left + count, _PURGE_STEP):
+                break
+            await asyncio.sleep(0)
+        return freed
 
-        def op(conn: sqlite3.Connection, batch: Batch) -> list[str]:
+    async def _purge_some_prefixes(self, max_rows: int) -> tuple[int, list[str]]:
+        def op(conn: sqlite3.Connection, batch: Batch) -> tuple[int, list[str]]:
             rows = conn.execute(
                 f"DELETE FROM records WHERE rowid IN ({_PREFIX_VICTIMS}) RETURNING store_pk, size, blob_id",
                 (max_rows,),
@@ -552,9 +590,9 @@ class SqliteMetadataIndex:
                 _count(batch, pk, size=-size, records=-1)
             if len(rows) < max_rows:
                 conn.execute(_SQL.drop_done_prefixes)
-            return _keep_freed(conn, [blob_id for _, _, blob_id in rows if blob_id])
+            return len(rows), _keep_freed(conn, [blob_id for _, _, blob_id in rows if blob_id])
 
-        return cast(list[str], await self._writer.run("purge deleted prefixes", op))
+        return cast(tuple[int, list[str]], await self._writer.run("purge deleted prefixes", op))
 
     async def freed_blobs(self, *, limit: int) -> list[str]:
         with _storage_errors("list freed blobs"):
