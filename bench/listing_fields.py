@@ -62,6 +62,7 @@ def _upgraded(old: Path, cache_root: Path) -> Path:
 def run_listing_fields(report: Report, *, cache_root: Path, keys: int, workers: int, samples: int, rounds: int,
                        logs: Path, rev: str = BASELINE_REV) -> None:  # fmt: skip
     section = f"list keys with record fields, {keys:,}-key store"
+    cache_root = cache_root.resolve()
     before = worktree(rev)
     old_dir, store_id = _populated_by(before, cache_root, keys)
     new_dir = _upgraded(old_dir, cache_root)

@@ -7,8 +7,8 @@ import zipfile
 from collections.abc import AsyncIterator
 from typing import IO, cast
 
-from kvbox.api.envelopes import keys_view, record_url
-from kvbox.api.http import Request, Send, send_bytes, send_empty, send_json, send_stream
+from kvbox.api.envelopes import keys_body, record_url
+from kvbox.api.http import JSON_CONTENT_TYPE, Request, Send, send_bytes, send_empty, send_json, send_stream
 from kvbox.core.clock import http_date, iso_ms
 from kvbox.core.encoding import IDENTITY, accepts
 from kvbox.core.errors import InvalidParameterError
@@ -125,7 +125,7 @@ async def list_keys(req: Request, send: Send, svc: Services, who: Principal, seg
         collection=req.query.get("collection") or None,
         signature=req.query.get("signature") or None,
     )
-    data = keys_view(
+    body = keys_body(
         page,
         store=resolved.store,
         permission=resolved.permission,
@@ -134,7 +134,8 @@ async def list_keys(req: Request, send: Send, svc: Services, who: Principal, seg
         exclusive_start_key=start,
         by_signature=resolved.by_signature,
     )
-    await send_json(send, 200, {"data": data})
+    headers = [(b"content-type", JSON_CONTENT_TYPE), (b"content-length", str(len(body)).encode())]
+    await send_bytes(send, 200, headers, body)
 
 
 class _Spool:

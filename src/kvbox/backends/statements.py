@@ -99,12 +99,16 @@ class Statements:
         # One lower bound (strict after a cursor) and at most one upper bound (a prefix) on `key`,
         # so the index on (store_pk, key) is entered at the right place and walked in order.
         self._list_keys = {
-            (strict, bounded): f"SELECT {KEY_COLUMNS} FROM records WHERE store_pk = {self.store_pk} "
+            (strict, bounded, hides): f"SELECT {KEY_COLUMNS} FROM records WHERE store_pk = {self.store_pk} "
             f"AND key {'>' if strict else '>='} {p}{f' AND key < {p}' if bounded else ''} "
-            f"AND NOT {_UNDER_DELETED_PREFIX} AND {{visible}} ORDER BY key LIMIT {p}"
+            f"{f'AND NOT {_UNDER_DELETED_PREFIX} ' if hides else ''}AND {{visible}} ORDER BY key LIMIT {p}"
             for strict in (False, True)
             for bounded in (False, True)
+            for hides in (False, True)
         }
+        # Whether any deletion by prefix of the store waits to be purged (listings that know
+        # there is none leave the check out of every row).
+        self.has_deleted_prefixes = f"SELECT 1 FROM deleted_prefixes WHERE store_pk = {self.store_pk} LIMIT 1"
         self._no_expiry = f"(expires_at IS NULL OR expires_at > {p})"
         # Rows a delete by prefix counts: under the prefix, not already hidden, visible.
         self.count_prefix = (
@@ -216,10 +220,19 @@ class Statements:
         )
 
     def list_keys(
-        self, store_id: str, *, after: str | None, prefix: str | None, limit: int, visible: Visibility | None
+        self,
+        store_id: str,
+        *,
+        after: str | None,
+        prefix: str | None,
+        limit: int,
+        visible: Visibility | None,
+        deleted_prefixes: bool = True,
     ) -> tuple[str, list[Any]]:
         """Listing rows (`KEY_COLUMNS`) after `after` that start with `prefix`, one row past
-        `limit` (see rows.key_page); with `visible`, only the records visible then."""
+        `limit` (see rows.key_page); with `visible`, only the records visible then. Rows that
+        a deletion by prefix hid are left out unless the caller knows the store has none
+        (`deleted_prefixes=False`)."""
         low = prefix or ""
         strict = after is not None and after >= low
         params: list[Any] = [store_id, after if strict else low]
@@ -228,7 +241,7 @@ class Statements:
         clause, clause_params = self.visible(visible)
         params += clause_params
         params.append(max(limit, 0) + 1)
-        return self._list_keys[strict, bool(prefix)].format(visible=clause), params
+        return self._list_keys[strict, bool(prefix), deleted_prefixes].format(visible=clause), params
 
     def visible(self, visible: Visibility | None) -> tuple[str, list[Any]]:
         """The condition a record row meets while it is visible (core/expiry.py's `is_gone`,
