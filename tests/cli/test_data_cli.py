@@ -542,7 +542,9 @@ def test_real_processes_against_the_server(
     got = kv.process("get", store_id, "blob")
     assert got.returncode == 0 and got.stdout == BIG and got.stderr == b""
     keys = json.loads(kv.process("keys", store, "--json").stdout)
-    assert keys == [{"key": "blob", "size": len(BIG)}]
+    assert [(k["key"], k["size"], k["contentType"], k["expiresAt"]) for k in keys] == [
+        ("blob", len(BIG), BINARY_TYPE, None)
+    ]
 
     missing = kv.process("get", unique("missing"), "blob")
     assert missing.returncode == 1 and b"was not found (record-not-found)" in missing.stderr
