@@ -1,5 +1,5 @@
-"""Run the benchmark suite: `python -m bench.run` (full, under ~10 min plus the 10-minute
-soak) or `--quick` (~2 min).
+"""Run the benchmark suite: `python -m bench.run` (full, under ~20 min once its stores are
+cached, plus the 10-minute soak) or `--quick` (a few minutes).
 
 Every figure is printed next to a baseline measured in the same run, with its ratio and
 target; the table is also written to bench/results/latest.md. Servers listen on
@@ -23,7 +23,9 @@ from bench.bigfile import run_bigfile
 from bench.cas import run_conditional_writes
 from bench.console import run_console
 from bench.httpbench import run_http
+from bench.lifecycle import run_delete_prefix, run_sweep
 from bench.listing import run_listing
+from bench.listing_fields import run_listing_fields
 from bench.ranges import run_ranges
 from bench.report import Report
 from bench.scaleout import run_scaleout
@@ -33,7 +35,7 @@ from bench.wrk import require_wrk
 BENCH_DIR = Path(__file__).resolve().parent
 CACHE = BENCH_DIR / ".cache"
 RESULTS = BENCH_DIR / "results" / "latest.md"
-SECTIONS = ("http", "observability", "list", "big", "console", "sdk", "scaleout", "conditional", "soak")
+SECTIONS = ("http", "observability", "list", "big", "console", "sdk", "scaleout", "conditional", "lifecycle", "soak")
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,13 @@ class Plan:
     big_reps: int
     soak_seconds: float
     soak_kills: int
+    expiry_window_s: float  # records of the sweep run expire over this long
+    delete_keys: int
 
 
-FULL = Plan("full", 6, 3, None, True, 1_000_000, 100, 1 << 30, 2, 600, 3)
-QUICK = Plan("quick", 3, 1, 64, False, 100_000, 30, 256 << 20, 1, 40, 1)
+FULL = Plan("full", 6, 3, None, True, 1_000_000, 100, 1 << 30, 2, 600, 3, 60.0, 100_000)
+QUICK = Plan("quick", 3, 1, 64, False, 100_000, 30, 256 << 20, 1, 40, 1, 20.0, 20_000)
+WRITER_RATE = 200.0  # PUT/s of the writer running beside the lifecycle work
 CONSOLE_STORES = 10_000
 
 
@@ -108,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         "sdk": lambda: _scripts(report, "bench.sdk_local", "bench.sdk_remote"),
         "scaleout": lambda: run_scaleout(report, quick=plan.mode == "quick", workers=1, workdir=workdir, logs=logs),
         "conditional": lambda: _conditional(report, plan, args, workdir, logs),
+        "lifecycle": lambda: _lifecycle(report, plan, args, workdir, logs),
         "soak": lambda: run_soak(
             report, seconds=plan.soak_seconds, kills=plan.soak_kills, workers=args.workers, workdir=workdir, logs=logs
         ),
@@ -150,6 +156,15 @@ def _http(report: Report, plan: Plan, args: argparse.Namespace, workdir: Path, l
             report, workers=1, seconds=plan.wrk_seconds, rounds=plan.rounds, connections=connections,
             workdir=workdir, logs=logs,
         )  # fmt: skip
+
+
+def _lifecycle(report: Report, plan: Plan, args: argparse.Namespace, workdir: Path, logs: Path) -> None:
+    run_sweep(report, cache_root=CACHE, keys=plan.keys, window_s=plan.expiry_window_s, workers=args.workers,
+              rate=WRITER_RATE, workdir=workdir, logs=logs)  # fmt: skip
+    run_delete_prefix(report, cache_root=CACHE, keys=plan.delete_keys, workers=args.workers, rate=WRITER_RATE,
+                      workdir=workdir, logs=logs)  # fmt: skip
+    run_listing_fields(report, cache_root=CACHE, keys=plan.keys, workers=args.workers, samples=plan.list_samples,
+                       rounds=3, logs=logs)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -65,8 +65,11 @@ ENDPOINTS: dict[str, tuple[str, str, Any, str, int]] = {
     "head record":       ("HEAD",   "/records/rec",          None,                "READ",   200),
     "put record":        ("PUT",    "/records/rec",          b"changed",          "WRITE",  201),
     "delete record":     ("DELETE", "/records/rec",          None,                "WRITE",  204),
+    "delete by prefix":  ("DELETE", "/records",              None,                "WRITE",  200),
     "rename store":      ("PUT",    "",                      {"name": "renamed"}, "WRITE",  200),
     "set access":        ("PUT",    "",                      {"generalAccess": "@flip"}, "MANAGE", 200),
+    "set expiry rules":  ("PUT",    "",                      {"recordExpiry": [{"prefix": "r", "expireAfterSecs": 60}]},
+                          "MANAGE", 200),
     "list grants":       ("GET",    "/grants",               None,                "MANAGE", 200),
     "share":             ("PUT",    "/grants/eve",           {"permission": "READ"}, "MANAGE", 200),
     "delete store":      ("DELETE", "",                      None,                "MANAGE", 204),
@@ -74,7 +77,16 @@ ENDPOINTS: dict[str, tuple[str, str, Any, str, int]] = {
 # fmt: on
 
 RECORD_READS = {"get record", "head record"}
-WRITES = {"put record", "delete record", "rename store", "set access", "share", "delete store"}
+WRITES = {
+    "put record",
+    "delete record",
+    "delete by prefix",
+    "rename store",
+    "set access",
+    "set expiry rules",
+    "share",
+    "delete store",
+}
 
 
 def expected_status(caller: str, setting: int, endpoint: str) -> int:
@@ -163,6 +175,7 @@ async def snapshot(world: World) -> dict[str, Any]:
         "exists": True,
         "name": store.name,
         "access": store.general_access,
+        "expiry": store.record_expiry,
         "record": (record.inline, record.content_type) if record else None,
         "keys": [k.key for k in keys.items],
         "grants": sorted((g.user_id, g.permission) for g in grants),
@@ -192,6 +205,8 @@ async def test_authorization_matrix(caller: str, setting: int, endpoint: str) ->
         signature = world.signatures.get(caller)
         if signature:
             params["signature"] = signature
+        if endpoint == "delete by prefix":
+            params["prefix"] = "re"
         if body == {"generalAccess": "@flip"}:
             body = {"generalAccess": "RESTRICTED" if general_access != "RESTRICTED" else "ANYONE_WITH_ID_CAN_READ"}
         before = await snapshot(world)

@@ -116,7 +116,7 @@ ROUTES = {
     "collection": (S, {"GET", "HEAD", "POST"}),
     "store": (S + "/{id}", {"GET", "HEAD", "PUT", "DELETE"}),
     "keys": (S + "/{id}/keys", {"GET", "HEAD"}),
-    "zip": (S + "/{id}/records", {"GET", "HEAD"}),
+    "zip": (S + "/{id}/records", {"GET", "HEAD", "DELETE"}),
     "record": (S + "/{id}/records/k", {"GET", "HEAD", "PUT", "POST", "DELETE"}),
     "health": ("/health", {"GET", "HEAD"}),
 }

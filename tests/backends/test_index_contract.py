@@ -63,6 +63,12 @@ def rec(
     )
 
 
+def item_of(record: RecordMeta) -> KeyItem:
+    """The listing item of a record as written."""
+    r = record
+    return KeyItem(r.key, r.size, r.content_type, r.modified_at, r.etag, r.expires_at)
+
+
 async def keys_of(index: MetadataIndex, store_id: str, **kwargs: Any) -> list[str]:
     args: dict[str, Any] = {"after": None, "prefix": None, "limit": 1000, **kwargs}
     page = await index.list_keys(store_id, **args)
@@ -381,7 +387,7 @@ async def test_list_keys_after_prefix_and_limit(index: MetadataIndex) -> None:
     assert await keys_of(index, store.id, prefix="a-", after="b") == []  # after beyond the prefix
 
     page = await index.list_keys(store.id, after=None, prefix="a", limit=2)
-    assert page.items == [KeyItem("a", 0), KeyItem("a-1", 1)]
+    assert page.items == [item_of(rec("a", b"")), item_of(rec("a-1", b"x"))]
     assert page.is_truncated is True and page.next_key == "a-1"
 
 
@@ -491,7 +497,7 @@ async def test_list_keys_matches_model(
     for prefix, after, limit in queries:
         want = expected_keys(model, prefix, after)
         page = await index.list_keys(store.id, after=after, prefix=prefix, limit=limit)
-        assert page.items == [KeyItem(k, model[k]) for k in want[:limit]]
+        assert page.items == [item_of(rec(k, size=model[k])) for k in want[:limit]]
         assert page.is_truncated == (len(want) > limit)
 
         walked: list[str] = []

@@ -4,6 +4,7 @@ processes, advisory locks, and bodies as S3 objects uploaded in parts."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections.abc import AsyncIterator
@@ -17,11 +18,11 @@ from backing_services import ScaleOut
 from kvbox.backends.postgres.metadata import _SQL, PostgresMetadataIndex
 from kvbox.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from kvbox.backends.registry import backend_kind, describe_url, open_backend
-from kvbox.backends.rows import RECORD_COLUMNS, record_values, store_values
+from kvbox.backends.rows import RECORD_COLUMNS, STORE_COLUMNS, record_values, store_values
 from kvbox.backends.s3.blobs import MAX_UPLOAD_MS, S3BlobStore, parse_blob_url
 from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
 from kvbox.core.ids import new_blob_name, new_id, new_secret
-from kvbox.core.models import Condition, RecordMeta, Store, User
+from kvbox.core.models import Condition, RecordMeta, Store, User, Visibility
 
 pytestmark = pytest.mark.anyio
 
@@ -78,6 +79,36 @@ async def test_unmigrated_and_newer_schemas_are_refused(scale_out: ScaleOut) -> 
     await newer.close()
 
 
+async def test_a_version_1_schema_is_upgraded_with_its_records(scale_out: ScaleOut) -> None:
+    """The lifecycle migration keeps every record (no own expiry, seq 0) and swaps
+    kvbox_put_record for the version that takes an expiry."""
+    url = scale_out.settings()["metadata_url"]
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        for statement in MIGRATIONS[0]:
+            await conn.execute(statement)
+        await conn.execute("CREATE TABLE kvbox_schema (version integer NOT NULL)")
+        await conn.execute("INSERT INTO kvbox_schema (version) VALUES (1)")
+        await conn.execute(
+            "INSERT INTO stores (id, name, user_id, created_at, modified_at, accessed_at, url_signing_secret, "
+            "general_access, write_count, storage_bytes, record_count) "
+            "VALUES ('s1', 'old', 'u1', %s, %s, %s, 'secret', 'RESTRICTED', 1, 1, 1)",
+            (T0, T0, T0),
+        )
+        await conn.execute(
+            "SELECT * FROM kvbox_put_record('s1', 'a-1', 'text/plain', 'identity', 1, 'e', %s, 'x', NULL)", (T0,)
+        )
+    index = PostgresMetadataIndex(url)
+    assert await index.migrate() == (1, SCHEMA_VERSION)
+    old = await index.get_record("s1", "a-1")
+    assert old is not None and old.expires_at is None and old.inline == b"x"
+    await index.put_record("s1", dataclasses.replace(rec("b-1"), expires_at=T0 + 5))
+    page = await index.list_keys("s1", after=None, prefix=None, limit=10, visible=Visibility(T0))
+    assert [(i.key, i.expires_at) for i in page.items] == [("a-1", None), ("b-1", T0 + 5)]
+    assert await index.delete_prefix("s1", "a-", visible=Visibility(T0)) == 1
+    assert await index.get_record("s1", "a-1") is None
+    await index.close()
+
+
 async def test_unreachable_database_raises_storage_error(scale_out: ScaleOut) -> None:
     index = PostgresMetadataIndex(f"postgresql://kvbox@127.0.0.1:{scale_out.pg.port}/no_such_database")
     with pytest.raises(StorageError) as caught:
@@ -101,17 +132,20 @@ async def test_corrupt_rows_raise_storage_error_with_cause(scale_out: ScaleOut) 
 def test_put_record_function_speaks_the_record_row_shape() -> None:
     """The index passes a record to kvbox_put_record and decodes the replaced one it returns
     by the position of RECORD_COLUMNS: the function's parameters and result keep that order.
-    The current function (the last one defined) takes the condition after the record and
-    says first whether it refused."""
-    function = [s for version in MIGRATIONS for s in version if "FUNCTION kvbox_put_record" in s][-1]
+    The current function (the last one defined) takes the condition and the time it is
+    judged at after the record, and says first whether it refused."""
+    function = [s for m in MIGRATIONS for s in m if "CREATE FUNCTION kvbox_put_record" in s][-1]  # the latest
     columns = RECORD_COLUMNS.split(", ")
     parameters = re.findall(r"\b(p_\w+) \w+", function.split(") RETURNS")[0])
-    assert parameters[len(columns) + 1 :] == ["p_if_match", "p_if_none_match", "p_must_exist", "p_must_not_exist"]
+    assert parameters[len(columns) + 1 :] == [
+        "p_if_match", "p_if_none_match", "p_must_exist", "p_must_not_exist", "p_now", "p_stale_before"
+    ]  # fmt: skip
     inserted = re.search(r"INSERT INTO records AS r \((.*?)\)\s+VALUES \((.*?)\)", function, re.S)
     returned = re.findall(r"RETURN QUERY SELECT (.*?);", function, re.S)[-1]
     assert inserted is not None
-    assert inserted.group(1).split(", ") == ["store_pk", *columns]
-    assert inserted.group(2).split(", ") == ["v_pk", *parameters[1 : len(columns) + 1]]  # p_store selects v_pk
+    # `seq` comes last, from the store's write count (v_seq); p_store selects v_pk.
+    assert re.split(r",\s*", inserted.group(1)) == ["store_pk", *columns, "seq"]
+    assert re.split(r",\s*", inserted.group(2)) == ["v_pk", *parameters[1 : len(columns) + 1], "v_seq"]
     assert returned.startswith("false, v_old.key IS NOT NULL,")  # not refused; whether a row was replaced
     assert re.findall(r"v_old\.(\w+)", returned) == columns
 
@@ -127,10 +161,14 @@ async def test_migration_from_version_1_keeps_data_and_adds_conditional_writes(s
         await old_node.get_store("x")
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         store = make_store("kept")
-        await conn.execute(_SQL.insert_store, store_values(store))
-        # What a version-1 node writes: the function of version 1, 9 arguments.
+        # The store as a version-1 node inserts it: every column but the later `record_expiry`.
+        columns = STORE_COLUMNS.split(", ")[:-1]
+        placeholders = ", ".join(["%s"] * len(columns))
+        await conn.execute(f"INSERT INTO stores ({', '.join(columns)}) VALUES ({placeholders})",
+                           store_values(store)[:-1])  # fmt: skip
+        # What a version-1 node writes: the function of version 1, 9 arguments (no expiry).
         await conn.execute("SELECT * FROM kvbox_put_record(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                           (store.id, *record_values(rec("old", b"before"))))  # fmt: skip
+                           (store.id, *record_values(rec("old", b"before"))[:8]))  # fmt: skip
     index = PostgresMetadataIndex(url)
     assert await index.migrate() == (1, SCHEMA_VERSION)
     old = await index.get_record(store.id, "old")
@@ -138,28 +176,28 @@ async def test_migration_from_version_1_keeps_data_and_adds_conditional_writes(s
     with pytest.raises(PreconditionFailedError):
         await index.put_record(store.id, rec("old", b"after"), condition=Condition(must_not_exist=True))
     assert await index.put_record(store.id, rec("old", b"after"), condition=Condition(if_match=(old.etag,))) == old
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:  # a version-1 node still writes
-        await conn.execute("SELECT * FROM kvbox_put_record(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                           (store.id, *record_values(rec("older-node", b"x"))))  # fmt: skip
+    # Version 3 drops the earlier functions: a node of an earlier release cannot write rows
+    # without `seq`, which a delete by prefix would wrongly hide.
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.UndefinedFunction):
+            await conn.execute("SELECT * FROM kvbox_put_record(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                               (store.id, *record_values(rec("older-node", b"x"))[:8]))  # fmt: skip
     s = await index.get_store(store.id)
-    assert s is not None and (s.record_count, s.stats.write_count) == (2, 3)
+    assert s is not None and (s.record_count, s.stats.write_count) == (1, 2)
     for ix in (old_node, index):
         await ix.close()
 
 
-async def test_key_listing_can_be_an_index_only_scan(scale_out: ScaleOut) -> None:
+async def test_key_listing_is_a_range_scan_of_the_primary_key(scale_out: ScaleOut) -> None:
     index = await postgres_index(scale_out)
     store = make_store()
     await index.insert_store(store)
+    sql, params = _SQL.list_keys(store.id, after="a", prefix="a", limit=10, visible=Visibility(T0))
     async with await psycopg.AsyncConnection.connect(index.url, autocommit=True) as conn:
         await conn.execute("SET enable_seqscan = off")
-        cur = await conn.execute(
-            "EXPLAIN SELECT key, size FROM records WHERE store_pk = (SELECT pk FROM stores WHERE id = %s) "
-            "AND key > %s AND key < %s ORDER BY key LIMIT 11",
-            (store.id, "a", "b"),
-        )
+        cur = await conn.execute("EXPLAIN " + sql, params)
         plan = " | ".join(row[0] for row in await cur.fetchall())
-    assert "Index Only Scan using records_key" in plan and "Sort" not in plan
+    assert "Index Scan using records_key" in plan and "Sort" not in plan, plan
     await index.close()
 
 

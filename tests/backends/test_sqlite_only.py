@@ -16,8 +16,9 @@ from kvbox.backends.sqlite.blobs import FileBlobStore
 from kvbox.backends.sqlite.metadata import SqliteMetadataIndex
 from kvbox.backends.sqlite.schema import SCHEMA_VERSION, migrate, user_version
 from kvbox.core.errors import NameNotUniqueError, StorageError
+from kvbox.core.expiry import sorted_rules
 from kvbox.core.ids import new_blob_name, new_id, new_secret
-from kvbox.core.models import RecordMeta, Store, User
+from kvbox.core.models import ExpiryRule, RecordExpiry, RecordMeta, Store, User, Visibility
 
 pytestmark = pytest.mark.anyio
 
@@ -165,16 +166,20 @@ async def test_connection_settings(tmp_path: Path, durable: bool, synchronous: i
         await index.close()
 
 
+RULES = RecordExpiry(sorted_rules([ExpiryRule("", 60), ExpiryRule("k", 5)]))
+
+
 @pytest.mark.parametrize(("after", "prefix"), [(None, None), ("k5", None), (None, "k"), ("k5", "k"), ("a", "k")])
+@pytest.mark.parametrize("visible", [None, Visibility(T0), Visibility(T0, RULES)], ids=["all", "expiry", "rules"])
 async def test_key_listing_is_a_covering_index_range_scan(
-    tmp_path: Path, after: str | None, prefix: str | None
+    tmp_path: Path, after: str | None, prefix: str | None, visible: Visibility | None
 ) -> None:
     index = SqliteMetadataIndex(tmp_path / "index.sqlite3")
     store = make_store()
     await index.insert_store(store)
     statements: list[str] = []
     index._conn.set_trace_callback(statements.append)
-    await index.list_keys(store.id, after=after, prefix=prefix, limit=10)
+    await index.list_keys(store.id, after=after, prefix=prefix, limit=10, visible=visible)
     index._conn.set_trace_callback(None)
     (listing,) = [s for s in statements if "FROM records" in s]
     plan = " | ".join(row[3] for row in index._conn.execute("EXPLAIN QUERY PLAN " + listing))
@@ -353,3 +358,70 @@ async def test_failed_commit_raises_storage_error_and_leaves_no_temp_file(
         await writer.commit()
     assert isinstance(caught.value.__cause__, OSError)
     assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
+
+
+async def test_a_version_3_database_is_upgraded_with_its_records(tmp_path: Path) -> None:
+    """The lifecycle migration keeps every record: no own expiry, and written before any
+    deletion by prefix (seq 0)."""
+    from kvbox.backends.sqlite.schema import MIGRATIONS
+
+    path = tmp_path / "index.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in (s for version in MIGRATIONS[:3] for s in version):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute(
+        "INSERT INTO stores (id, name, user_id, created_at, modified_at, accessed_at, url_signing_secret, "
+        "general_access, write_count, storage_bytes, record_count) "
+        "VALUES ('s1', 'old', 'u1', ?, ?, ?, 'secret', 'RESTRICTED', 2, 2, 2)",
+        (T0, T0, T0),
+    )
+    for key in ("a-1", "b-1"):
+        conn.execute(
+            "INSERT INTO records (store_pk, key, content_type, encoding, size, etag, modified_at, inline_body) "
+            "VALUES (1, ?, 'text/plain', 'identity', 1, 'e', ?, x'78')",
+            (key, T0),
+        )
+    conn.close()
+
+    index = SqliteMetadataIndex(path)
+    store = await index.get_store("s1")
+    assert store is not None and store.record_expiry.rules == () and store.record_count == 2
+    old = await index.get_record("s1", "a-1")
+    assert old is not None and old.expires_at is None and old.inline == b"x"
+    page = await index.list_keys("s1", after=None, prefix=None, limit=10, visible=Visibility(T0))
+    assert [(i.key, i.content_type, i.etag) for i in page.items] == [
+        ("a-1", "text/plain", "e"),
+        ("b-1", "text/plain", "e"),
+    ]
+    assert await index.delete_prefix("s1", "a-", visible=Visibility(T0)) == 1
+    assert await index.get_record("s1", "a-1") is None
+    await index.close()
+
+
+async def test_exclusive_admits_one_process_at_a_time(tmp_path: Path) -> None:
+    """The sweepers of a server's workers take turns: another process holding the lock wins."""
+    path = tmp_path / "index.sqlite3"
+    index = SqliteMetadataIndex(path)
+    async with index.exclusive("sweeper") as first:
+        assert first is True
+        async with index.exclusive("sweeper") as second, index.exclusive("other job") as other:
+            assert second is False and other is True
+        holder = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(
+                f"""
+                import fcntl, os
+                fd = os.open({str(path) + '.sweeper.lock'!r}, os.O_RDWR)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    print("got it")
+                except BlockingIOError:
+                    print("held")
+                """
+            )],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        assert holder.stdout.strip() == "held"
+    async with index.exclusive("sweeper") as after_release:
+        assert after_release is True
+    await index.close()

@@ -79,7 +79,7 @@ def with_services(data_dir: Path, action: Callable[[Services], Awaitable[T]], *,
 
 
 def create_store(data_dir: Path, owner: str, name: str | None, *, clock: FakeClock | None = None,
-                 records: dict[str, bytes] | None = None) -> str:  # fmt: skip
+                 records: dict[str, bytes] | None = None, expires_at: int | None = None) -> str:  # fmt: skip
     async def action(s: Services) -> str:
         who = Principal(user=await s.users.find_user(owner))
         resolved, _ = await s.stores.get_or_create(who, name=name)
@@ -89,7 +89,7 @@ def create_store(data_dir: Path, owner: str, name: str | None, *, clock: FakeClo
                 yield data
 
             await s.records.put(who, resolved.store.id, key, body=body(), content_type="text/plain",
-                                content_encoding=None, content_length=len(data))  # fmt: skip
+                                content_encoding=None, content_length=len(data), expires_at=expires_at)  # fmt: skip
         return resolved.store.id
 
     return with_services(data_dir, action, clock=clock)
@@ -296,10 +296,10 @@ def test_sweep_deletes_expired_unnamed_stores(data_dir: Path, people: dict[str, 
 
     # Three days' retention: nothing is old enough.
     out = ok("sweep", "--json", "--unnamed-retention", "3d", data_dir=data_dir).stdout
-    assert json.loads(out) == {"storesDeleted": 0, "blobsFreed": 0}
+    assert json.loads(out) == {"storesDeleted": 0, "blobsFreed": 0, "recordsExpired": 0}
 
     out = ok("sweep", "--json", data_dir=data_dir, env={"KVBOX_UNNAMED_RETENTION": "1d"}).stdout
-    assert json.loads(out) == {"storesDeleted": 1, "blobsFreed": 1}
+    assert json.loads(out) == {"storesDeleted": 1, "blobsFreed": 1, "recordsExpired": 0}
     assert blob_files() == 2
 
     async def present(s: Services) -> list[bool]:
@@ -309,14 +309,34 @@ def test_sweep_deletes_expired_unnamed_stores(data_dir: Path, people: dict[str, 
 
     # Nothing left to do; the plain output says so.
     out = ok("sweep", data_dir=data_dir, env={"KVBOX_UNNAMED_RETENTION": "1d"}).stdout
-    assert "Deleted 0 expired unnamed stores; freed 0 record files." in out
+    assert "Deleted 0 expired unnamed stores and 0 expired records; freed 0 record files." in out
+
+
+def test_sweep_reclaims_expired_records(data_dir: Path, people: dict[str, str]) -> None:
+    an_hour_ago = int(time.time() * 1000) - 3_600_000
+    store_id = create_store(data_dir, "alice", "cache", clock=FakeClock(start_ms=an_hour_ago),
+                            records={"big": BIG, "small": b"s"}, expires_at=an_hour_ago + 60_000)  # fmt: skip
+    create_store(data_dir, "alice", "cache", records={"kept": b"k"})
+    blobs = data_dir / "blobs"
+    assert sum(1 for p in blobs.rglob("*") if p.is_file() and len(p.name) == 32) == 1
+
+    out = ok("sweep", "--json", data_dir=data_dir).stdout
+    assert json.loads(out) == {"storesDeleted": 0, "blobsFreed": 0, "recordsExpired": 2}
+    assert sum(1 for p in blobs.rglob("*") if p.is_file() and len(p.name) == 32) == 0
+
+    async def counts(s: Services) -> tuple[int, int]:
+        store = await s.index.get_store(store_id)
+        assert store is not None
+        return store.record_count, store.stats.storage_bytes
+
+    assert with_services(data_dir, counts) == (1, 1)
 
 
 def test_sweep_with_one_second_retention(data_dir: Path, people: dict[str, str]) -> None:
     in_the_past = FakeClock(start_ms=int(time.time() * 1000) - 60_000)
     store_id = create_store(data_dir, "alice", None, clock=in_the_past, records={"big": BIG})
     out = ok("sweep", data_dir=data_dir, env={"KVBOX_UNNAMED_RETENTION": "1s"}).stdout
-    assert "Deleted 1 expired unnamed stores; freed 1 record files." in out
+    assert "Deleted 1 expired unnamed stores and 0 expired records; freed 1 record files." in out
 
     async def gone(s: Services) -> bool:
         return await s.index.get_store(store_id) is None and not await s.index.purge_pending()

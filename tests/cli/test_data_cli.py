@@ -318,6 +318,46 @@ def test_get_a_range(kv: Kv, files: Path, tmp_path: Path) -> None:
         assert kv("get", store, "packed", "--range", "-7", "-o", "-").stdout_bytes == BIG_JSON[-7:]
 
 
+def test_record_lifecycle_commands(kv: Kv, files: Path) -> None:
+    store = unique("life")
+    kv("stores", "create", store)
+    for key in ("tmp-1", "tmp-2", "keep"):
+        kv("put", store, key, str(files / "data.json"))
+    listing = {k["key"]: k for k in kv.json("keys", store)}
+    keep = listing["keep"]
+    assert keep["contentType"] == JSON_TYPE and keep["expiresAt"] is None
+    assert keep["etag"].startswith('"') and keep["modifiedAt"].endswith("Z")
+    table = kv("keys", store).stdout
+    assert "Content type" in table and "Expires" in table and "never" in table
+
+    info = kv.json("stores", "set-expiry", store, "1d")
+    assert info["recordExpiry"] == [{"prefix": "", "expireAfterSecs": 86400}]
+    info = kv.json("stores", "set-expiry", store, "--prefix", "tmp-", "90m")
+    assert info["recordExpiry"] == [
+        {"prefix": "", "expireAfterSecs": 86400},
+        {"prefix": "tmp-", "expireAfterSecs": 5400},
+    ]
+    assert "every key: 1d; tmp-*: 90m" in kv("stores", "info", store).stdout
+    listing = {k["key"]: k for k in kv.json("keys", store)}
+    assert listing["tmp-1"]["expiresAt"] < listing["keep"]["expiresAt"]
+    kv.fails("stores", "set-expiry", store, "--clear", "--prefix", "nope", message="no expiry rule for prefix 'nope'")
+    kv.fails("stores", "set-expiry", store, "1.5s", message="whole number of seconds", code=2)
+    kv.fails("stores", "set-expiry", store, message="Give a DURATION, or --clear", code=2)
+    assert kv.json("stores", "set-expiry", store, "--clear", "--prefix", "tmp-")["recordExpiry"] == [
+        {"prefix": "", "expireAfterSecs": 86400}
+    ]
+    assert kv.json("stores", "set-expiry", store, "--clear")["recordExpiry"] == []
+    assert "Record expiry" in kv("stores", "info", store).stdout
+
+    done = kv.json("rm", store, "--prefix", "tmp-")
+    assert done["deletedCount"] == 2
+    assert [k["key"] for k in kv.json("keys", store)] == ["keep"]
+    assert "Deleted 1 record from" in kv("rm", store, "--prefix", "", "--yes").stderr
+    assert kv.json("keys", store) == []
+    kv.fails("rm", store, "a", "--prefix", "x", message="not both", code=2)
+    kv.fails("rm", store, message="--prefix", code=2)
+
+
 def test_errors_name_the_problem(kv: Kv, files: Path) -> None:
     store = unique("err")
     kv("stores", "create", store)
@@ -564,7 +604,9 @@ def test_real_processes_against_the_server(
     got = kv.process("get", store_id, "blob")
     assert got.returncode == 0 and got.stdout == BIG and got.stderr == b""
     keys = json.loads(kv.process("keys", store, "--json").stdout)
-    assert keys == [{"key": "blob", "size": len(BIG)}]
+    assert [(k["key"], k["size"], k["contentType"], k["expiresAt"]) for k in keys] == [
+        ("blob", len(BIG), BINARY_TYPE, None)
+    ]
 
     missing = kv.process("get", unique("missing"), "blob")
     assert missing.returncode == 1 and b"was not found (record-not-found)" in missing.stderr

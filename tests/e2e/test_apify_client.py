@@ -845,3 +845,39 @@ async def test_async_errors(server: Any, alice: UserInfo, bob: UserInfo) -> None
     with pytest.raises(ApifyApiError) as exc:
         await kv.get_record("bad*key")
     assert_api_error(exc.value, 400, "invalid-record-key")
+
+
+# ----------------------------------------------------------------------------------------------
+# Record lifecycle: what the unmodified client sees of kvbox's extensions
+# ----------------------------------------------------------------------------------------------
+
+
+def test_a_store_rule_expires_what_the_unmodified_client_writes(
+    client: ApifyClient, server: Any, alice: UserInfo
+) -> None:
+    store = client.key_value_stores().get_or_create(name="e2e-expiry-rule")
+    # The official client never sends recordExpiry: the store's owner sets it once by other means.
+    rules = [{"prefix": "tmp-", "expireAfterSecs": 1}]
+    r = httpx.put(f"{server.url}/v2/key-value-stores/{store.id}", json={"recordExpiry": rules},
+                  headers={"Authorization": f"Bearer {alice.token}"}, timeout=10)  # fmt: skip
+    assert r.status_code == 200 and r.json()["data"]["recordExpiry"] == rules
+    kv = client.key_value_store(store.id)
+    fetched = kv.get()  # the store object carries the extra field; the client takes it in its stride
+    assert fetched is not None and fetched.id == store.id
+    kv.set_record("tmp-page", {"cached": True})
+    kv.set_record("keep", "kept")
+    assert value_of(kv.get_record("tmp-page")) == {"cached": True}
+    assert sorted(item.key for item in kv.list_keys().items) == ["keep", "tmp-page"]
+    deadline = time.monotonic() + 15
+    while kv.get_record("tmp-page") is not None:
+        assert time.monotonic() < deadline, "the record did not expire"
+        time.sleep(0.2)
+    assert kv.record_exists("tmp-page") is False
+    assert [item.key for item in kv.list_keys().items] == ["keep"]
+    kv.set_record("tmp-page", {"cached": "again"})  # a new write starts its own second
+    assert value_of(kv.get_record("tmp-page")) == {"cached": "again"}
+    r = httpx.delete(f"{server.url}/v2/key-value-stores/{store.id}/records", params={"prefix": "tmp-"},
+                     headers={"Authorization": f"Bearer {alice.token}"}, timeout=10)  # fmt: skip
+    assert r.json() == {"data": {"deletedCount": 1}}
+    assert kv.get_record("tmp-page") is None
+    assert [item.key for item in kv.list_keys().items] == ["keep"]

@@ -219,3 +219,35 @@ def test_killing_a_node_loses_no_acknowledged_write(
     for key, body in acknowledged.items():
         r = survivor.get(f"/v2/key-value-stores/{store}/records/{key}")
         assert r.status_code == 200 and r.content == body, key
+
+
+def test_expiry_rules_and_deletes_by_prefix_hold_on_every_node(
+    nodes: list[ServerProcess], clients: tuple[httpx.Client, httpx.Client]
+) -> None:
+    a, b = clients
+    store = new_store(a, "lifecycle-nodes")
+    big = b"B" * (INLINE + 1)  # kept in S3
+    for key in ("tmp-1", "tmp-2", "keep"):
+        assert a.put(f"/v2/key-value-stores/{store}/records/{key}", content=big).status_code == 201
+    assert (
+        b.put(f"/v2/key-value-stores/{store}/records/own", content=b"x", params={"expiresIn": "1"}).status_code == 201
+    )
+    assert a.get(f"/v2/key-value-stores/{store}/records/own").headers["kvbox-expires-at"]
+    r = b.delete(f"/v2/key-value-stores/{store}/records", params={"prefix": "tmp-"})
+    assert r.json() == {"data": {"deletedCount": 2}}
+    assert a.get(f"/v2/key-value-stores/{store}/records/tmp-1").status_code == 404
+    r = a.put(f"/v2/key-value-stores/{store}", json={"recordExpiry": [{"prefix": "k", "expireAfterSecs": 1}]})
+    assert r.status_code == 200
+    assert b.get(f"/v2/key-value-stores/{store}").json()["data"]["recordExpiry"] == [
+        {"prefix": "k", "expireAfterSecs": 1}
+    ]
+    deadline = time.monotonic() + 20
+    while True:  # both expire on both nodes, and the sweepers reclaim them and their S3 objects
+        data = b.get(f"/v2/key-value-stores/{store}").json()["data"]
+        gone = all(c.get(f"/v2/key-value-stores/{store}/records/{k}").status_code == 404
+                   for c in (a, b) for k in ("own", "keep"))  # fmt: skip
+        if gone and data["recordCount"] == 0 and data["stats"]["storageBytes"] == 0:
+            break
+        assert time.monotonic() < deadline, data
+        time.sleep(0.3)
+    assert a.get(f"/v2/key-value-stores/{store}/keys").json()["data"]["items"] == []

@@ -56,14 +56,21 @@ def test_metrics_are_counted_per_worker_and_summed(tmp_path: Path) -> None:
             for _ in range(40):
                 assert client.get("/v2/users/me").status_code == 200
         until(lambda: requests_counted(server.url, "/v2/users/me") == 40, seconds=10, what="40 requests summed")
-        # Each worker published its own share; the shares add up to the sum.
+        # Each worker publishes its own share (the answering worker adds its live counts, so
+        # the files may lag a moment); the shares add up to the sum.
         (run,) = (server.data_dir / "metrics").iterdir()
-        shares = []
-        for path in sorted(run.glob("*.json")):
-            for route, method, status, count in json.loads(path.read_text())["values"]["kvbox_http_requests_total"]:
-                if (route, method, status) == ("/v2/users/me", "GET", "200"):
-                    shares.append(count)
-        assert sum(shares) == 40 and len(shares) >= 1
+
+        def shares() -> list[float]:
+            found = []
+            for path in sorted(run.glob("*.json")):
+                values = json.loads(path.read_text())["values"]["kvbox_http_requests_total"]
+                for route, method, status, count in values:
+                    if (route, method, status) == ("/v2/users/me", "GET", "200"):
+                        found.append(count)
+            return found
+
+        until(lambda: sum(shares()) == 40, seconds=10, what="the published shares")
+        assert len(shares()) >= 1
         assert httpx.get(f"{server.url}/metrics", timeout=5).status_code == 401
     finally:
         server.stop()

@@ -24,7 +24,7 @@ from kvbox.service.principal import Principal
 from kvbox.service.settings import Settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
-# Examples per operation: 26 operations (all but the document itself), about 800 requests.
+# Examples per operation: 31 operations (all but the document itself), about 950 requests.
 EXAMPLES = 30
 
 

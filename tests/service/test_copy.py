@@ -13,7 +13,7 @@ import pytest
 from kvbox.backends.registry import open_backend
 from kvbox.core.clock import FakeClock
 from kvbox.core.errors import TargetNotEmptyError
-from kvbox.core.models import User
+from kvbox.core.models import ExpiryRule, User
 from kvbox.service.container import Services, build_services
 from kvbox.service.copy import CopyPhase, Tally, copy_and_verify, copy_deployment, fingerprint
 from kvbox.service.principal import Principal
@@ -31,8 +31,9 @@ async def body(data: bytes) -> AsyncIterator[bytes]:
 
 
 async def populate(s: Services) -> None:
-    """Users with tokens, named and unnamed stores, a grant, inline, blob, compressed and
-    empty records, and a deleted store, all made through the use cases."""
+    """Users with tokens, named and unnamed stores, a grant, inline, blob, compressed, empty and
+    expiring records, store expiry rules, a deleted prefix and a deleted store, all made
+    through the use cases."""
     alice = Principal(user=(await s.users.create_user("alice", token=ALICE)).user)
     await s.users.create_user("bob")
     await s.users.create_token("alice", name="ci", read_only=True)
@@ -53,6 +54,12 @@ async def populate(s: Services) -> None:
             content_encoding=encoding, content_length=len(data),
         )  # fmt: skip
     await s.stores.delete(alice, doomed.store.id)
+    await s.records.put(alice, docs.store.id, "page", body=body(b"p"), content_type="text/html", content_encoding=None,
+                        content_length=1, expires_at=s.clock.now_ms() + 3_600_000)  # fmt: skip
+    await s.records.put(alice, docs.store.id, "tmp-1", body=body(b"t"), content_type="text/plain",
+                        content_encoding=None, content_length=1)  # fmt: skip
+    await s.records.delete_prefix(alice, docs.store.id, "tmp-")
+    await s.stores.update(alice, docs.store.id, record_expiry=(ExpiryRule("", 86400),))
 
 
 @pytest.fixture
@@ -77,15 +84,20 @@ async def test_a_memory_deployment_copies_whole_into_sqlite(memory: Services, tm
     finally:
         await index.close()
         await blobs.close()
-    assert copied.counts() == (2, 3, 2, 1, 4, 13 + len(BIG) + len(ZIPPED))  # the deleted store stays behind
+    # The deleted store and the deleted prefix stay behind; the expiring record and the rules go along.
+    assert copied.counts() == (2, 3, 2, 1, 5, 14 + len(BIG) + len(ZIPPED))
     assert copied.matches(check) and copied.matches(await fingerprint(memory.index, memory.blobs))
-    assert seen == [(1, 3), (2, 4)]  # after each store
+    assert seen == [(1, 4), (2, 5)]  # after each store
 
     # The copy serves the same users, tokens, permissions and bytes.
     target = build_services(Settings(data_dir=tmp_path / "copy", inline_threshold=1024, rate_limits=False))
     try:
         alice = await target.auth.authenticate(ALICE)
         docs = await target.stores.get(alice, "~docs")
+        assert docs.store.record_expiry.rules == (ExpiryRule("", 86400),)
+        page = await target.records.head(alice, docs.store.id, "page")
+        assert page.meta.expires_at is not None and page.expires_at == page.meta.expires_at
+        assert docs.store.record_count == 4  # the deleted prefix's row stayed behind
         read = await target.records.get(alice, docs.store.id, "big")
         assert read.body is not None and b"".join([c async for c in read.body]) == BIG
         zipped = await target.records.get(alice, docs.store.id, "zipped")
@@ -109,7 +121,7 @@ async def test_copy_and_verify_between_data_directories(tmp_path: Path, clock: F
     phases: list[CopyPhase] = []
     target = Settings(data_dir=tmp_path / "target")
     report = await copy_and_verify(source, target, progress=lambda phase, _: phases.append(phase))
-    assert report.verified and report.copied.records == 4
+    assert report.verified and report.copied.records == 5
     assert phases == [CopyPhase.COPYING] * 2 + [CopyPhase.VERIFYING] * 2
 
     with pytest.raises(TargetNotEmptyError) as refused:

@@ -24,7 +24,7 @@ CORS_HEADERS: list[tuple[bytes, bytes]] = [
     (
         b"access-control-expose-headers",
         b"Content-Length, Content-Encoding, Content-Disposition, Content-Range, Accept-Ranges, ETag, "
-        b"Last-Modified, Location, X-RateLimit-Limit",
+        b"Last-Modified, Location, X-RateLimit-Limit, Kvbox-Expires-At",
     ),
 ]
 

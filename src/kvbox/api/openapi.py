@@ -46,8 +46,14 @@ _STORE: Schema = {
         "keysPublicUrl": _STR, "recordsPublicUrl": _STR, "schema": {"type": "object", "nullable": True},
         "generalAccess": {"type": "string", "enum": _ACCESS}, "urlSigningSecretKey": _NULL_STR,
         "recordCount": _INT, "expiresAt": _NULL_STR, "stats": {"type": "object"},
+        "recordExpiry": {"type": "array", "items": _ref("ExpiryRule")},
     },
 }  # fmt: skip
+_EXPIRY_RULE: Schema = {
+    "type": "object",
+    "required": ["prefix", "expireAfterSecs"],
+    "properties": {"prefix": _STR, "expireAfterSecs": {"type": "integer", "minimum": 1}},
+}
 _GRANT: Schema = {
     "type": "object",
     "required": ["userId", "username", "permission", "createdAt"],
@@ -70,8 +76,9 @@ _KEY_PAGE: Schema = {
     "type": "object",
     "required": ["items", "count", "limit", "isTruncated"],
     "properties": {
-        "items": {"type": "array", "items": {"type": "object", "required": ["key", "size"],
-                                             "properties": {"key": _STR, "size": _INT, "recordPublicUrl": _STR}}},
+        "items": {"type": "array", "items": {"type": "object", "required": ["key", "size"], "properties": {
+            "key": _STR, "size": _INT, "recordPublicUrl": _STR, "contentType": _STR, "modifiedAt": _STR,
+            "etag": _STR, "expiresAt": _NULL_STR}}},
         "count": _INT, "limit": _INT, "exclusiveStartKey": _NULL_STR, "isTruncated": {"type": "boolean"},
         "nextExclusiveStartKey": _NULL_STR,
     },
@@ -80,6 +87,7 @@ _KEY_PAGE: Schema = {
 
 SCHEMAS: dict[str, Schema] = {
     "Error": _ERROR, "Store": _STORE, "StorePage": _STORE_PAGE, "KeyPage": _KEY_PAGE, "Grant": _GRANT, "User": _USER,
+    "ExpiryRule": _EXPIRY_RULE,
 }  # fmt: skip
 
 
@@ -93,6 +101,10 @@ def _json(description: str, schema: Schema) -> dict[str, Any]:
 
 def _query(name: str, schema: Schema, description: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def _header(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": False, "schema": _STR, "description": description}
 
 
 def _path(name: str, description: str, pattern: str | None = None) -> dict[str, Any]:
@@ -132,14 +144,31 @@ def _op(summary: str, responses: dict[str, Any], *, params: tuple[dict[str, Any]
 
 _S = "/v2/key-value-stores"
 _R = _S + "/{store}/records/{key}"
+IF_MATCH = _header("If-Match", "Only if the record's ETag is one of these (`*`: it exists); else 412.")
+IF_NONE_MATCH = _header("If-None-Match", "Reads: 304 when the ETag is one of these. Writes: `*` creates only.")
+PRECONDITION = {"412": _json("A precondition did not hold; nothing changed", _ref("Error"))}
+_READ_HEADERS = (IF_MATCH, IF_NONE_MATCH, _header("If-Modified-Since", "304 unless modified after this HTTP date."))
+_RANGE_HEADERS = (_header("Range", "`bytes=A-B`, `bytes=A-` or `bytes=-N`: part of the record (206)."),
+                  _header("If-Range", "Honour Range only if the record still has this ETag."))  # fmt: skip
+_RECORD_READ = {"200": {"description": "The record's bytes", "content": _ANY_BODY},
+                "304": {"description": "Not modified (If-None-Match, If-Modified-Since)"}, **PRECONDITION}  # fmt: skip
+_RECORD_PARAMS = (STORE, KEY, SIGNATURE, _query("attachment", _BOOL, "Answer Content-Disposition: attachment."))
 _RECORD_GET = _op(
-    "Read a record", {"200": {"description": "The record's bytes", "content": _ANY_BODY},
-                      "304": {"description": "Not modified (If-None-Match)"}},
-    params=(STORE, KEY, SIGNATURE, _query("attachment", _BOOL, "Answer Content-Disposition: attachment.")),
+    "Read a record (or a range of it)",
+    {**_RECORD_READ, "206": {"description": "The range asked for", "content": _ANY_BODY},
+     "416": _json("The range is outside the record", _ref("Error"))},
+    params=(*_RECORD_PARAMS, *_READ_HEADERS, *_RANGE_HEADERS),
 )  # fmt: skip
-_RECORD_PUT = _op("Write a record", {"201": _json("Stored", _JSON_OBJECT)}, params=(STORE, KEY), body=_ANY_BODY)
+_RECORD_HEAD = _op("A record's headers", _RECORD_READ, params=(*_RECORD_PARAMS, *_READ_HEADERS))
+_EXPIRES = (_query("expiresIn", {"type": "integer", "minimum": 1}, "Seconds until the record expires (kvbox)."),
+            _query("expiresAt", _STR, "When the record expires, ISO 8601 (kvbox)."))  # fmt: skip
+_RECORD_PUT = _op(
+    "Write a record", {"201": _json("Stored; the new ETag in ETag", _JSON_OBJECT), **PRECONDITION},
+    params=(STORE, KEY, *_EXPIRES, IF_MATCH, IF_NONE_MATCH), body=_ANY_BODY,
+)  # fmt: skip
 _STORE_BODY = {"application/json": {"schema": {"type": "object", "properties": {
-    "name": _NULL_STR, "title": _NULL_STR, "generalAccess": {"type": "string", "enum": _ACCESS}}}}}  # fmt: skip
+    "name": _NULL_STR, "title": _NULL_STR, "generalAccess": {"type": "string", "enum": _ACCESS},
+    "recordExpiry": {"type": "array", "items": _ref("ExpiryRule")}}}}}  # fmt: skip
 _STORE_GET = _op("Get a store", {"200": _json("The store", _data(_ref("Store")))}, params=(STORE, SIGNATURE))
 _LIST_STORES = _op(
     "List the caller's stores", {"200": _json("A page of stores", _data(_ref("StorePage")))},
@@ -161,18 +190,28 @@ _GRANTS = _op("Who the store is shared with", {"200": _json("The grants", _data(
 _ME = _op("The caller's account", {"200": _json("The user", _data(_ref("User")))})
 _HEALTH = _op("The process serves requests", {"200": _json("OK", _data({"type": "object"}))}, auth=False)
 _OPENAPI = _op("This document", {"200": _json("OpenAPI 3.0", {"type": "object"})}, auth=False)
+_READY = _op("The index and the blob store answer", {"200": _json("Ready", _data({"type": "object"}))}, auth=False)
+_METRICS = _op("Prometheus metrics (a metrics token, unless public)",
+               {"200": {"description": "The Prometheus text format", "content": {"text/plain": {"schema": _STR}}}},
+               auth=False)  # fmt: skip
 
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     (_R, "GET"): _RECORD_GET,
-    (_R, "HEAD"): {**_RECORD_GET, "summary": "A record's headers"},
+    (_R, "HEAD"): _RECORD_HEAD,
     (_R, "PUT"): _RECORD_PUT,
     (_R, "POST"): _RECORD_PUT,
-    (_R, "DELETE"): _op("Delete a record", {"204": {"description": "Deleted (also when missing)"}},
-                        params=(STORE, KEY)),
+    (_R, "DELETE"): _op("Delete a record", {"204": {"description": "Deleted (also when missing)"}, **PRECONDITION},
+                        params=(STORE, KEY, IF_MATCH)),
     (_S + "/{store}/keys", "GET"): _LIST_KEYS,
     (_S + "/{store}/keys", "HEAD"): _LIST_KEYS,
     (_S + "/{store}/records", "GET"): _ZIP,
     (_S + "/{store}/records", "HEAD"): _ZIP,
+    (_S + "/{store}/records", "DELETE"): _op(
+        "Delete every record under a prefix (kvbox)",
+        {"200": _json("How many went", _data({"type": "object", "required": ["deletedCount"],
+                                              "properties": {"deletedCount": _INT}}))},
+        params=(STORE, {**_query("prefix", _STR, "Required; empty: every record."), "required": True}),
+    ),
     (_S + "/{store}", "GET"): _STORE_GET,
     (_S + "/{store}", "HEAD"): _STORE_GET,
     (_S + "/{store}", "PUT"): _op("Update a store", {"200": _json("The store", _data(_ref("Store")))}, params=(STORE,),
@@ -205,6 +244,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/v2/openapi.json", "HEAD"): _OPENAPI,
     ("/health", "GET"): _HEALTH,
     ("/health", "HEAD"): _HEALTH,
+    ("/health/ready", "GET"): _READY,
+    ("/health/ready", "HEAD"): _READY,
+    ("/metrics", "GET"): _METRICS,
+    ("/metrics", "HEAD"): _METRICS,
 }  # fmt: skip
 
 
@@ -218,7 +261,8 @@ def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {"title": "kvbox", "version": "2", "description": "The Apify API v2 key-value-store endpoints "
-                 "and kvbox's extensions (sharing, account settings)."},
+                 "and kvbox's extensions (sharing, account settings, record expiry, conditional and range requests, "
+                 "operations endpoints)."},
         "components": {
             "schemas": SCHEMAS,
             "responses": {f"E{status}": _json(text, _ref("Error")) for status, text in ERROR_RESPONSES.items()},

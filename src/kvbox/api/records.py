@@ -8,11 +8,13 @@ import zipfile
 from collections.abc import AsyncIterator
 from typing import IO, cast
 
-from kvbox.api.envelopes import keys_view, public_base, record_url
-from kvbox.api.http import Request, Send, send_bytes, send_empty, send_json, send_stream
-from kvbox.core.clock import http_date
+from kvbox.api.envelopes import keys_body, public_base, record_url
+from kvbox.api.http import JSON_CONTENT_TYPE, Request, Send, send_bytes, send_empty, send_json, send_stream
+from kvbox.core.clock import http_date, iso_ms
 from kvbox.core.conditions import ReadConditions, write_condition
 from kvbox.core.encoding import IDENTITY
+from kvbox.core.errors import InvalidParameterError
+from kvbox.core.expiry import parse_record_expiry
 from kvbox.core.models import Condition, Store
 from kvbox.service.codecs import decode_stream
 from kvbox.service.container import Services
@@ -33,11 +35,13 @@ def _record_headers(req: Request, read: RecordRead) -> list[tuple[bytes, bytes]]
     """Response headers for a record: sent as stored (whole or a span of it, with its length
     and `Accept-Ranges`), or decoded on the way out (no length known, no ranges)."""
     meta = read.meta
+    expiry = [(b"kvbox-expires-at", iso_ms(read.expires_at).encode())] if read.expires_at is not None else []
     if read.not_modified:  # a 304 describes the record but sends no body and no length
         return [
             (b"etag", f'"{meta.etag}"'.encode()),
             (b"last-modified", http_date(meta.modified_at).encode()),
             *FIXED_RECORD_HEADERS,
+            *expiry,
         ]
     headers = [
         (b"content-type", meta.content_type.encode("latin-1", "replace")),
@@ -45,6 +49,7 @@ def _record_headers(req: Request, read: RecordRead) -> list[tuple[bytes, bytes]]
         (b"last-modified", http_date(meta.modified_at).encode()),
         *FIXED_RECORD_HEADERS,
     ]
+    headers += expiry
     if not read.decode:
         span = read.span
         length = meta.size if span is None else span.length
@@ -97,6 +102,10 @@ async def get_record(req: Request, send: Send, svc: Services, who: Principal, se
 
 
 async def put_record(req: Request, send: Send, svc: Services, who: Principal, segment: str, key: str) -> None:
+    query = req.query
+    expires_at = None
+    if "expiresIn" in query or "expiresAt" in query:
+        expires_at = parse_record_expiry(query.get("expiresIn"), query.get("expiresAt"), svc.clock.now_ms())
     resolved, meta = await svc.records.put(
         who,
         segment,
@@ -106,6 +115,7 @@ async def put_record(req: Request, send: Send, svc: Services, who: Principal, se
         content_encoding=req.header("content-encoding"),
         content_length=req.content_length(),
         condition=_write_condition(req),
+        expires_at=expires_at,
     )
     location = record_url(public_base(req.scope, svc.settings), resolved.store, key, signed=False)
     await send_json(send, 201, {}, [(b"location", location.encode()), (b"etag", f'"{meta.etag}"'.encode())])
@@ -125,6 +135,15 @@ async def delete_record(req: Request, send: Send, svc: Services, who: Principal,
     await send_empty(send, 204)
 
 
+async def delete_records(req: Request, send: Send, svc: Services, who: Principal, segment: str) -> None:
+    """Delete by prefix: `?prefix=P` is required; an empty value means every record."""
+    prefix = req.query.get("prefix")
+    if prefix is None:
+        raise InvalidParameterError("Parameter 'prefix' is required (an empty value deletes every record).")
+    count = await svc.records.delete_prefix(who, segment, prefix)
+    await send_json(send, 200, {"data": {"deletedCount": count}})
+
+
 async def list_keys(req: Request, send: Send, svc: Services, who: Principal, segment: str) -> None:
     limit = req.int_param("limit", 0, maximum=MAX_PAGE) or MAX_PAGE
     start = req.query.get("exclusiveStartKey") or None
@@ -137,7 +156,7 @@ async def list_keys(req: Request, send: Send, svc: Services, who: Principal, seg
         collection=req.query.get("collection") or None,
         signature=req.query.get("signature") or None,
     )
-    data = keys_view(
+    body = keys_body(
         page,
         store=resolved.store,
         permission=resolved.permission,
@@ -146,7 +165,8 @@ async def list_keys(req: Request, send: Send, svc: Services, who: Principal, seg
         exclusive_start_key=start,
         by_signature=resolved.by_signature,
     )
-    await send_json(send, 200, {"data": data})
+    headers = [(b"content-type", JSON_CONTENT_TYPE), (b"content-length", str(len(body)).encode())]
+    await send_bytes(send, 200, headers, body)
 
 
 class _Spool:

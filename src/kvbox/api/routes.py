@@ -101,7 +101,7 @@ ROUTES: tuple[Route, ...] = (
         "DELETE": records.delete_record,
     }, Bucket.RECORDS),
     Route(_STORE + "/keys", {"GET": records.list_keys}, Bucket.STORE),
-    Route(_STORE + "/records", {"GET": records.download_records}, Bucket.STORE),
+    Route(_STORE + "/records", {"GET": records.download_records, "DELETE": records.delete_records}, Bucket.STORE),
     Route(_STORE, {"GET": stores.get_store, "PUT": stores.update_store, "DELETE": stores.delete_store}, Bucket.STORE),
     Route("/v2/key-value-stores", {"GET": stores.list_stores, "POST": stores.create_store}, Bucket.USER),
     Route(_STORE + "/grants", {"GET": sharing.list_grants}, Bucket.STORE),

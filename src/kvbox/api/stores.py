@@ -8,6 +8,7 @@ from kvbox.api.envelopes import public_base, store_view
 from kvbox.api.http import Request, Send, send_empty, send_json
 from kvbox.core.encoding import normalize_encoding
 from kvbox.core.errors import InvalidRequestError, InvalidValueError
+from kvbox.core.expiry import parse_rules
 from kvbox.core.parsing import load_json
 from kvbox.core.sentinels import UNSET
 from kvbox.core.urls import store_path
@@ -105,7 +106,8 @@ async def update_store(req: Request, send: Send, svc: Services, who: Principal, 
     title = body.get("title", UNSET)
     if title is not UNSET and title is not None and not isinstance(title, str):
         raise InvalidValueError("Invalid value provided: title must be a string or null.")
-    resolved = await svc.stores.update(who, segment, name=name, general_access=access, title=title)
+    rules = parse_rules(body["recordExpiry"]) if "recordExpiry" in body else UNSET
+    resolved = await svc.stores.update(who, segment, name=name, general_access=access, title=title, record_expiry=rules)
     await send_json(send, 200, {"data": _view(req, svc, resolved)})
 
 

@@ -8,7 +8,7 @@ callers never see half of a change.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -17,6 +17,7 @@ from kvbox.core.models import (
     GeneralAccess,
     Grant,
     KeyPage,
+    RecordExpiry,
     RecordMeta,
     StatsDelta,
     Store,
@@ -24,6 +25,7 @@ from kvbox.core.models import (
     Token,
     Totals,
     User,
+    Visibility,
 )
 from kvbox.core.sentinels import UNSET, Unset
 
@@ -52,7 +54,28 @@ class MetadataIndex(Protocol):
     - `set_grant` replaces the user's grant on the store.
     - `list_expired_stores` returns IDs of unnamed stores last accessed before the cutoff.
     - `list_keys` returns keys strictly greater than `after` that start with `prefix`, in
-      UTF-8 byte order, at most `limit` of them, and says whether more follow.
+      UTF-8 byte order, at most `limit` of them, and says whether more follow. With `visible`
+      it leaves out the records expired then (core/expiry.py's `is_gone`), without it none.
+    - `put_record` stores the record's own `expires_at` with it; records never expire inside
+      the index: readers apply `is_gone`, and the sweeper calls the `reclaim_*` methods.
+    - `delete_prefix` counts the records under `prefix` visible at one instant, then hides
+      at once every record written up to that instant under the prefix (later writes stay);
+      `get_record` and `list_keys` never return a hidden row. The rows are reclaimed later
+      by `purge_deleted` (with `purge_pending` true until then), which takes them off the
+      store's record count and storage bytes. Returns None when the store does not exist.
+    - `reclaim_expired` deletes up to `max_rows` rows whose own expiry is at or before
+      `now_ms`, found through an index on the expiry time; `reclaim_store_expired` walks at
+      most `max_keys` keys of one store after `after` and deletes the rows `visible` no
+      longer shows, returning the last key walked (None at the end of the store). Both take
+      the rows off their store's counters and return (rows deleted, blob ids freed).
+    - `list_expiring_stores` lists, by ID after `after`, the stores with expiry rules in
+      force or retired.
+    - The blob ids that `purge_deleted` and the `reclaim_*` methods return stay listed by
+      `freed_blobs` until `forget_freed_blobs`, which the caller calls once it has deleted
+      them: a crash in between loses none.
+    - `update_record_expiry` replaces a store's expiry with `change(current)` in one
+      transaction (a `change` that raises changes nothing); with `modified_at` it also moves
+      the store's modified and accessed times.
     """
 
     async def close(self) -> None: ...
@@ -70,8 +93,9 @@ class MetadataIndex(Protocol):
         """Hold the lock `name` for a block, shared by every process on the same data; yields
         whether this process got it (when False, another one holds it: skip the work).
 
-        An index that lives on one host yields True to every holder: work run under it must
-        be idempotent, as several workers of one server may run it at once.
+        An index that has no such lock (the in-memory one, which one process holds) yields
+        True to every holder; work run under the lock must be idempotent all the same, as a
+        holder may die half-way.
         """
         ...
 
@@ -142,11 +166,26 @@ class MetadataIndex(Protocol):
     async def delete_record(
         self, store_id: str, key: str, *, now_ms: int, condition: Condition | None = None
     ) -> RecordMeta | None: ...
-    async def list_keys(self, store_id: str, *, after: str | None, prefix: str | None, limit: int) -> KeyPage: ...
+    async def list_keys(
+        self, store_id: str, *, after: str | None, prefix: str | None, limit: int, visible: Visibility | None = None
+    ) -> KeyPage: ...
+
+    # record lifecycle
+    async def delete_prefix(self, store_id: str, prefix: str, *, visible: Visibility) -> int | None: ...
+    async def reclaim_expired(self, *, now_ms: int, max_rows: int) -> tuple[int, list[str]]: ...
+    async def reclaim_store_expired(
+        self, store_id: str, visible: Visibility, *, after: str | None, max_keys: int
+    ) -> tuple[int, list[str], str | None]: ...
+    async def list_expiring_stores(self, *, after: str | None, limit: int) -> list[str]: ...
+    async def update_record_expiry(
+        self, store_id: str, change: Callable[[RecordExpiry], RecordExpiry], *, modified_at: int | None = None
+    ) -> Store | None: ...
 
     # housekeeping
     async def purge_deleted(self, *, max_rows: int) -> list[str]: ...
     async def purge_pending(self) -> bool: ...
+    async def freed_blobs(self, *, limit: int) -> list[str]: ...
+    async def forget_freed_blobs(self, blob_ids: list[str]) -> None: ...
     async def referenced_blob_ids(self, blob_ids: list[str]) -> set[str]: ...
 
     # operations

@@ -9,11 +9,12 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
+from kvbox.core.expiry import is_gone
 from kvbox.core.ids import new_blob_name
 from kvbox.core.models import (
     Condition,
@@ -21,6 +22,7 @@ from kvbox.core.models import (
     Grant,
     KeyItem,
     KeyPage,
+    RecordExpiry,
     RecordMeta,
     StatsDelta,
     Store,
@@ -28,6 +30,7 @@ from kvbox.core.models import (
     Token,
     Totals,
     User,
+    Visibility,
 )
 from kvbox.core.sentinels import UNSET, Unset
 
@@ -69,6 +72,31 @@ class _StoreRecords:
     def __init__(self) -> None:
         self.rows: dict[str, RecordMeta] = {}
         self.keys: list[str] = []  # sorted by UTF-8 bytes; keys are ASCII so str order matches
+        self.seqs: dict[str, int] = {}  # the store's write count after each row's write
+        self.deleted: dict[str, int] = {}  # prefix -> write count when it was deleted
+
+    def hidden(self, key: str) -> bool:
+        """Whether a deletion by prefix hid the row (written before it, under its prefix)."""
+        return any(key.startswith(p) and self.seqs[key] <= seq for p, seq in self.deleted.items())
+
+    def visible_row(self, key: str) -> RecordMeta | None:
+        """The row of `key` unless a deletion by prefix hid it (expiry is the caller's)."""
+        row = self.rows.get(key)
+        return None if row is None or (self.deleted and self.hidden(key)) else row
+
+    def live(self, key: str, visible: Visibility | None) -> bool:
+        if self.deleted and self.hidden(key):
+            return False
+        if visible is None:
+            return True
+        row = self.rows[key]
+        return not is_gone(visible.expiry, key, row.modified_at, row.expires_at, visible.now_ms)
+
+    def drop(self, key: str) -> RecordMeta:
+        row = self.rows.pop(key)
+        del self.keys[bisect.bisect_left(self.keys, key)]
+        del self.seqs[key]
+        return row
 
 
 class MemoryMetadataIndex:
@@ -79,6 +107,7 @@ class MemoryMetadataIndex:
         self._records: dict[str, _StoreRecords] = {}
         self._deleted: dict[str, _StoreRecords] = {}
         self._grants: dict[tuple[str, str], Grant] = {}
+        self._freed: set[str] = set()
         self._generation = 0
         self._metadata_generation = 0
 
@@ -254,7 +283,9 @@ class MemoryMetadataIndex:
     # records
     async def get_record(self, store_id: str, key: str) -> RecordMeta | None:
         recs = self._records.get(store_id)
-        return recs.rows.get(key) if recs else None
+        if recs is None or key not in recs.rows or (recs.deleted and recs.hidden(key)):
+            return None
+        return recs.rows[key]
 
     async def put_record(
         self, store_id: str, record: RecordMeta, *, condition: Condition | None = None
@@ -264,15 +295,16 @@ class MemoryMetadataIndex:
             raise StorageError(f"Store {store_id} does not exist.")
         recs = self._records[store_id]
         old = recs.rows.get(record.key)
-        if condition is not None and not condition.holds(old):
+        if condition is not None and not condition.holds(recs.visible_row(record.key)):
             raise PreconditionFailedError()
         self._generation += 1
         if old is None:
             bisect.insort(recs.keys, record.key)
         recs.rows[record.key] = record
-        self._stores[store_id] = _counted(s, writes=1, size=record.size - (old.size if old else 0),
-                                          records=0 if old else 1, modified=record.modified_at,
-                                          accessed=record.modified_at)  # fmt: skip
+        s = _counted(s, writes=1, size=record.size - (old.size if old else 0), records=0 if old else 1,
+                     modified=record.modified_at, accessed=record.modified_at)  # fmt: skip
+        self._stores[store_id] = s
+        recs.seqs[record.key] = s.stats.write_count
         return old
 
     async def delete_record(
@@ -282,30 +314,115 @@ class MemoryMetadataIndex:
         if s is None:
             return None
         recs = self._records[store_id]
-        if condition is not None and not condition.holds(recs.rows.get(key)):
+        if condition is not None and not condition.holds(recs.visible_row(key)):
             raise PreconditionFailedError()
         self._generation += 1
-        old = recs.rows.pop(key, None)
-        if old is not None:
-            del recs.keys[bisect.bisect_left(recs.keys, key)]
+        old = recs.drop(key) if key in recs.rows else None
         # Deleting a missing key still counts as a delete and an access, but modifies nothing.
         self._stores[store_id] = _counted(s, deletes=1, size=-(old.size if old else 0), records=-1 if old else 0,
                                           modified=now_ms if old else 0, accessed=now_ms)  # fmt: skip
         return old
 
-    async def list_keys(self, store_id: str, *, after: str | None, prefix: str | None, limit: int) -> KeyPage:
+    async def list_keys(
+        self, store_id: str, *, after: str | None, prefix: str | None, limit: int, visible: Visibility | None = None
+    ) -> KeyPage:
         recs = self._records.get(store_id)
         if recs is None:
             return KeyPage(items=[], is_truncated=False)
+        items: list[KeyItem] = []
+        for key in self._range(recs, after, prefix):
+            if not recs.live(key, visible):
+                continue
+            if len(items) == max(limit, 0):
+                return KeyPage(items=items, is_truncated=True)
+            r = recs.rows[key]
+            items.append(KeyItem(key, r.size, r.content_type, r.modified_at, r.etag, r.expires_at))
+        return KeyPage(items=items, is_truncated=False)
+
+    @staticmethod
+    def _range(recs: _StoreRecords, after: str | None, prefix: str | None) -> list[str]:
+        """The keys after `after` that start with `prefix`, in order."""
         lo = prefix or ""
         if after is not None and after >= lo:
             start = bisect.bisect_right(recs.keys, after)
         else:
             start = bisect.bisect_left(recs.keys, lo)
         hi = bisect.bisect_left(recs.keys, lo + _PREFIX_END) if prefix else len(recs.keys)
-        chosen = recs.keys[start : min(hi, start + limit)]
-        items = [KeyItem(key=k, size=recs.rows[k].size) for k in chosen]
-        return KeyPage(items=items, is_truncated=start + limit < hi)
+        return recs.keys[start:hi]
+
+    # record lifecycle
+    async def delete_prefix(self, store_id: str, prefix: str, *, visible: Visibility) -> int | None:
+        self._generation += 1
+        s = self._stores.get(store_id)
+        if s is None:
+            return None
+        recs = self._records[store_id]
+        count = sum(1 for key in self._range(recs, None, prefix or None) if recs.live(key, visible))
+        recs.deleted[prefix] = max(recs.deleted.get(prefix, 0), s.stats.write_count)
+        self._stores[store_id] = _counted(s, deletes=1, modified=visible.now_ms, accessed=visible.now_ms)
+        return count
+
+    def _reclaim(self, store_id: str, keys: list[str]) -> tuple[int, list[str]]:
+        """Delete rows of a store that still exists; its counters drop."""
+        recs = self._records[store_id]
+        rows = [recs.drop(key) for key in keys]
+        size = sum(r.size for r in rows)
+        self._stores[store_id] = _counted(self._stores[store_id], size=-size, records=-len(rows))
+        freed = [r.blob_id for r in rows if r.blob_id]
+        self._freed.update(freed)
+        return len(rows), freed
+
+    async def reclaim_expired(self, *, now_ms: int, max_rows: int) -> tuple[int, list[str]]:
+        self._generation += 1
+        due = sorted(
+            (row.expires_at, store_id, key)
+            for store_id, recs in self._records.items()
+            for key, row in recs.rows.items()
+            if row.expires_at is not None and row.expires_at <= now_ms
+        )[: max(max_rows, 0)]
+        count, freed = 0, list[str]()
+        for store_id in sorted({store_id for _, store_id, _ in due}):
+            n, blobs = self._reclaim(store_id, [key for _, sid, key in due if sid == store_id])
+            count, freed = count + n, freed + blobs
+        return count, freed
+
+    async def reclaim_store_expired(
+        self, store_id: str, visible: Visibility, *, after: str | None, max_keys: int
+    ) -> tuple[int, list[str], str | None]:
+        self._generation += 1
+        recs = self._records.get(store_id)
+        if recs is None:
+            return 0, [], None
+        window = self._range(recs, after, None)
+        last = window[max(max_keys, 1) - 1] if len(window) >= max(max_keys, 1) else None
+        window = window[: max(max_keys, 1)]
+        rows = recs.rows
+        now = visible.now_ms
+        gone = [k for k in window if is_gone(visible.expiry, k, rows[k].modified_at, rows[k].expires_at, now)]
+        count, freed = self._reclaim(store_id, gone)
+        return count, freed, last
+
+    async def list_expiring_stores(self, *, after: str | None, limit: int) -> list[str]:
+        ids = sorted(
+            s.id
+            for s in self._stores.values()
+            if (s.record_expiry.rules or s.record_expiry.retired) and s.id > (after or "")
+        )
+        return ids[: max(limit, 0)]
+
+    async def update_record_expiry(
+        self, store_id: str, change: Callable[[RecordExpiry], RecordExpiry], *, modified_at: int | None = None
+    ) -> Store | None:
+        self._generation += 1
+        self._metadata_generation += 1
+        s = self._stores.get(store_id)
+        if s is None:
+            return None
+        s = dataclasses.replace(s, record_expiry=change(s.record_expiry))
+        if modified_at is not None:
+            s = _counted(s, modified=modified_at, accessed=modified_at)
+        self._stores[store_id] = s
+        return s
 
     # housekeeping
     async def purge_deleted(self, *, max_rows: int) -> list[str]:
@@ -317,14 +434,30 @@ class MemoryMetadataIndex:
                 _, row = recs.rows.popitem()
                 if row.blob_id:
                     freed.append(row.blob_id)
+                    self._freed.add(row.blob_id)
             if not recs.rows:
                 del self._deleted[store_id]
             if len(freed) >= max_rows:
                 break
+        budget = max_rows - len(freed)
+        for store_id, recs in self._records.items():
+            for prefix, seq in list(recs.deleted.items()):
+                victims = [k for k in self._range(recs, None, prefix or None) if recs.seqs[k] <= seq]
+                taken, blobs = self._reclaim(store_id, victims[: max(budget, 0)])
+                budget -= taken
+                freed += blobs
+                if taken == len(victims):
+                    del recs.deleted[prefix]
         return freed
 
+    async def freed_blobs(self, *, limit: int) -> list[str]:
+        return sorted(self._freed)[: max(limit, 0)]
+
+    async def forget_freed_blobs(self, blob_ids: list[str]) -> None:
+        self._freed.difference_update(blob_ids)
+
     async def purge_pending(self) -> bool:
-        return bool(self._deleted)
+        return bool(self._deleted) or any(recs.deleted for recs in self._records.values())
 
     async def referenced_blob_ids(self, blob_ids: list[str]) -> set[str]:
         wanted = set(blob_ids)

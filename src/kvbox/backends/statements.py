@@ -12,12 +12,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kvbox.backends.rows import GRANT_COLUMNS, RECORD_COLUMNS, STORE_COLUMNS, TOKEN_COLUMNS, USER_COLUMNS
-from kvbox.core.models import GeneralAccess
+from kvbox.backends.rows import (
+    GRANT_COLUMNS,
+    KEY_COLUMNS,
+    RECORD_COLUMNS,
+    STORE_COLUMNS,
+    TOKEN_COLUMNS,
+    USER_COLUMNS,
+)
+from kvbox.core.models import ExpiryRule, GeneralAccess, Visibility
 from kvbox.core.sentinels import Unset
 
 # Above every character a key can hold: `key < prefix + PREFIX_END` bounds a prefix scan.
 PREFIX_END = "\U0010ffff"
+# A row of `records` that a delete by prefix has hidden (its rows wait for purge_deleted):
+# written before the deletion (`seq`, the store's write count after the row's write, at
+# most the deletion's) under its prefix.
+_UNDER_DELETED_PREFIX = (
+    "EXISTS (SELECT 1 FROM deleted_prefixes AS d WHERE d.store_pk = records.store_pk "
+    "AND records.key >= d.prefix AND records.key < d.prefix_end AND records.seq <= d.seq)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,18 +92,60 @@ class Statements:
         self.delete_grant = f"DELETE FROM grants WHERE store_id = {p} AND user_id = {p} RETURNING store_id"
 
         # records
-        self.get_record = f"SELECT {RECORD_COLUMNS} FROM records WHERE store_pk = {self.store_pk} AND key = {p}"
+        self.get_record = (
+            f"SELECT {RECORD_COLUMNS} FROM records WHERE store_pk = {self.store_pk} AND key = {p} "
+            f"AND NOT {_UNDER_DELETED_PREFIX}"
+        )
+        # A row as readers see it, by the store's pk (conditional writes check it in their transaction).
+        self.visible_record = (
+            f"SELECT {RECORD_COLUMNS} FROM records WHERE store_pk = {p} AND key = {p} AND NOT {_UNDER_DELETED_PREFIX}"
+        )
         # One lower bound (strict after a cursor) and at most one upper bound (a prefix) on `key`,
         # so the index on (store_pk, key) is entered at the right place and walked in order.
         self._list_keys = {
-            (strict, bounded): f"SELECT key, size FROM records WHERE store_pk = {self.store_pk} "
-            f"AND key {'>' if strict else '>='} {p}{f' AND key < {p}' if bounded else ''} ORDER BY key LIMIT {p}"
+            (strict, bounded, hides): f"SELECT {KEY_COLUMNS} FROM records WHERE store_pk = {self.store_pk} "
+            f"AND key {'>' if strict else '>='} {p}{f' AND key < {p}' if bounded else ''} "
+            f"{f'AND NOT {_UNDER_DELETED_PREFIX} ' if hides else ''}AND {{visible}} ORDER BY key LIMIT {p}"
             for strict in (False, True)
+            for bounded in (False, True)
+            for hides in (False, True)
+        }
+        # Whether any deletion by prefix of the store waits to be purged (listings that know
+        # there is none leave the check out of every row).
+        self.has_deleted_prefixes = f"SELECT 1 FROM deleted_prefixes WHERE store_pk = {self.store_pk} LIMIT 1"
+        self._no_expiry = f"(expires_at IS NULL OR expires_at > {p})"
+        # Rows a delete by prefix counts: under the prefix, not already hidden, visible.
+        self.count_prefix = (
+            f"SELECT count(*) FROM records WHERE store_pk = {p} AND key >= {p} AND key < {p} "
+            f"AND NOT {_UNDER_DELETED_PREFIX} AND {{visible}}"
+        )
+
+        # record lifecycle
+        # A second deletion of the same prefix covers everything the first did, and more.
+        self.mark_deleted_prefix = (
+            f"INSERT INTO deleted_prefixes (store_pk, prefix, prefix_end, seq) VALUES ({d.params(4)}) "
+            f"ON CONFLICT (store_pk, prefix) DO UPDATE SET seq = {d.greatest}(deleted_prefixes.seq, excluded.seq)"
+        )
+        # Deletions whose hidden rows are all reclaimed are done.
+        self.drop_done_prefixes = (
+            "DELETE FROM deleted_prefixes WHERE NOT EXISTS (SELECT 1 FROM records WHERE "
+            "records.store_pk = deleted_prefixes.store_pk AND records.key >= deleted_prefixes.prefix "
+            "AND records.key < deleted_prefixes.prefix_end AND records.seq <= deleted_prefixes.seq)"
+        )
+        self.list_expiring_stores = (
+            f"SELECT id FROM stores WHERE record_expiry IS NOT NULL AND id > {p} ORDER BY id LIMIT {p}"
+        )
+        # The last key of the next window of a walk through a store's records.
+        self.window_end = f"SELECT key FROM records WHERE store_pk = {p} AND key > {p} ORDER BY key LIMIT 1 OFFSET {p}"
+        self._reclaim_window = {
+            bounded: f"DELETE FROM records WHERE store_pk = {p} AND key > {p}{f' AND key <= {p}' if bounded else ''} "
+            "AND NOT ({visible}) RETURNING size, blob_id"
             for bounded in (False, True)
         }
 
         # housekeeping
-        self.purge_pending = "SELECT 1 FROM deleted_stores LIMIT 1"
+        self.freed_blobs = f"SELECT blob_id FROM freed_blobs ORDER BY blob_id LIMIT {p}"
+        self.purge_pending = "SELECT 1 FROM deleted_stores UNION ALL SELECT 1 FROM deleted_prefixes LIMIT 1"
 
         # operations: the stores' counters, never a scan of the records
         self.totals = "SELECT count(*), coalesce(sum(record_count), 0), coalesce(sum(storage_bytes), 0) FROM stores"
@@ -117,6 +173,22 @@ class Statements:
             sets.append(f"title = {p}")
             params.append(title)
         return f"UPDATE stores SET {', '.join(sets)} WHERE id = {p} RETURNING {STORE_COLUMNS}", [*params, store_id]
+
+    def set_record_expiry(self, *, modified_at: int | None) -> str:
+        """Set a store's `record_expiry` (and its times, for a change a user made) and return
+        the row. Parameters: the column's value, [modified_at twice,] the store's id."""
+        p, greatest = self.dialect.param, self.dialect.greatest
+        sets = [f"record_expiry = {p}"]
+        if modified_at is not None:
+            sets += [f"modified_at = {greatest}(modified_at, {p})", f"accessed_at = {greatest}(accessed_at, {p})"]
+        return f"UPDATE stores SET {', '.join(sets)} WHERE id = {p} RETURNING {STORE_COLUMNS}"
+
+    def reclaim_window(self, pk: int, visible: Visibility, *, after: str, last: str | None) -> tuple[str, list[Any]]:
+        """Delete the rows of the store `pk` in the key window (`after`, `last`] (to the end
+        when `last` is None) that are no longer visible; returns their size and blob id."""
+        clause, params = self.visible(visible)
+        bounds: list[Any] = [pk, after] if last is None else [pk, after, last]
+        return self._reclaim_window[last is not None].format(visible=clause), [*bounds, *params]
 
     def deletable_store(self, store_id: str, *, expired_before: int | None) -> tuple[str, list[Any]]:
         """The WHERE clause picking a store to delete: with `expired_before`, only if it is unnamed
@@ -154,13 +226,55 @@ class Statements:
             f"ORDER BY created_at {order}, pk {order} LIMIT {self.dialect.param} OFFSET {self.dialect.param}"
         )
 
-    def list_keys(self, store_id: str, *, after: str | None, prefix: str | None, limit: int) -> tuple[str, list[Any]]:
-        """Keys and sizes after `after` that start with `prefix`, one row past `limit` (see
-        rows.key_page)."""
+    def list_keys(
+        self,
+        store_id: str,
+        *,
+        after: str | None,
+        prefix: str | None,
+        limit: int,
+        visible: Visibility | None,
+        deleted_prefixes: bool = True,
+    ) -> tuple[str, list[Any]]:
+        """Listing rows (`KEY_COLUMNS`) after `after` that start with `prefix`, one row past
+        `limit` (see rows.key_page); with `visible`, only the records visible then. Rows that
+        a deletion by prefix hid are left out unless the caller knows the store has none
+        (`deleted_prefixes=False`)."""
         low = prefix or ""
         strict = after is not None and after >= low
         params: list[Any] = [store_id, after if strict else low]
         if prefix:
             params.append(prefix + PREFIX_END)
+        clause, clause_params = self.visible(visible)
+        params += clause_params
         params.append(max(limit, 0) + 1)
-        return self._list_keys[strict, bool(prefix)], params
+        return self._list_keys[strict, bool(prefix), deleted_prefixes].format(visible=clause), params
+
+    def visible(self, visible: Visibility | None) -> tuple[str, list[Any]]:
+        """The condition a record row meets while it is visible (core/expiry.py's `is_gone`,
+        negated); None filters nothing."""
+        if visible is None:
+            return "TRUE", []
+        expiry, now = visible.expiry, visible.now_ms
+        if not expiry.rules and not expiry.retired:
+            return self._no_expiry, [now]
+        p = self.dialect.param
+        parts: list[str] = []
+        params: list[Any] = [now]
+        if expiry.rules:
+            parts.append(self._expired_by(expiry.rules, now, params))
+        for old in expiry.retired:
+            parts.append(self._expired_by(old.rules, old.retired_at, params))
+        return f"NOT (CASE WHEN expires_at IS NOT NULL THEN expires_at <= {p} ELSE {' OR '.join(parts)} END)", params
+
+    def _expired_by(self, rules: tuple[ExpiryRule, ...], at: int, params: list[Any]) -> str:
+        """Whether, at `at`, the longest matching rule has expired a row without its own expiry
+        (the rules come longest prefix first, as the first matching WHEN wins)."""
+        if not rules:
+            return "FALSE"
+        p = self.dialect.param
+        whens = []
+        for rule in rules:
+            whens.append(f"WHEN key >= {p} AND key < {p} THEN modified_at <= {p}")
+            params += [rule.prefix, rule.prefix + PREFIX_END, at - rule.expire_after_secs * 1000]
+        return f"(CASE {' '.join(whens)} ELSE FALSE END)"

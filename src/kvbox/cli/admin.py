@@ -189,9 +189,10 @@ def tokens_create(
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @with_settings(*BACKEND_SETTINGS, "unnamed_retention")
 def sweep_command(as_json: bool, **options: Any) -> None:
-    """Delete unnamed stores past their retention and reclaim space of deleted stores (for cron)."""
+    """Delete unnamed stores past their retention and expired records, and reclaim the space of
+    deleted stores and records (for cron)."""
 
-    async def go(s: Services) -> tuple[int, int]:
+    async def go(s: Services) -> tuple[int, int, int]:
         stores_deleted = 0
         blobs_freed = 0
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True,
@@ -206,15 +207,19 @@ def sweep_command(as_json: bool, **options: Any) -> None:
                 blobs_freed += freed
                 if not await s.index.purge_pending():
                     break
-        return stores_deleted, blobs_freed
+            progress.update(task, description="Reclaiming expired records")
+            expired = await s.housekeeper.sweeper.sweep_all()
+        return stores_deleted, blobs_freed, expired
 
-    deleted, freed = run_with_services(options, go)
+    deleted, freed, expired = run_with_services(options, go)
     if as_json:
         import json
 
-        click.echo(json.dumps({"storesDeleted": deleted, "blobsFreed": freed}))
+        click.echo(json.dumps({"storesDeleted": deleted, "blobsFreed": freed, "recordsExpired": expired}))
     else:
-        click.echo(f"Deleted {deleted} expired unnamed stores; freed {freed} record files.")
+        click.echo(
+            f"Deleted {deleted} expired unnamed stores and {expired} expired records; freed {freed} record files."
+        )
 
 
 @tokens.command("list")

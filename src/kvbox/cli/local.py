@@ -18,7 +18,8 @@ from kvbox.core.clock import iso_ms
 from kvbox.core.conditions import write_condition
 from kvbox.core.encoding import IDENTITY
 from kvbox.core.errors import RecordNotFoundError, StoreNotFoundError
-from kvbox.core.models import RecordMeta, User
+from kvbox.core.expiry import expires_at
+from kvbox.core.models import ExpiryRule, RecordMeta, User
 from kvbox.core.ranges import aslice_chunks, range_header
 from kvbox.service.codecs import decode_stream
 from kvbox.service.container import Services, build_services
@@ -139,7 +140,9 @@ class LocalTarget:
             record_count=store.record_count,
             storage_bytes=store.stats.storage_bytes,
             expires_at=iso_ms(expires) if expires is not None else None,
-        )
+            record_expiry=tuple((r.prefix, r.expire_after_secs) for r in sorted(store.record_expiry.rules,
+                                                                                 key=lambda r: r.prefix)),
+        )  # fmt: skip
 
     async def get_store(self, segment: str) -> StoreRow | None:
         try:
@@ -165,14 +168,21 @@ class LocalTarget:
     async def delete_store(self, store_id: str) -> None:
         await self._svc.stores.delete(self._who, store_id)
 
+    async def set_record_expiry(self, store_id: str, rules: list[tuple[str, int]]) -> StoreRow:
+        wanted = tuple(ExpiryRule(prefix, seconds) for prefix, seconds in rules)
+        return self._row(await self._svc.stores.update(self._who, store_id, record_expiry=wanted))
+
     async def iterate_keys(self, store_id: str, *, prefix: str | None = None) -> AsyncIterator[KeyRow]:
         after: str | None = None
         while True:
-            _, page = await self._svc.records.list_keys(
+            resolved, page = await self._svc.records.list_keys(
                 self._who, store_id, exclusive_start_key=after, limit=MAX_PAGE, prefix=prefix
             )
+            expiry = resolved.store.record_expiry
             for item in page.items:
-                yield KeyRow(item.key, item.size)
+                expires = expires_at(expiry, item.key, item.modified_at, item.expires_at)
+                yield KeyRow(item.key, item.size, item.content_type, iso_ms(item.modified_at), f'"{item.etag}"',
+                             iso_ms(expires) if expires is not None else None)  # fmt: skip
             if page.next_key is None:
                 return
             after = page.next_key
@@ -227,6 +237,9 @@ class LocalTarget:
 
     async def delete_record(self, store_id: str, key: str) -> None:
         await self._svc.records.delete(self._who, store_id, key)
+
+    async def delete_prefix(self, store_id: str, prefix: str) -> int:
+        return await self._svc.records.delete_prefix(self._who, store_id, prefix)
 
     async def close(self) -> None:
         await self._svc.close()

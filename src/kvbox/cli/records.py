@@ -18,7 +18,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from kvbox.cli.output import echo_json, human_size, json_option, note, records_count
+from kvbox.cli.output import echo_json, human_size, json_option, note, records_count, when
 from kvbox.cli.session import TARGET_HELP, TargetOptions, run, target_options
 from kvbox.cli.target import (
     DataError,
@@ -70,7 +70,7 @@ def parse_range_option(value: str | None) -> tuple[int, int | None]:
 @json_option
 @target_options
 def keys_command(store: str, prefix: str | None, limit: int | None, as_json: bool, target: TargetOptions) -> None:
-    """List the keys of STORE in order, with their sizes."""
+    """List the keys of STORE in order, with their sizes, content types, last writes and expiry."""
 
     async def go(t: Target) -> list[KeyRow]:
         row = await resolve_store(t, store)
@@ -83,11 +83,12 @@ def keys_command(store: str, prefix: str | None, limit: int | None, as_json: boo
 
     rows = run(target, go)
     if as_json:
-        echo_json([{"key": r.key, "size": r.size} for r in rows])
+        echo_json([r.to_json() for r in rows])
         return
-    table = Table("Key", "Size")
+    table = Table("Key", "Size", "Content type", "Modified", "Expires")
     for r in rows:
-        table.add_row(r.key, human_size(r.size))
+        table.add_row(r.key, human_size(r.size), r.content_type or "-", when(r.modified_at),
+                      when(r.expires_at) if r.expires_at else "never")  # fmt: skip
     Console().print(table)
 
 
@@ -291,11 +292,24 @@ def put_command(
 
 @click.command("rm", epilog=TARGET_HELP)
 @click.argument("store")
-@click.argument("keys", nargs=-1, required=True)
+@click.argument("keys", nargs=-1)
 @click.option("--force", "-f", is_flag=True, help="A record that does not exist is not an error.")
+@click.option("--prefix", default=None, metavar="P", help='Delete every record whose key starts with P ("" for all).')
+@click.option("--yes", "-y", is_flag=True, help="With --prefix: do not ask for confirmation.")
+@json_option
 @target_options
-def rm_command(store: str, keys: tuple[str, ...], force: bool, target: TargetOptions) -> None:
-    """Delete records KEYS... of STORE. Without --force every key must exist, or nothing is deleted."""
+def rm_command(
+    store: str, keys: tuple[str, ...], force: bool, prefix: str | None, yes: bool, as_json: bool, target: TargetOptions
+) -> None:
+    """Delete records KEYS... of STORE, or with --prefix every record under a prefix in one
+    request. Without --force every key must exist, or nothing is deleted."""
+    if prefix is not None:
+        if keys:
+            raise click.UsageError("Give KEYS or --prefix, not both.")
+        _rm_prefix(store, prefix, yes=yes, as_json=as_json, target=target)
+        return
+    if not keys:
+        raise click.UsageError("Give the KEYS to delete, or --prefix.")
 
     async def go(t: Target) -> StoreRow:
         for key in keys:
@@ -311,3 +325,19 @@ def rm_command(store: str, keys: tuple[str, ...], force: bool, target: TargetOpt
 
     row = run(target, go)
     note(f"Deleted {records_count(len(keys))} from {row.label}.")
+
+
+def _rm_prefix(store: str, prefix: str, *, yes: bool, as_json: bool, target: TargetOptions) -> None:
+    async def go(t: Target) -> tuple[StoreRow, int]:
+        row = await resolve_store(t, store)
+        if not yes and sys.stdin.isatty():
+            what = f"every record whose key starts with {prefix!r}" if prefix else "every record"
+            click.confirm(f"Delete {what} in store {row.label}?", abort=True, err=True)
+        return row, await t.delete_prefix(row.id, prefix)
+
+    row, count = run(target, go)
+    if as_json:
+        echo_json({"store": row.id, "prefix": prefix, "deletedCount": count})
+    else:
+        under = f" with prefix {prefix!r}" if prefix else ""
+        note(f"Deleted {records_count(count)}{under} from {row.label}.")

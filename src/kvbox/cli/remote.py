@@ -14,12 +14,13 @@ import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
 
 from kvbox.cli.target import KeyRow, RecordChangedError, RecordInfo, Source, StoreRow
-from kvbox.client import KvboxClient, KvboxClientAsync, RecordStream, StoreClientAsync, StoreInfo
+from kvbox.client import ExpiryRule, KeyItem, KvboxClient, KvboxClientAsync, RecordStream, StoreClientAsync, StoreInfo
 from kvbox.core.content import BINARY_TYPE, is_json_type, is_text_type
 from kvbox.core.encoding import IDENTITY
 from kvbox.core.ranges import parse_content_range
@@ -79,7 +80,16 @@ def _row(info: StoreInfo) -> StoreRow:
         record_count=int(record_count) if isinstance(record_count, int) else None,
         storage_bytes=int(storage) if isinstance(storage, int) else None,
         expires_at=raw.get("expiresAt"),
+        record_expiry=tuple((r.prefix, r.expire_after_secs) for r in info.record_expiry),
     )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _key_row(item: KeyItem) -> KeyRow:
+    return KeyRow(item.key, item.size, item.content_type, _iso(item.modified_at), item.etag, _iso(item.expires_at))
 
 
 def _info(stream: RecordStream) -> RecordInfo:
@@ -191,9 +201,13 @@ class RemoteTarget:
     async def delete_store(self, store_id: str) -> None:
         await self._client.key_value_store(store_id).delete()
 
+    async def set_record_expiry(self, store_id: str, rules: list[tuple[str, int]]) -> StoreRow:
+        wanted = [ExpiryRule(prefix, seconds) for prefix, seconds in rules]
+        return _row(await self._client.key_value_store(store_id).update(record_expiry=wanted))
+
     async def iterate_keys(self, store_id: str, *, prefix: str | None = None) -> AsyncIterator[KeyRow]:
         async for item in self._client.key_value_store(store_id).iterate_keys(prefix=prefix):
-            yield KeyRow(item.key, item.size)
+            yield _key_row(item)
 
     async def record_info(self, store_id: str, key: str) -> RecordInfo | None:
         # The headers of a GET, body left unread: the client's HEAD only says whether it exists.
@@ -241,6 +255,9 @@ class RemoteTarget:
 
     async def delete_record(self, store_id: str, key: str) -> None:
         await self._client.key_value_store(store_id).delete_record(key)
+
+    async def delete_prefix(self, store_id: str, prefix: str) -> int:
+        return await self._client.key_value_store(store_id).delete_prefix(prefix)
 
     async def close(self) -> None:
         with self._lock:

@@ -10,12 +10,13 @@ from rich.table import Table
 
 from kvbox.cli.output import echo_json, human_size, json_option, note, when
 from kvbox.cli.session import TARGET_HELP, TargetOptions, run, target_options
-from kvbox.cli.target import StoreRow, Target, resolve_store
+from kvbox.cli.target import DataError, StoreRow, Target, resolve_store
+from kvbox.service.settings import parse_duration_ms
 
 
 @click.group("stores")
 def stores() -> None:
-    """List, create, rename, delete and describe key-value stores."""
+    """List, create, rename, delete and describe key-value stores, and set their record expiry."""
 
 
 @stores.command("ls", epilog=TARGET_HELP)
@@ -114,7 +115,74 @@ def stores_info(store: str, as_json: bool, target: TargetOptions) -> None:
         ("Modified", when(row.modified_at)),
         ("Accessed", when(row.accessed_at)),
         ("Expires", when(row.expires_at) if row.expires_at else "never"),
+        ("Record expiry", rules_text(row.record_expiry)),
     ]
     for name, value in fields:
         table.add_row(name, value)
     Console().print(table)
+
+
+def rules_text(rules: tuple[tuple[str, int], ...]) -> str:
+    """`tmp-: 1h; everything else: 1d`, or `none`."""
+    if not rules:
+        return "none"
+    return "; ".join(f"{f'{prefix}*' if prefix else 'every key'}: {seconds_text(n)}" for prefix, n in rules)
+
+
+def seconds_text(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _seconds(value: str) -> int:
+    try:
+        ms = parse_duration_ms(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="DURATION") from None
+    if ms < 1000 or ms % 1000:
+        raise click.BadParameter(f"{value!r} is not a whole number of seconds (at least 1s).", param_hint="DURATION")
+    return ms // 1000
+
+
+@stores.command("set-expiry", epilog=TARGET_HELP)
+@click.argument("store")
+@click.argument("duration", required=False)
+@click.option(
+    "--prefix", default="", metavar="P", help="The rule applies to keys starting with P (default: every key)."
+)
+@click.option("--clear", is_flag=True, help="Remove the rule for --prefix (without --prefix: every rule).")
+@json_option
+@target_options
+def stores_set_expiry(
+    store: str, duration: str | None, prefix: str, clear: bool, as_json: bool, target: TargetOptions
+) -> None:
+    """Make records of STORE expire DURATION (1d, 12h, 30m, 90s) after their last write.
+
+    The rule covers records written before it too; the longest matching --prefix wins, and a
+    record's own expiry wins over rules. Needs MANAGE on the store.
+    """
+    if clear == (duration is not None):
+        raise click.UsageError("Give a DURATION, or --clear.")
+    seconds = _seconds(duration) if duration is not None else 0
+    prefix_given = click.get_current_context().get_parameter_source("prefix") is not click.core.ParameterSource.DEFAULT
+
+    async def go(t: Target) -> StoreRow:
+        row = await resolve_store(t, store)
+        rules = dict(row.record_expiry)
+        if clear and not prefix_given:
+            rules = {}
+        elif clear:
+            if prefix not in rules:
+                raise DataError(f"Store {row.label} has no expiry rule for prefix {prefix!r}.")
+            del rules[prefix]
+        else:
+            rules[prefix] = seconds
+        return await t.set_record_expiry(row.id, sorted(rules.items()))
+
+    row = run(target, go)
+    if as_json:
+        echo_json(row.to_json())
+    else:
+        note(f"Record expiry of {row.label}: {rules_text(row.record_expiry)}.")

@@ -33,6 +33,7 @@ class StoreRow:
     record_count: int | None
     storage_bytes: int | None
     expires_at: str | None
+    record_expiry: tuple[tuple[str, int], ...] = ()  # (prefix, seconds after the last write)
 
     @property
     def label(self) -> str:
@@ -52,13 +53,30 @@ class StoreRow:
             "recordCount": self.record_count,
             "storageBytes": self.storage_bytes,
             "expiresAt": self.expires_at,
+            "recordExpiry": [{"prefix": p, "expireAfterSecs": n} for p, n in self.record_expiry],
         }
 
 
 @dataclass(frozen=True, slots=True)
 class KeyRow:
+    """A key as `kvbox keys` shows it; times are ISO 8601, `expires_at` None when it does not expire."""
+
     key: str
     size: int
+    content_type: str | None = None
+    modified_at: str | None = None
+    etag: str | None = None
+    expires_at: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "size": self.size,
+            "contentType": self.content_type,
+            "modifiedAt": self.modified_at,
+            "etag": self.etag,
+            "expiresAt": self.expires_at,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +129,7 @@ class Target(Protocol):
     async def create_store(self, name: str | None) -> tuple[StoreRow, bool]: ...
     async def rename_store(self, store_id: str, name: str) -> StoreRow: ...
     async def delete_store(self, store_id: str) -> None: ...
+    async def set_record_expiry(self, store_id: str, rules: list[tuple[str, int]]) -> StoreRow: ...
     def iterate_keys(self, store_id: str, *, prefix: str | None = None) -> AsyncIterator[KeyRow]: ...
     async def record_info(self, store_id: str, key: str) -> RecordInfo | None: ...
     def open_record(
@@ -136,6 +155,7 @@ class Target(Protocol):
         ...
 
     async def delete_record(self, store_id: str, key: str) -> None: ...
+    async def delete_prefix(self, store_id: str, prefix: str) -> int: ...
     async def close(self) -> None: ...
 
 

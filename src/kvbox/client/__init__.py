@@ -23,7 +23,17 @@ from kvbox.client._errors import (
     UnsupportedContentEncodingError,
 )
 from kvbox.client._sync import KvboxClient, StoreClient, StoreCollectionClient
-from kvbox.client.models import Grant, KeyItem, KeyList, Record, RecordStream, StoreInfo, StoreList, UserInfo
+from kvbox.client.models import (
+    ExpiryRule,
+    Grant,
+    KeyItem,
+    KeyList,
+    Record,
+    RecordStream,
+    StoreInfo,
+    StoreList,
+    UserInfo,
+)
 from kvbox.core.sentinels import UNSET
 
 __all__ = [
@@ -31,6 +41,7 @@ __all__ = [
     "UNSET",
     "ApiError",
     "ConflictError",
+    "ExpiryRule",
     "ForbiddenError",
     "Grant",
     "InvalidRequestError",

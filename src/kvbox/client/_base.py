@@ -6,9 +6,11 @@ is parsed once here; `_sync.py` and `_async.py` only send calls and sleep betwee
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -18,7 +20,7 @@ import httpx
 from kvbox.client._body import Body, encode_body
 from kvbox.client._compression import Compression
 from kvbox.client._errors import InvalidResponseBodyError
-from kvbox.client.models import Record, RecordStream, StoreInfo
+from kvbox.client.models import ExpiryRule, Record, RecordStream, StoreInfo
 from kvbox.core import urls
 from kvbox.core.clock import SystemClock
 from kvbox.core.content import BINARY_TYPE, decode_value
@@ -183,13 +185,47 @@ def data_of(response: httpx.Response) -> Any:
         raise InvalidResponseBodyError(f"Expected a JSON {{'data': ...}} envelope from {response.url}") from err
 
 
-def update_payload(name: str | Unset | None, general_access: str | None) -> dict[str, Any]:
+def update_payload(
+    name: str | Unset | None,
+    general_access: str | None,
+    record_expiry: Sequence[ExpiryRule | dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     payload: dict[str, Any] = {}
     if not isinstance(name, Unset):
         payload["name"] = name
     if general_access is not None:
         payload["generalAccess"] = general_access
+    if record_expiry is not None:
+        payload["recordExpiry"] = [r.to_api() if isinstance(r, ExpiryRule) else dict(r) for r in record_expiry]
     return payload
+
+
+Seconds = int | float | timedelta
+
+
+def expiry_params(expires_in: Seconds | None, expires_at: datetime | None) -> dict[str, str]:
+    """The query of a record write that expires (kvbox extension): `expires_in` seconds (or a
+    timedelta) from now, rounded up to whole seconds, or the instant `expires_at` (a naive
+    datetime is taken as UTC)."""
+    if expires_in is not None and expires_at is not None:
+        raise ValueError("Give expires_in or expires_at, not both.")
+    if expires_in is not None:
+        seconds = expires_in.total_seconds() if isinstance(expires_in, timedelta) else float(expires_in)
+        if not seconds > 0:
+            raise ValueError(f"expires_in must be positive, not {expires_in!r}.")
+        return {"expiresIn": str(math.ceil(seconds))}
+    if expires_at is not None:
+        when = expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=UTC)
+        return {"expiresAt": when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
+    return {}
+
+
+def deleted_count(data: Any) -> int:
+    """`deletedCount` of a delete by prefix."""
+    try:
+        return int(data["deletedCount"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise InvalidResponseBodyError("Expected {'data': {'deletedCount': N}} from a delete by prefix") from err
 
 
 def record_from(key: str, response: httpx.Response, *, parse: bool) -> Record:

@@ -5,19 +5,29 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
-from datetime import timedelta
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import httpx
 
 from kvbox.client import _base as base
-from kvbox.client._base import Call, RetryPolicy
+from kvbox.client._base import Call, RetryPolicy, Seconds
 from kvbox.client._body import prepare_body
 from kvbox.client._compression import Compression
 from kvbox.client._errors import NotFoundError, TransportError, api_error
-from kvbox.client.models import Grant, KeyItem, KeyList, Record, RecordStream, StoreInfo, StoreList, UserInfo
+from kvbox.client.models import (
+    ExpiryRule,
+    Grant,
+    KeyItem,
+    KeyList,
+    Record,
+    RecordStream,
+    StoreInfo,
+    StoreList,
+    UserInfo,
+)
 from kvbox.core.content import BINARY_TYPE
 from kvbox.core.errors import StoreNotFoundError
 from kvbox.core.sentinels import UNSET, Unset
@@ -180,9 +190,16 @@ class StoreClient:
         data = self._client.send_data(Call("GET", self.path, allow_404=True))
         return None if data is None else StoreInfo.from_api(data)
 
-    def update(self, *, name: str | Unset | None = UNSET, general_access: str | None = None) -> StoreInfo:
-        """Rename (`name=None` makes the store unnamed) or change its general access."""
-        payload = base.update_payload(name, general_access)
+    def update(
+        self,
+        *,
+        name: str | Unset | None = UNSET,
+        general_access: str | None = None,
+        record_expiry: Sequence[ExpiryRule | dict[str, Any]] | None = None,
+    ) -> StoreInfo:
+        """Rename (`name=None` makes the store unnamed), change its general access, or replace
+        its record expiry rules (kvbox extension; `[]` removes them all)."""
+        payload = base.update_payload(name, general_access, record_expiry)
         call = base.json_call("PUT", self.path, payload, self._client.compression)
         return StoreInfo.from_api(self._client.send_data(call))
 
@@ -296,6 +313,8 @@ class StoreClient:
         content_encoding: str | None = None,
         if_match: str | None = None,
         if_none_match: str | None = None,
+        expires_in: Seconds | None = None,
+        expires_at: datetime | None = None,
     ) -> str | None:
         """Store a value, a path, a binary file or an iterator of bytes (the last three are
         streamed); returns the new record's ETag.
@@ -305,10 +324,14 @@ class StoreClient:
         `if_match=etag` writes only over that version (`"*"`: over any), `if_none_match="*"`
         only when the record does not exist; otherwise `PreconditionFailedError` and nothing
         changes. A conditional write is retried only when it was certainly not applied.
+        `expires_in` (seconds or a timedelta) or `expires_at` make the record expire (kvbox
+        extension); without either it has no expiry of its own.
         """
+        params = base.expiry_params(expires_in, expires_at)
         body = prepare_body(value, content_type, content_encoding, self._client.compression)
         conditions = base.condition_headers(if_match, if_none_match)
-        call = Call("PUT", base.record_path(self.path, key), body=body, headers=conditions, idempotent=not conditions)
+        path = base.record_path(self.path, key)
+        call = Call("PUT", path, params or None, body=body, headers=conditions, idempotent=not conditions)
         response = self._client.send(call)
         return None if response is None else response.headers.get("etag")
 
@@ -319,6 +342,12 @@ class StoreClient:
         self._client.send(
             Call("DELETE", base.record_path(self.path, key), headers=conditions, idempotent=not conditions)
         )
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every record whose key starts with `prefix` ("" for all) in one request, and
+        return how many there were (kvbox extension)."""
+        call = Call("DELETE", f"{self.path}/records", {"prefix": prefix})
+        return base.deleted_count(self._client.send_data(call))
 
     def list_grants(self) -> list[Grant]:
         """The users the store is shared with (kvbox extension; needs MANAGE)."""

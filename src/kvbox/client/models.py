@@ -23,6 +23,22 @@ def parse_time(value: Any) -> datetime | None:
 
 
 @dataclass(frozen=True, slots=True)
+class ExpiryRule:
+    """A store rule (kvbox extension): records whose key starts with `prefix` expire
+    `expire_after_secs` seconds after their last write, unless they carry their own expiry."""
+
+    prefix: str
+    expire_after_secs: int
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> ExpiryRule:
+        return cls(prefix=data.get("prefix") or "", expire_after_secs=int(data["expireAfterSecs"]))
+
+    def to_api(self) -> dict[str, Any]:
+        return {"prefix": self.prefix, "expireAfterSecs": self.expire_after_secs}
+
+
+@dataclass(frozen=True, slots=True)
 class StoreInfo:
     """A key-value store as the API describes it (the platform's `KeyValueStore` object)."""
 
@@ -40,6 +56,7 @@ class StoreInfo:
     schema: dict[str, Any] | None
     stats: dict[str, Any]
     raw: dict[str, Any] = field(repr=False)
+    record_expiry: list[ExpiryRule] = field(default_factory=list)
 
     @classmethod
     def from_api(cls, data: dict[str, Any]) -> StoreInfo:
@@ -58,6 +75,7 @@ class StoreInfo:
             schema=data.get("schema"),
             stats=data.get("stats") or {},
             raw=data,
+            record_expiry=[ExpiryRule.from_api(rule) for rule in data.get("recordExpiry") or []],
         )
 
 
@@ -87,11 +105,28 @@ class StoreList:
 
 @dataclass(frozen=True, slots=True)
 class KeyItem:
-    """One entry of a key listing."""
+    """One entry of a key listing. kvbox adds the record's content type, last write, ETag (as
+    its header gives it, quotes included) and expiry; other servers may leave them None."""
 
     key: str
     size: int
     record_public_url: str | None = None
+    content_type: str | None = None
+    modified_at: datetime | None = None
+    etag: str | None = None
+    expires_at: datetime | None = None
+
+    @classmethod
+    def from_api(cls, item: dict[str, Any]) -> KeyItem:
+        return cls(
+            key=item["key"],
+            size=int(item.get("size") or 0),
+            record_public_url=item.get("recordPublicUrl"),
+            content_type=item.get("contentType"),
+            modified_at=parse_time(item.get("modifiedAt")),
+            etag=item.get("etag"),
+            expires_at=parse_time(item.get("expiresAt")),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +142,7 @@ class KeyList:
 
     @classmethod
     def from_api(cls, data: dict[str, Any]) -> KeyList:
-        items = [
-            KeyItem(key=item["key"], size=int(item.get("size") or 0), record_public_url=item.get("recordPublicUrl"))
-            for item in data.get("items", [])
-        ]
+        items = [KeyItem.from_api(item) for item in data.get("items", [])]
         return cls(
             items=items,
             count=int(data.get("count", len(items))),

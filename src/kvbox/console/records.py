@@ -16,7 +16,8 @@ from kvbox.console.stores import load_store, page_number, store_context
 from kvbox.console.web import Caller, Console, form_of, log
 from kvbox.core.clock import http_date
 from kvbox.core.encoding import IDENTITY
-from kvbox.core.errors import InvalidRequestError, KvboxError, RangeNotSatisfiableError, RecordNotFoundError
+from kvbox.core.errors import InvalidRequestError, KvboxError, RangeNotSatisfiableError
+from kvbox.core.expiry import expires_at
 from kvbox.core.keys import validate_key
 from kvbox.core.models import Permission, Store
 from kvbox.core.parsing import load_json
@@ -48,6 +49,7 @@ class RecordRow:
     size: int
     content_type: str
     modified_at: int
+    expires_at: int | None  # by the record's own expiry or the store's rule; None: never
 
 
 def api_record_url(console: Console, store: Store, key: str, permission: Permission) -> str:
@@ -74,14 +76,11 @@ async def records_tab(console: Console, request: Request, caller: Caller) -> Res
     _, page = await records.list_keys(
         caller.principal, store.id, exclusive_start_key=after, limit=PAGE_SIZE, prefix=prefix
     )
-    rows = []
-    for item in page.items:
-        try:
-            head = await records.head(caller.principal, store.id, item.key)
-        except RecordNotFoundError:
-            continue  # deleted since the listing
-        meta = head.meta
-        rows.append(RecordRow(meta.key, meta.size, meta.content_type, meta.modified_at))
+    expiry = store.record_expiry
+    rows = [
+        RecordRow(i.key, i.size, i.content_type, i.modified_at, expires_at(expiry, i.key, i.modified_at, i.expires_at))
+        for i in page.items
+    ]
     next_url = prev_url = None
     base = {"prefix": prefix}
     if page.is_truncated and page.next_key:
@@ -133,7 +132,8 @@ async def record_page(console: Console, request: Request, caller: Caller) -> Res
     store = resolved.store
     records = console.services.records
     html_mode = "frame" if request.query_params.get("as") == "frame" else "source"
-    meta = (await records.head(caller.principal, store.id, key)).meta
+    head = await records.head(caller.principal, store.id, key)
+    meta = head.meta
     kind = present.preview_kind(meta.content_type)
     preview: dict[str, Any] = {}
     if kind in ("json", "text", "binary") or (kind == "html" and html_mode == "source"):
@@ -145,6 +145,7 @@ async def record_page(console: Console, request: Request, caller: Caller) -> Res
     return console.render(
         request, "record.html", caller, **store_context(console, resolved, "records"), meta=meta, kind=kind,
         preview=preview, link=api_record_url(console, store, key, resolved.permission), html_mode=html_mode,
+        record_expires_at=head.expires_at,
     )  # fmt: skip
 
 
@@ -244,6 +245,28 @@ async def delete_record(console: Console, request: Request, caller: Caller) -> R
     except KvboxError as exc:
         return console.redirect(back, flash=("error", exc.message))
     return console.redirect(back, flash=("ok", f"Record {key!r} was deleted."))
+
+
+async def delete_prefix(console: Console, request: Request, caller: Caller) -> Response:
+    """Delete every record under a prefix ("" for all) in one step, once the confirmation page
+    was answered; the same service call as the API's DELETE .../records?prefix=."""
+    segment = request.path_params["store"]
+    form = form_of(request)
+    prefix = form.get("prefix", "")
+    back = present.store_url(segment, prefix=prefix or None)
+    if form.get("confirm") != "yes":
+        resolved = await load_store(console, caller, segment)
+        return console.render(
+            request, "confirm_prefix.html", caller, **store_context(console, resolved, "records"), prefix=prefix,
+            back=back,
+        )  # fmt: skip
+    try:
+        count = await console.services.records.delete_prefix(caller.principal, segment, prefix)
+    except KvboxError as exc:
+        return console.redirect(back, flash=("error", exc.message))
+    under = f" whose key starts with {prefix!r}" if prefix else ""
+    noun = "record" if count == 1 else "records"
+    return console.redirect(present.store_url(segment), flash=("ok", f"Deleted {count:,} {noun}{under}."))
 
 
 async def download_zip(console: Console, request: Request, caller: Caller) -> Response:

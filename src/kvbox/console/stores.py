@@ -11,10 +11,11 @@ from starlette.responses import Response
 
 from kvbox.console import present
 from kvbox.console.web import Caller, Console, form_of
-from kvbox.core.errors import KvboxError
-from kvbox.core.models import GeneralAccess, Permission, Store
+from kvbox.core.errors import InvalidValueError, KvboxError
+from kvbox.core.models import ExpiryRule, GeneralAccess, Permission, Store
 from kvbox.core.parsing import parse_int
 from kvbox.service.access import token_cap
+from kvbox.service.settings import parse_duration_ms
 from kvbox.service.sharing import GRANTABLE
 from kvbox.service.stores import Resolved
 
@@ -166,6 +167,7 @@ async def settings_page(console: Console, request: Request, caller: Caller) -> R
         request, "store_settings.html", caller, **store_context(console, resolved, "settings"), grants=grants,
         access_choices=[a.value for a in GeneralAccess], access_help=access_help,
         permissions=[p.name for p in GRANTABLE],
+        expiry_rules=sorted(resolved.store.record_expiry.rules, key=lambda r: r.prefix),
     )  # fmt: skip
 
 
@@ -195,6 +197,42 @@ async def set_access(console: Console, request: Request, caller: Caller) -> Resp
     except KvboxError as exc:
         return console.redirect(back, flash=("error", exc.message))
     return console.redirect(back, flash=("ok", "General access saved."))
+
+
+async def set_expiry(console: Console, request: Request, caller: Caller) -> Response:
+    """Add (or change) the expiry rule of a prefix, or remove one: the same service call as the
+    API's PUT of `recordExpiry` with the rules edited."""
+    segment = request.path_params["store"]
+    form = form_of(request)
+    prefix = form.get("prefix", "").strip()
+    back = present.store_url(segment, "settings") + "#expiry"
+    try:
+        resolved = await load_store(console, caller, segment)
+        rules = {r.prefix: r for r in resolved.store.record_expiry.rules}
+        if form.get("action") == "remove":
+            rules.pop(prefix, None)
+            text = (
+                f"Records under {prefix!r} no longer expire by a rule." if prefix else "The rule for every key is gone."
+            )
+        else:
+            seconds = _rule_seconds(form.get("after", ""))
+            rules[prefix] = ExpiryRule(prefix, seconds)
+            which = f"Records whose key starts with {prefix!r}" if prefix else "Records"
+            text = f"{which} now expire {present.duration(seconds * 1000)} after their last write."
+        await console.services.stores.update(caller.principal, segment, record_expiry=tuple(rules.values()))
+    except KvboxError as exc:
+        return console.redirect(back, flash=("error", exc.message))
+    return console.redirect(back, flash=("ok", text))
+
+
+def _rule_seconds(text: str) -> int:
+    try:
+        ms = parse_duration_ms(text.strip())
+    except ValueError:
+        ms = 0
+    if ms < 1000 or ms % 1000:
+        raise InvalidValueError(f"Invalid value provided: {text!r} is not a duration such as 1d, 12h, 30m or 90s.")
+    return ms // 1000
 
 
 async def share(console: Console, request: Request, caller: Caller) -> Response:

@@ -33,8 +33,13 @@ class FakeClock:
 
 def iso_ms(ms: int) -> str:
     """ISO-8601 UTC with milliseconds and `Z`, as the platform writes timestamps."""
-    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return f"{_iso_of_second(ms // 1000)}{ms % 1000:03d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _iso_of_second(second: int) -> str:
+    # Key listings format a time per key; records written in the same second share it.
+    return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
 def http_date(ms: int) -> str:

@@ -85,6 +85,47 @@ class StoreStats:
 
 @fast_init
 @dataclass(frozen=True, slots=True)
+class ExpiryRule:
+    """A store rule: records whose key starts with `prefix` expire `expire_after_secs` after
+    their last write (unless they carry their own expiry)."""
+
+    prefix: str
+    expire_after_secs: int
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class RetiredRules:
+    """Rules a store had until `retired_at`: what they had expired by then stays gone."""
+
+    rules: tuple[ExpiryRule, ...]
+    retired_at: int
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class RecordExpiry:
+    """A store's expiry rules in force, longest prefix first, and the rule sets it replaced
+    that may still hide records the sweeper has not reclaimed yet (see core/expiry.py)."""
+
+    rules: tuple[ExpiryRule, ...] = ()
+    retired: tuple[RetiredRules, ...] = ()
+
+
+NO_EXPIRY = RecordExpiry()
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class Visibility:
+    """What a reader sees of a store's records at `now_ms`: those its `expiry` has not expired."""
+
+    now_ms: int
+    expiry: RecordExpiry = NO_EXPIRY
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
 class Store:
     id: str
     name: str | None
@@ -98,12 +139,17 @@ class Store:
     stats: StoreStats = field(default_factory=StoreStats)
     record_count: int = 0
     title: str | None = None
+    record_expiry: RecordExpiry = NO_EXPIRY
 
 
 @fast_init
 @dataclass(frozen=True, slots=True)
 class RecordMeta:
-    """One record's index row. The body is `inline` or lives in the blob store under `blob_id`."""
+    """One record's index row. The body is `inline` or lives in the blob store under `blob_id`.
+
+    `expires_at` is the record's own expiry (ms), set by the writer; None when it has none
+    (a store rule may still expire it: core/expiry.py).
+    """
 
     key: str
     content_type: str
@@ -113,13 +159,20 @@ class RecordMeta:
     modified_at: int
     inline: bytes | None = None
     blob_id: str | None = None
+    expires_at: int | None = None
 
 
 @fast_init
 @dataclass(frozen=True, slots=True)
 class KeyItem:
+    """One key of a listing with its row's fields; `expires_at` is the record's own expiry."""
+
     key: str
     size: int
+    content_type: str = ""
+    modified_at: int = 0
+    etag: str = ""
+    expires_at: int | None = None
 
 
 @fast_init
@@ -161,15 +214,34 @@ class Condition:
     `if_match`: the record exists and its ETag is one of these (an empty tuple matches nothing).
     `if_none_match`: the record is missing or its ETag is none of these.
     `must_exist` (`If-Match: *`) and `must_not_exist` (`If-None-Match: *`).
+
+    An expired record counts as missing: with `now_ms` set, a row whose own expiry is at or
+    before it, or (without its own expiry) last written at or before `stale_before` (the
+    store's rules for its key, from `core/expiry.py`'s `stale_before`), is not there.
     """
 
     if_match: tuple[str, ...] | None = None
     if_none_match: tuple[str, ...] | None = None
     must_exist: bool = False
     must_not_exist: bool = False
+    now_ms: int | None = None
+    stale_before: int | None = None
+
+    def seen_at(self, now_ms: int, stale_before: int | None) -> Condition:
+        """This condition, judged against the record as a reader sees it at `now_ms`."""
+        return Condition(self.if_match, self.if_none_match, self.must_exist, self.must_not_exist, now_ms, stale_before)
+
+    def visible(self, current: RecordMeta | None) -> RecordMeta | None:
+        """`current`, or None when it has expired at `now_ms`."""
+        if current is None or self.now_ms is None:
+            return current
+        if current.expires_at is not None:
+            return None if current.expires_at <= self.now_ms else current
+        return None if self.stale_before is not None and current.modified_at <= self.stale_before else current
 
     def holds(self, current: RecordMeta | None) -> bool:
         """Whether the condition holds for the record as it is now (None: there is none)."""
+        current = self.visible(current)
         if current is None:
             return not self.must_exist and self.if_match is None
         if self.must_not_exist:

@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import json
+import math
+from datetime import timedelta
 from typing import Any
 
 from kvbox.core.content import decode_value, encode_value, media_type
@@ -66,3 +68,13 @@ def check_open_args(name: str | None, id: str | None) -> None:
         validate_store_name(name)
     if id is not None and not id:
         raise ValueError("The store ID must not be empty")
+
+
+def expiry_seconds(expires_in: float | timedelta | None) -> int | None:
+    """Whole seconds until a record expires (rounded up: never earlier than asked), or None."""
+    if expires_in is None:
+        return None
+    seconds = expires_in.total_seconds() if isinstance(expires_in, timedelta) else float(expires_in)
+    if not seconds > 0:
+        raise ValueError(f"expires_in must be positive, not {expires_in!r}")
+    return math.ceil(seconds)

@@ -12,6 +12,7 @@ import inspect
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol
 
 import anyio.to_thread
@@ -37,10 +38,11 @@ class AsyncBackend(Protocol):
     meta: StoreMetadata
 
     async def read(self, key: str) -> tuple[bytes, str | None] | None: ...
-    async def write(self, key: str, data: bytes, content_type: str) -> None: ...
+    async def write(self, key: str, data: bytes, content_type: str, *, expires_in: int | None = None) -> None: ...
     async def delete(self, key: str) -> None: ...
     async def update(self, key: str, change: Change, retries: int = 0) -> None: ...
     def stream(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]: ...
+    async def delete_prefix(self, prefix: str) -> int: ...
     async def exists(self, key: str) -> bool: ...
     def keys(self, exclusive_start_key: str | None, limit: int | None) -> AsyncIterator[RecordMetadata]: ...
     async def public_url(self, key: str) -> str: ...
@@ -64,11 +66,11 @@ class LocalStoreAsync:
         data = self.store.read_located(found)
         return (data, found.content_type) if data is not None else self.store.read(key, moving=True)
 
-    async def write(self, key: str, data: bytes, content_type: str) -> None:
+    async def write(self, key: str, data: bytes, content_type: str, *, expires_in: int | None = None) -> None:
         if len(data) >= OFFLOAD_BYTES:
-            await anyio.to_thread.run_sync(self.store.write, key, data, content_type)
+            await anyio.to_thread.run_sync(lambda: self.store.write(key, data, content_type, expires_in=expires_in))
         else:
-            self.store.write(key, data, content_type)
+            self.store.write(key, data, content_type, expires_in=expires_in)
 
     async def delete(self, key: str) -> None:
         self.store.delete(key)
@@ -84,6 +86,9 @@ class LocalStoreAsync:
                 yield chunk
         finally:
             chunks.close()
+
+    async def delete_prefix(self, prefix: str) -> int:
+        return await anyio.to_thread.run_sync(self.store.delete_prefix, prefix)
 
     async def exists(self, key: str) -> bool:
         return self.store.exists(key)
@@ -202,14 +207,22 @@ class KeyValueStore:
         found = await self._backend.read(key)
         return default_value if found is None else values.decode(key, found[0], found[1])
 
-    async def set_value(self, key: str, value: Any, content_type: str | None = None) -> None:
-        """Store a value (see `_values` for the rules); `None` deletes the record."""
+    async def set_value(
+        self, key: str, value: Any, content_type: str | None = None, *, expires_in: float | timedelta | None = None
+    ) -> None:
+        """Store a value (see `_values` for the rules); `None` deletes the record. With
+        `expires_in` (seconds or a timedelta) the record is gone that long after this write."""
+        seconds = values.expiry_seconds(expires_in)
         if value is None:
             values.encode(key, b"", None)  # same key check as a write
             await self._backend.delete(key)
             return
         data, ctype = values.encode(key, value, content_type)
-        await self._backend.write(key, data, ctype)
+        await self._backend.write(key, data, ctype, expires_in=seconds)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every record whose key starts with `prefix` ("" for all); returns how many."""
+        return await self._backend.delete_prefix(prefix)
 
     async def delete_value(self, key: str) -> None:
         """Delete the record; a missing record is not an error."""

@@ -10,6 +10,7 @@ import copy
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol
 
 from kvbox.client import KvboxClient
@@ -26,10 +27,11 @@ class SyncBackend(Protocol):
     meta: StoreMetadata
 
     def read(self, key: str) -> tuple[bytes, str | None] | None: ...
-    def write(self, key: str, data: bytes, content_type: str) -> None: ...
+    def write(self, key: str, data: bytes, content_type: str, *, expires_in: int | None = None) -> None: ...
     def delete(self, key: str) -> None: ...
     def update(self, key: str, change: Change, retries: int = 0) -> None: ...
     def stream(self, key: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]: ...
+    def delete_prefix(self, prefix: str) -> int: ...
     def exists(self, key: str) -> bool: ...
     def keys(self, exclusive_start_key: str | None, limit: int | None) -> Iterator[RecordMetadata]: ...
     def public_url(self, key: str) -> str: ...
@@ -120,14 +122,22 @@ class KeyValueStoreSync:
         found = self._backend.read(key)
         return default_value if found is None else values.decode(key, found[0], found[1])
 
-    def set_value(self, key: str, value: Any, content_type: str | None = None) -> None:
-        """Store a value (see `_values` for the rules); `None` deletes the record."""
+    def set_value(
+        self, key: str, value: Any, content_type: str | None = None, *, expires_in: float | timedelta | None = None
+    ) -> None:
+        """Store a value (see `_values` for the rules); `None` deletes the record. With
+        `expires_in` (seconds or a timedelta) the record is gone that long after this write."""
+        seconds = values.expiry_seconds(expires_in)
         if value is None:
             values.encode(key, b"", None)  # same key check as a write
             self._backend.delete(key)
             return
         data, ctype = values.encode(key, value, content_type)
-        self._backend.write(key, data, ctype)
+        self._backend.write(key, data, ctype, expires_in=seconds)
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every record whose key starts with `prefix` ("" for all); returns how many."""
+        return self._backend.delete_prefix(prefix)
 
     def delete_value(self, key: str) -> None:
         """Delete the record; a missing record is not an error."""

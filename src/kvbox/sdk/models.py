@@ -19,11 +19,15 @@ class StoreMetadata:
 
 @dataclass(slots=True)
 class RecordMetadata:
-    """One key of a listing (crawlee's `KeyValueStoreRecordMetadata`).
+    """One key of a listing (crawlee's `KeyValueStoreRecordMetadata`), with its last write and
+    when it expires (None: it does not).
 
-    `content_type` is None in remote mode: the API's key listing does not carry it.
+    In remote mode against a server that lists only keys and sizes (the Apify platform), the
+    other fields are None.
     """
 
     key: str
     size: int | None
     content_type: str | None = None
+    modified_at: datetime | None = None
+    expires_at: datetime | None = None

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import anyio
 
 from kvbox.client import (
+    KeyItem,
     KvboxClient,
     KvboxClientAsync,
     PreconditionFailedError,
@@ -40,6 +41,10 @@ def _metadata(info: StoreInfo) -> StoreMetadata:
         accessed_at=info.accessed_at,
         modified_at=info.modified_at,
     )
+
+
+def _record_metadata(item: KeyItem) -> RecordMetadata:
+    return RecordMetadata(item.key, item.size, item.content_type, item.modified_at, item.expires_at)
 
 
 def _missing(what: str) -> StoreNotFoundError:
@@ -85,8 +90,8 @@ class RemoteStore:
         record = self._store.get_record_as_bytes(key)
         return None if record is None else (record.value, record.content_type)
 
-    def write(self, key: str, data: bytes, content_type: str) -> None:
-        self._store.set_record(key, data, content_type)
+    def write(self, key: str, data: bytes, content_type: str, *, expires_in: int | None = None) -> None:
+        self._store.set_record(key, data, content_type, expires_in=expires_in)
 
     def delete(self, key: str) -> None:
         self._store.delete_record(key)
@@ -117,12 +122,15 @@ class RemoteStore:
         except RangeNotSatisfiableError:
             return  # from the end on: nothing
 
+    def delete_prefix(self, prefix: str) -> int:
+        return self._store.delete_prefix(prefix)
+
     def exists(self, key: str) -> bool:
         return self._store.record_exists(key)
 
     def keys(self, exclusive_start_key: str | None = None, limit: int | None = None) -> Iterator[RecordMetadata]:
         for item in self._store.iterate_keys(exclusive_start_key=exclusive_start_key, limit=limit or None):
-            yield RecordMetadata(key=item.key, size=item.size)
+            yield _record_metadata(item)
 
     def public_url(self, key: str) -> str:
         return self._store.get_record_public_url(key)
@@ -167,8 +175,8 @@ class RemoteStoreAsync:
         record = await self._store.get_record_as_bytes(key)
         return None if record is None else (record.value, record.content_type)
 
-    async def write(self, key: str, data: bytes, content_type: str) -> None:
-        await self._store.set_record(key, data, content_type)
+    async def write(self, key: str, data: bytes, content_type: str, *, expires_in: int | None = None) -> None:
+        await self._store.set_record(key, data, content_type, expires_in=expires_in)
 
     async def delete(self, key: str) -> None:
         await self._store.delete_record(key)
@@ -202,6 +210,9 @@ class RemoteStoreAsync:
         except RangeNotSatisfiableError:
             return  # from the end on: nothing
 
+    async def delete_prefix(self, prefix: str) -> int:
+        return await self._store.delete_prefix(prefix)
+
     async def exists(self, key: str) -> bool:
         return await self._store.record_exists(key)
 
@@ -209,7 +220,7 @@ class RemoteStoreAsync:
         self, exclusive_start_key: str | None = None, limit: int | None = None
     ) -> AsyncIterator[RecordMetadata]:
         async for item in self._store.iterate_keys(exclusive_start_key=exclusive_start_key, limit=limit or None):
-            yield RecordMetadata(key=item.key, size=item.size)
+            yield _record_metadata(item)
 
     async def public_url(self, key: str) -> str:
         return await self._store.get_record_public_url(key)

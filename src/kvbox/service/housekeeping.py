@@ -1,7 +1,9 @@
-"""Background work of a server process: flush counters, sweep expired stores, reclaim space.
+"""Background work of a server process: flush counters, sweep expired stores and records,
+reclaim space.
 
 Reclaiming is bounded per call and yields between batches, so requests keep flowing while a
-large deleted store is purged. On a shared PostgreSQL index one node at a time sweeps.
+large deleted store or prefix is purged. On a shared PostgreSQL index one node at a time
+sweeps.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from kvbox.core.clock import Clock
 from kvbox.core.errors import InsufficientStorageError, StorageUnavailableError
 from kvbox.service.retention import RetentionService
 from kvbox.service.stats import StatsBuffer
+from kvbox.service.sweeper import RecordSweeper
 
 log = logging.getLogger("kvbox")
 
@@ -24,6 +27,11 @@ ORPHAN_BATCH = 500
 # Purge batches per background tick, yielding to requests in between.
 PURGES_PER_TICK = 20
 SWEEPER_LOCK = "kvbox-sweeper"
+RECORD_SWEEPER_LOCK = "kvbox-record-sweeper"
+# Time per background tick spent reclaiming records whose own expiry passed, and key windows
+# walked in stores with expiry rules.
+EXPIRED_BUDGET_S = 0.5
+WALK_WINDOWS_PER_TICK = 20
 
 
 class Housekeeper:
@@ -37,7 +45,9 @@ class Housekeeper:
         *,
         flush_interval_s: float,
         sweep_interval_s: float,
+        sweeper: RecordSweeper | None = None,
     ) -> None:
+        self.sweeper = sweeper or RecordSweeper(index, blobs, clock, rewalk_ms=int(sweep_interval_s * 1000))
         self._index = index
         self._blobs = blobs
         self._clock = clock
@@ -47,15 +57,27 @@ class Housekeeper:
         self._sweep_interval_s = sweep_interval_s
         self._failing = _FailureLog()
         # Work done so far (read by the metrics).
-        self.work = {"expired_stores": 0, "reclaimed_blobs": 0, "orphaned_blobs": 0}
+        self.work = {"expired_stores": 0, "expired_records": 0, "reclaimed_blobs": 0, "orphaned_blobs": 0}
 
     async def reclaim(self) -> int:
         """One bounded pass: reclaim rows and blobs of deleted stores. Returns blobs freed."""
         freed = await self._index.purge_deleted(max_rows=PURGE_BATCH)
         for blob_id in freed:
             await self._blobs.delete(blob_id)
+        await self._index.forget_freed_blobs(freed)
         self.work["reclaimed_blobs"] += len(freed)
         return len(freed)
+
+    async def sweep_records(self) -> int:
+        """One bounded pass of the record sweeper, if this node holds its lock: reclaim expired
+        records (their own expiry, then store rules). Returns how many went."""
+        async with self._index.exclusive(RECORD_SWEEPER_LOCK) as leader:
+            if not leader:
+                return 0
+            due = await self.sweeper.reclaim_due(budget_s=EXPIRED_BUDGET_S)
+            done = due + await self.sweeper.walk_stores(max_windows=WALK_WINDOWS_PER_TICK)
+            self.work["expired_records"] += done
+            return done
 
     async def collect_orphans(self) -> int:
         """Delete blobs no record points to (left by a crash between blob write and commit)."""
@@ -84,10 +106,13 @@ class Housekeeper:
         reclaim deleted ones. Failures are logged and the next tick tries again."""
         next_sweep = self._clock.now_ms()
         next_orphans = self._clock.now_ms() + ORPHAN_MIN_AGE_MS
-        try:
-            await self.collect_orphans()  # also reclaims temp files of uploads killed mid-way
-        except Exception as exc:
-            self._failing.report(exc)
+        # What a crash left half done: blobs of reclaimed rows, temp files of uploads killed
+        # mid-way, blobs no record points to.
+        for first_pass in (self.sweeper.drop_freed, self.collect_orphans):
+            try:
+                await first_pass()
+            except Exception as exc:
+                self._failing.report(exc)
         while True:
             await asyncio.sleep(self._flush_interval_s)
             try:
@@ -97,6 +122,8 @@ class Housekeeper:
                     if await self._sweep(orphans_due=self._clock.now_ms() >= next_orphans):
                         next_orphans = self._clock.now_ms() + ORPHAN_MIN_AGE_MS
                 await self._purge()
+                if self._sweep_interval_s > 0:
+                    await self.sweep_records()
             except Exception as exc:
                 self._failing.report(exc)
             else:
@@ -111,6 +138,7 @@ class Housekeeper:
             while (expired := await self._retention.sweep()) > 0:
                 self.work["expired_stores"] += expired
                 await asyncio.sleep(0)
+            await self.sweeper.drop_freed()  # left by a node that died mid-way
             if orphans_due:
                 await self.collect_orphans()
             return orphans_due

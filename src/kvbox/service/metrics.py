@@ -65,7 +65,8 @@ GROUP_COMMIT = Family(
 )  # fmt: skip
 HOUSEKEEPING = Family(
     "kvbox_housekeeping_total", "counter",
-    "Background work done: expired stores deleted, blobs of deleted stores reclaimed, orphaned blobs removed.",
+    "Background work done: expired stores deleted, expired records reclaimed, blobs of deleted stores reclaimed, "
+    "orphaned blobs removed.",
     ("work",),
 )  # fmt: skip
 WEBHOOK_DELIVERIES = Family(

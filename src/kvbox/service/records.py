@@ -24,9 +24,10 @@ from kvbox.core.errors import (
     StorageError,
     StoreNotFoundError,
 )
+from kvbox.core.expiry import expires_at, is_gone, stale_before
 from kvbox.core.frozen import fast_init
 from kvbox.core.keys import validate_key
-from kvbox.core.models import Condition, KeyPage, Permission, RecordMeta, Store
+from kvbox.core.models import Condition, KeyPage, Permission, RecordMeta, Store, Visibility
 from kvbox.core.ranges import ByteRange, parse_range
 from kvbox.service.codecs import InflationGuard, decode_bytes
 from kvbox.service.principal import Principal
@@ -65,7 +66,8 @@ PLAIN_READ: Final = ReadOptions()
 
 @dataclass(slots=True)
 class RecordRead:
-    """A record ready to send: its row and (for GET) its stored bytes as a stream.
+    """A record ready to send: its row, when it expires (its own expiry or its store's rule),
+    and (for GET) its stored bytes as a stream.
 
     `decode`: the record is stored compressed in an encoding the caller does not take, so it
     is sent decoded (and a range is not honoured). `span`: the part of the stored bytes the
@@ -78,13 +80,14 @@ class RecordRead:
     span: ByteRange | None = None
     decode: bool = False
     not_modified: bool = False
+    expires_at: int | None = None
 
 
 def _plan(resolved: Resolved, meta: RecordMeta, options: ReadOptions, *, ranged: bool) -> RecordRead:
     """How to answer a read of `meta`: 304, a span of it or all of it (RFC 9110's order:
     preconditions, then the range). Raises 412 or 416."""
     decode = meta.encoding != IDENTITY and not accepts(options.accept_encoding, meta.encoding)
-    read = RecordRead(resolved, meta, None, None, decode)
+    read = RecordRead(resolved, meta, None, None, decode, False, _expiry(resolved.store, meta))
     conditions = options.conditions
     if conditions is not None and conditions.not_modified(meta.etag, meta.modified_at):
         read.not_modified = True
@@ -126,10 +129,12 @@ class RecordService:
         content_encoding: str | None,
         content_length: int | None,
         condition: Condition | None = None,
+        expires_at: int | None = None,
     ) -> tuple[Resolved, RecordMeta]:
-        """Store a body exactly as sent, if `condition` holds for the record it replaces (else
-        `PreconditionFailedError`, nothing changed). Checked before any byte is read: key,
-        encoding, declared length, permission and collection content type."""
+        """Store a body exactly as sent, with its own expiry (`expires_at`, ms) or none, if
+        `condition` holds for the record it replaces (else `PreconditionFailedError`, nothing
+        changed). Checked before any byte is read: key, encoding, declared length, permission
+        and collection content type."""
         validate_key(key)
         encoding = normalize_encoding(content_encoding)
         ctype = _clean_content_type(content_type)
@@ -142,7 +147,7 @@ class RecordService:
         if keep_for_check:
             check_charset(ctype)
         if condition is not None and (content_length is None or content_length > self._inline_threshold):
-            await self._precheck(resolved.store.id, key, condition)
+            await self._precheck(resolved.store, key, condition)
 
         guard = InflationGuard(encoding, self.max_record_size)
         buffer = bytearray()
@@ -188,9 +193,12 @@ class RecordService:
             modified_at=now,
             inline=bytes(buffer) if blob_id is None else None,
             blob_id=blob_id,
+            expires_at=expires_at,
         )
         try:
-            replaced = await self._index.put_record(resolved.store.id, meta, condition=condition)
+            replaced = await self._index.put_record(
+                resolved.store.id, meta, condition=self._judged(resolved.store, key, condition, now)
+            )
         except PreconditionFailedError:
             if blob_id is not None:
                 await self._blobs.delete(blob_id)
@@ -205,10 +213,10 @@ class RecordService:
             await self._blobs.delete(replaced.blob_id)
         return resolved, meta
 
-    async def _precheck(self, store_id: str, key: str, condition: Condition) -> None:
+    async def _precheck(self, store: Store, key: str, condition: Condition) -> None:
         """Refuse a large body before reading it when its condition already fails; the check
         that counts is the index's, made in one step with the write."""
-        if not condition.holds(await self._index.get_record(store_id, key)):
+        if not condition.holds(self._live(store, await self._index.get_record(store.id, key))):
             raise PreconditionFailedError()
 
     async def _read_meta(
@@ -219,12 +227,35 @@ class RecordService:
             principal, segment, need=Permission.READ, signature=signature, record_key=key, record_op=True
         )
         store_id = resolved.store.id
-        meta = await self._cache.get_record(
-            ("record", store_id, key), lambda: self._index.get_record(store_id, key), _inline_size
+        # Cached rows too: expiry depends on the clock, not on the index changing.
+        meta = self._live(
+            resolved.store,
+            await self._cache.get_record(
+                ("record", store_id, key), lambda: self._index.get_record(store_id, key), _inline_size
+            ),
         )
         if meta is None:
             raise RecordNotFoundError()
         return resolved, meta
+
+    def _live(self, store: Store, meta: RecordMeta | None) -> RecordMeta | None:
+        """The row, or None when there is none or it has expired."""
+        if meta is None or (
+            meta.expires_at is None and not store.record_expiry.rules and not store.record_expiry.retired
+        ):
+            return meta
+        gone = is_gone(store.record_expiry, meta.key, meta.modified_at, meta.expires_at, self._clock.now_ms())
+        return None if gone else meta
+
+    def _visibility(self, store: Store) -> Visibility:
+        return Visibility(self._clock.now_ms(), store.record_expiry)
+
+    def _judged(self, store: Store, key: str, condition: Condition | None, now_ms: int) -> Condition | None:
+        """`condition` as the index checks it: against the record a reader sees at `now_ms`, so a
+        record that has expired (its own expiry or the store's rules) counts as missing."""
+        if condition is None:
+            return None
+        return condition.seen_at(now_ms, stale_before(store.record_expiry, key, now_ms))
 
     async def get(
         self,
@@ -247,7 +278,7 @@ class RecordService:
                 read.body = await self._open_span(meta, read.span)
                 return read
             except StorageError:
-                fresh = await self._index.get_record(resolved.store.id, key)
+                fresh = self._live(resolved.store, await self._index.get_record(resolved.store.id, key))
                 if fresh is not None and fresh.blob_id == meta.blob_id:
                     raise  # the row still points at it: the blob is really lost
                 if fresh is None:
@@ -285,9 +316,21 @@ class RecordService:
         validate_key(key)
         resolved = await self._stores.resolve(principal, segment, need=Permission.WRITE, record_op=True)
         now = self._clock.now_ms()
-        old = await self._index.delete_record(resolved.store.id, key, now_ms=now, condition=condition)
+        old = await self._index.delete_record(
+            resolved.store.id, key, now_ms=now, condition=self._judged(resolved.store, key, condition, now)
+        )
         if old is not None and old.blob_id:
             await self._blobs.delete(old.blob_id)
+
+    async def delete_prefix(self, principal: Principal, segment: str, prefix: str) -> int:
+        """Delete every record under `prefix` ("" for all) as one operation: the records visible
+        now are gone when it returns (and counted), later writes stay. Their rows and blobs
+        are reclaimed in the background."""
+        resolved = await self._stores.resolve(principal, segment, need=Permission.WRITE)
+        count = await self._index.delete_prefix(resolved.store.id, prefix, visible=self._visibility(resolved.store))
+        if count is None:
+            raise StoreNotFoundError()
+        return count
 
     async def list_keys(
         self,
@@ -321,12 +364,13 @@ class RecordService:
                     prefix = coll_prefix
                 elif not prefix.startswith(coll_prefix):
                     return KeyPage(items=[], is_truncated=False)
+        visible = self._visibility(store)
         if exact is not None:
             if (prefix and not exact.startswith(prefix)) or (after is not None and exact <= after):
                 return KeyPage(items=[], is_truncated=False)
-            page = await self._index.list_keys(store.id, after=None, prefix=exact, limit=1)
+            page = await self._index.list_keys(store.id, after=None, prefix=exact, limit=1, visible=visible)
             return KeyPage(items=[i for i in page.items if i.key == exact], is_truncated=False)
-        return await self._index.list_keys(store.id, after=after, prefix=prefix or None, limit=limit)
+        return await self._index.list_keys(store.id, after=after, prefix=prefix or None, limit=limit, visible=visible)
 
     async def iterate_for_export(
         self, store: Store, *, prefix: str | None, collection: str | None
@@ -336,16 +380,17 @@ class RecordService:
         while True:
             page = await self._page(store, after, MAX_PAGE, prefix, collection)
             for item in page.items:
-                opened = await self._open_whole(store.id, await self._index.get_record(store.id, item.key))
+                row = self._live(store, await self._index.get_record(store.id, item.key))
+                opened = await self._open_whole(store, row)
                 if opened is None:
-                    continue  # deleted while exporting
+                    continue  # deleted or expired while exporting
                 yield opened
             if not page.is_truncated:
                 return
             after = page.next_key
 
     async def _open_whole(
-        self, store_id: str, meta: RecordMeta | None
+        self, store: Store, meta: RecordMeta | None
     ) -> tuple[RecordMeta, AsyncGenerator[bytes, None]] | None:
         """A record's row and its whole body open to stream; None when it is gone."""
         for _ in range(OPEN_ATTEMPTS):
@@ -354,11 +399,17 @@ class RecordService:
             try:
                 return meta, await self._open_span(meta, None)
             except StorageError:
-                fresh = await self._index.get_record(store_id, meta.key)
+                fresh = await self._index.get_record(store.id, meta.key)
                 if fresh is not None and fresh.blob_id == meta.blob_id:
                     raise  # the row still points at it: the blob is really lost
-                meta = fresh
+                meta = self._live(store, fresh)
         raise StorageError(f"Record {meta.key if meta else ''!r} kept changing while it was being opened.")
+
+
+def _expiry(store: Store, meta: RecordMeta) -> int | None:
+    if meta.expires_at is None and not store.record_expiry.rules:
+        return None
+    return expires_at(store.record_expiry, meta.key, meta.modified_at, meta.expires_at)
 
 
 def _inline_size(meta: RecordMeta | None) -> int:

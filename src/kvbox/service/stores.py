@@ -15,8 +15,9 @@ from kvbox.core.errors import (
     StoreNotFoundError,
     TokenNotProvidedError,
 )
+from kvbox.core.expiry import replace_rules
 from kvbox.core.ids import new_id, new_secret
-from kvbox.core.models import GeneralAccess, Permission, Store, User
+from kvbox.core.models import ExpiryRule, GeneralAccess, Permission, Store, User
 from kvbox.core.names import validate_store_name
 from kvbox.core.sentinels import UNSET, Unset
 from kvbox.core.signatures import verify_record, verify_storage
@@ -258,9 +259,11 @@ class StoreService:
         name: str | Unset | None = UNSET,
         general_access: str | Unset = UNSET,
         title: str | Unset | None = UNSET,
+        record_expiry: tuple[ExpiryRule, ...] | Unset = UNSET,
     ) -> Resolved:
         """Rename (WRITE; `None` makes the store unnamed and starts its retention clock), retitle
-        (WRITE) or change general access (MANAGE)."""
+        (WRITE), change general access (MANAGE) or replace the record expiry rules (MANAGE; they
+        apply at once, to records written before too)."""
         access: GeneralAccess | Unset = UNSET
         if not isinstance(general_access, Unset):
             try:
@@ -273,11 +276,22 @@ class StoreService:
             validate_store_name(name)
         if isinstance(title, str) and len(title) > MAX_TITLE_LENGTH:
             raise InvalidValueError(f"Invalid value provided: title is longer than {MAX_TITLE_LENGTH} characters.")
-        need = Permission.MANAGE if not isinstance(access, Unset) else Permission.WRITE
-        resolved = await self.resolve(principal, segment, need=need)
-        updated = await self._index.update_store(
-            resolved.store.id, modified_at=self._clock.now_ms(), name=name, general_access=access, title=title
-        )
+        manage = not isinstance(access, Unset) or not isinstance(record_expiry, Unset)
+        resolved = await self.resolve(principal, segment, need=Permission.MANAGE if manage else Permission.WRITE)
+        now = self._clock.now_ms()
+        if not isinstance(record_expiry, Unset):
+            rules = record_expiry
+            replace_rules(resolved.store.record_expiry, rules, now)  # refused before anything changes
+        updated: Store | None = resolved.store
+        fields = not all(isinstance(v, Unset) for v in (name, access, title))
+        if fields or isinstance(record_expiry, Unset):
+            updated = await self._index.update_store(
+                resolved.store.id, modified_at=now, name=name, general_access=access, title=title
+            )
+        if updated is not None and not isinstance(record_expiry, Unset):
+            updated = await self._index.update_record_expiry(
+                resolved.store.id, lambda current: replace_rules(current, rules, now), modified_at=now
+            )
         if updated is None:
             raise StoreNotFoundError()
         return Resolved(store=updated, owner=resolved.owner, permission=resolved.permission)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -24,19 +24,30 @@ from psycopg_pool import AsyncConnectionPool
 from kvbox.backends.failures import storage_failure
 from kvbox.backends.postgres.schema import LOCK_KEY_SQL, SCHEMA_VERSION, check_version, migrate
 from kvbox.backends.rows import RECORD_COLUMNS as _RECORD
+from kvbox.backends.rows import (
+    expiry_from_json,
+    expiry_json,
+    grant_values,
+    key_page,
+    record_values,
+    store_values,
+    token_values,
+    user_values,
+)
 from kvbox.backends.rows import grant_from_row as _grant
-from kvbox.backends.rows import grant_values, key_page, record_values, store_values, token_values, user_values
 from kvbox.backends.rows import record_from_row as _record
 from kvbox.backends.rows import store_from_row as _store
 from kvbox.backends.rows import token_from_row as _token
 from kvbox.backends.rows import user_from_row as _user
-from kvbox.backends.statements import Dialect, Statements
+from kvbox.backends.statements import PREFIX_END, Dialect, Statements
 from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
 from kvbox.core.models import (
+    NO_EXPIRY,
     Condition,
     GeneralAccess,
     Grant,
     KeyPage,
+    RecordExpiry,
     RecordMeta,
     StatsDelta,
     Store,
@@ -44,6 +55,7 @@ from kvbox.core.models import (
     Token,
     Totals,
     User,
+    Visibility,
 )
 from kvbox.core.sentinels import UNSET, Unset
 
@@ -55,8 +67,10 @@ POOL_WAIT_S = 5
 _SQL = Statements(Dialect(param="%s", greatest="greatest", token_order="seq"))
 # Record writes are one round trip each: a stored function (schema.py) for a put, one
 # statement with data-modifying CTEs for a delete. Both lock the store row first.
-_PUT_RECORD = "SELECT * FROM kvbox_put_record(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::text[], %s::text[], %s, %s)"
-_NO_CONDITION = (None, None, False, False)
+_PUT_RECORD = (
+    "SELECT * FROM kvbox_put_record(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::text[], %s::text[], %s, %s, %s, %s)"
+)
+_NO_CONDITION = (None, None, False, False, None, None)
 # One statement. It locks the store row first, as kvbox_put_record does (one lock order:
 # no deadlocks); a write of the same key that commits meanwhile is then seen through the
 # record's row lock (DELETE re-reads the row it waited for), so the counts stay exact.
@@ -78,8 +92,15 @@ SELECT {_RECORD} FROM d
 # row that a writer holding the lock before us changed. Refused: nothing changes.
 _DELETE_RECORD_IF = f"""
 WITH s AS (SELECT pk FROM stores WHERE id = %(store)s FOR NO KEY UPDATE),
-cur AS (SELECT etag FROM records WHERE store_pk = (SELECT pk FROM s) AND key = %(key)s FOR UPDATE),
-ok AS (SELECT kvbox_condition_holds((SELECT etag FROM cur), %(if_match)s::text[], %(if_none_match)s::text[],
+cur AS (
+    SELECT etag, expires_at, modified_at, seq FROM records WHERE store_pk = (SELECT pk FROM s) AND key = %(key)s
+    FOR UPDATE
+),
+seen AS (
+    SELECT kvbox_seen_etag((SELECT pk FROM s), %(key)s, cur.etag, cur.expires_at, cur.modified_at, cur.seq,
+        %(now_seen)s, %(stale_before)s) AS etag FROM cur
+),
+ok AS (SELECT kvbox_condition_holds((SELECT etag FROM seen), %(if_match)s::text[], %(if_none_match)s::text[],
     %(must_exist)s, %(must_not_exist)s) AS ok),
 d AS (
     DELETE FROM records WHERE store_pk = (SELECT pk FROM s) AND key = %(key)s AND (SELECT ok FROM ok)
@@ -97,13 +118,43 @@ SELECT ok.ok, {", ".join("d." + c for c in _RECORD.split(", "))} FROM ok LEFT JO
 
 
 def _condition_values(condition: Condition | None) -> tuple[Any, ...]:
-    """A condition as the four trailing arguments of kvbox_put_record (and of the delete)."""
+    """A condition as the six trailing arguments of kvbox_put_record (and of the delete)."""
     if condition is None:
         return _NO_CONDITION
     c = condition
     if_match = list(c.if_match) if c.if_match is not None else None
     if_none_match = list(c.if_none_match) if c.if_none_match is not None else None
-    return if_match, if_none_match, c.must_exist, c.must_not_exist
+    return if_match, if_none_match, c.must_exist, c.must_not_exist, c.now_ms, c.stale_before
+
+
+# Hide the rows written up to `seq` under a prefix; the store row is locked first, as every
+# record write locks it. No row back: the store is gone.
+_MARK_PREFIX = """
+WITH s AS (
+    UPDATE stores SET delete_count = delete_count + 1, modified_at = greatest(modified_at, %(now)s),
+        accessed_at = greatest(accessed_at, %(now)s)
+    WHERE pk = %(pk)s RETURNING pk
+)
+INSERT INTO deleted_prefixes (store_pk, prefix, prefix_end, seq) SELECT pk, %(prefix)s, %(end)s, %(seq)s FROM s
+ON CONFLICT (store_pk, prefix) DO UPDATE SET seq = greatest(deleted_prefixes.seq, excluded.seq)
+RETURNING store_pk
+"""
+# Delete the chosen rows `c` (still matching `{cond}`) and take them off their stores'
+# counters, whose rows the caller has locked first (in pk order, as writers lock them).
+_RECLAIM_ROWS = """
+WITH d AS (
+    DELETE FROM records AS r USING ({victims}) AS c
+    WHERE r.store_pk = c.store_pk AND r.key = c.key AND {cond} RETURNING r.store_pk, r.size, r.blob_id
+), t AS (SELECT store_pk, count(*) AS n, sum(size) AS bytes FROM d GROUP BY store_pk),
+u AS (
+    UPDATE stores AS s SET record_count = s.record_count - t.n, storage_bytes = s.storage_bytes - t.bytes
+    FROM t WHERE s.pk = t.store_pk
+), f AS (INSERT INTO freed_blobs (blob_id) SELECT blob_id FROM d WHERE blob_id IS NOT NULL ON CONFLICT DO NOTHING)
+SELECT blob_id FROM d
+"""
+# Note the blobs of the rows this transaction deletes (see `freed_blobs`).
+_KEEP_FREED = "INSERT INTO freed_blobs (blob_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING"
+_LOCK_STORES = "SELECT 1 FROM stores WHERE pk = ANY(%s) ORDER BY pk FOR NO KEY UPDATE"
 
 
 def _store_name_taken(name: object) -> NameNotUniqueError:
@@ -420,7 +471,7 @@ class PostgresMetadataIndex:
         if condition is None:
             row = await self._one("delete a record", _DELETE_RECORD, params)
         else:
-            names = ("if_match", "if_none_match", "must_exist", "must_not_exist")
+            names = ("if_match", "if_none_match", "must_exist", "must_not_exist", "now_seen", "stale_before")
             params.update(zip(names, _condition_values(condition), strict=True))
             found = await self._one("delete a record", _DELETE_RECORD_IF, params)
             if found is None or not found[0]:
@@ -429,10 +480,93 @@ class PostgresMetadataIndex:
         with _storage_errors("delete a record"):
             return _record(row) if row else None
 
-    async def list_keys(self, store_id: str, *, after: str | None, prefix: str | None, limit: int) -> KeyPage:
-        # An index-only range scan of the primary key, which carries the size.
-        sql, params = _SQL.list_keys(store_id, after=after, prefix=prefix, limit=limit)
+    async def list_keys(
+        self, store_id: str, *, after: str | None, prefix: str | None, limit: int, visible: Visibility | None = None
+    ) -> KeyPage:
+        # A range scan of the primary key.
+        sql, params = _SQL.list_keys(store_id, after=after, prefix=prefix, limit=limit, visible=visible)
         return key_page(await self._all("list keys", sql, params), limit)
+
+    # record lifecycle
+    async def delete_prefix(self, store_id: str, prefix: str, *, visible: Visibility) -> int | None:
+        """Count the visible records under `prefix` on one read-only snapshot (writers go on),
+        then hide the rows written up to it in one short statement."""
+        clause, params = _SQL.visible(visible)
+        async with self._conn("delete records by prefix") as conn:
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                cur = await conn.execute("SELECT pk, write_count FROM stores WHERE id = %s", (store_id,))
+                found = await cur.fetchone()
+                if found is None:
+                    return None
+                pk, seq = found
+                sql = _SQL.count_prefix.format(visible=clause)
+                cur = await conn.execute(sql, (pk, prefix, prefix + PREFIX_END, *params))
+                (count,) = await cur.fetchone() or (0,)
+            mark = {"pk": pk, "prefix": prefix, "end": prefix + PREFIX_END, "seq": seq, "now": visible.now_ms}
+            cur = await conn.execute(_MARK_PREFIX, mark)
+            return int(count) if await cur.fetchone() else None
+
+    async def reclaim_expired(self, *, now_ms: int, max_rows: int) -> tuple[int, list[str]]:
+        async with self._conn("reclaim expired records") as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT store_pk, key FROM records WHERE expires_at <= %s ORDER BY expires_at LIMIT %s",
+                (now_ms, max(max_rows, 0)),
+            )
+            chosen = await cur.fetchall()
+            if not chosen:
+                return 0, []
+            await conn.execute(_LOCK_STORES, (sorted({pk for pk, _ in chosen}),))
+            victims = "SELECT * FROM unnest(%s::bigint[], %s::text[]) AS c(store_pk, key)"
+            sql = _RECLAIM_ROWS.format(victims=victims, cond="r.expires_at <= %s")
+            cur = await conn.execute(sql, ([pk for pk, _ in chosen], [key for _, key in chosen], now_ms))
+            rows = await cur.fetchall()
+            return len(rows), [blob_id for (blob_id,) in rows if blob_id]
+
+    async def reclaim_store_expired(
+        self, store_id: str, visible: Visibility, *, after: str | None, max_keys: int
+    ) -> tuple[int, list[str], str | None]:
+        async with self._conn("reclaim expired records") as conn, conn.transaction():
+            cur = await conn.execute("SELECT pk FROM stores WHERE id = %s FOR NO KEY UPDATE", (store_id,))
+            found = await cur.fetchone()
+            if found is None:
+                return 0, [], None
+            pk = found[0]
+            cur = await conn.execute(_SQL.window_end, (pk, after or "", max(max_keys, 1) - 1))
+            end = await cur.fetchone()
+            last = end[0] if end else None
+            sql, params = _SQL.reclaim_window(pk, visible, after=after or "", last=last)
+            cur = await conn.execute(sql, params)
+            rows = await cur.fetchall()
+            freed = [blob_id for _, blob_id in rows if blob_id]
+            if rows:
+                await conn.execute(
+                    "UPDATE stores SET record_count = record_count - %s, storage_bytes = storage_bytes - %s "
+                    "WHERE pk = %s",
+                    (len(rows), sum(size for size, _ in rows), pk),
+                )
+            if freed:
+                await conn.execute(_KEEP_FREED, (freed,))
+            return len(rows), freed, last
+
+    async def list_expiring_stores(self, *, after: str | None, limit: int) -> list[str]:
+        rows = await self._all("list stores with expiry rules", _SQL.list_expiring_stores, (after or "", max(limit, 0)))
+        return [r[0] for r in rows]
+
+    async def update_record_expiry(
+        self, store_id: str, change: Callable[[RecordExpiry], RecordExpiry], *, modified_at: int | None = None
+    ) -> Store | None:
+        async with self._conn("update a store's expiry rules") as conn, conn.transaction():
+            cur = await conn.execute("SELECT record_expiry FROM stores WHERE id = %s FOR UPDATE", (store_id,))
+            found = await cur.fetchone()
+            if found is None:
+                return None
+            current = expiry_from_json(found[0]) if found[0] is not None else NO_EXPIRY
+            value = expiry_json(change(current))
+            times = [] if modified_at is None else [modified_at, modified_at]
+            cur = await conn.execute(_SQL.set_record_expiry(modified_at=modified_at), (value, *times, store_id))
+            row = await cur.fetchone()
+            return _store(row) if row else None
 
     # housekeeping
     async def purge_deleted(self, *, max_rows: int) -> list[str]:
@@ -453,13 +587,42 @@ class PostgresMetadataIndex:
                 (batch,),
             )
             freed = [row[0] for row in await cur.fetchall()]
+            if freed:
+                await conn.execute(_KEEP_FREED, (freed,))
             if len(freed) < batch:
                 await conn.execute(purge.format(v=victims.format(cond="true")), (batch - len(freed),))
             await conn.execute(
                 "DELETE FROM deleted_stores AS d "
                 "WHERE NOT EXISTS (SELECT 1 FROM records AS r WHERE r.store_pk = d.store_pk)"
             )
-            return freed
+        if len(freed) < batch and await self._one("look up deleted prefixes", "SELECT 1 FROM deleted_prefixes LIMIT 1"):
+            freed += await self._purge_prefixes(batch - len(freed))
+        return freed
+
+    async def _purge_prefixes(self, max_rows: int) -> list[str]:
+        """Delete up to `max_rows` rows hidden by deletions by prefix; their stores still count
+        them, so their rows are locked first (in pk order, as writers lock them)."""
+        victims = (
+            "SELECT r.store_pk, r.key FROM deleted_prefixes AS dp JOIN records AS r ON r.store_pk = dp.store_pk "
+            "AND r.key >= dp.prefix AND r.key < dp.prefix_end AND r.seq <= dp.seq LIMIT %s FOR UPDATE OF r SKIP LOCKED"
+        )
+        async with self._conn("purge deleted prefixes") as conn, conn.transaction():
+            await conn.execute(
+                "SELECT 1 FROM stores WHERE pk IN (SELECT store_pk FROM deleted_prefixes) ORDER BY pk FOR NO KEY UPDATE"
+            )
+            cur = await conn.execute(_RECLAIM_ROWS.format(victims=victims, cond="true"), (max_rows,))
+            rows = await cur.fetchall()
+            if len(rows) < max_rows:
+                await conn.execute(_SQL.drop_done_prefixes)
+            return [blob_id for (blob_id,) in rows if blob_id]
+
+    async def freed_blobs(self, *, limit: int) -> list[str]:
+        return [r[0] for r in await self._all("list freed blobs", _SQL.freed_blobs, (max(limit, 0),))]
+
+    async def forget_freed_blobs(self, blob_ids: list[str]) -> None:
+        if blob_ids:
+            await self._all("forget freed blobs", "DELETE FROM freed_blobs WHERE blob_id = ANY(%s) RETURNING 1",
+                            (blob_ids,))  # fmt: skip
 
     async def purge_pending(self) -> bool:
         return await self._one("look up deleted stores", _SQL.purge_pending) is not None

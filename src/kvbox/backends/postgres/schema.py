@@ -199,8 +199,103 @@ _V2: tuple[str, ...] = (
     """,
 )
 
+# Record lifecycle. Records gain their own expiry and `seq`, the store's write count after
+# the record's write, which orders writes within a store: a delete by prefix hides the rows
+# written up to its own `seq` (`deleted_prefixes`, reclaimed by purge_deleted) and spares
+# later ones. Stores gain their expiry rules; the sweeper finds expired records through
+# `records_expiry`. kvbox_put_record takes the expiry and sets `seq` from the write count;
+# the earlier versions go, since a node writing rows without `seq` would let a delete by
+# prefix hide its later writes (such a node refuses to start on this schema anyway).
+_V3: tuple[str, ...] = (
+    "ALTER TABLE records ADD COLUMN expires_at bigint, ADD COLUMN seq bigint NOT NULL DEFAULT 0",
+    "CREATE INDEX records_expiry ON records (expires_at) WHERE expires_at IS NOT NULL",
+    "ALTER TABLE stores ADD COLUMN record_expiry text",
+    "CREATE INDEX stores_with_expiry ON stores (id) WHERE record_expiry IS NOT NULL",
+    """
+    CREATE TABLE deleted_prefixes (
+        store_pk bigint NOT NULL,
+        prefix text COLLATE "C" NOT NULL,
+        prefix_end text COLLATE "C" NOT NULL,
+        seq bigint NOT NULL,
+        PRIMARY KEY (store_pk, prefix)
+    )
+    """,
+    # Blobs of reclaimed rows, kept from the rows' deletion until the blobs are deleted too: a
+    # crash in between leaves their ids here for the next pass, never an orphan.
+    'CREATE TABLE freed_blobs (blob_id text COLLATE "C" PRIMARY KEY)',
+    "DROP FUNCTION kvbox_put_record(text, text, text, text, bigint, text, bigint, bytea, text)",
+    "DROP FUNCTION kvbox_put_record(text, text, text, text, bigint, text, bigint, bytea, text, text[], text[], "
+    "boolean, boolean)",
+    # The etag a reader sees of a row at p_now: NULL when the row has expired (its own expiry,
+    # or last written at or before p_stale_before, from the store's rules for its key) or a
+    # delete by prefix hid it. Without p_now, the row's etag.
+    """
+    CREATE FUNCTION kvbox_seen_etag(
+        p_store_pk bigint, p_key text, p_etag text, p_expires_at bigint, p_modified_at bigint, p_seq bigint,
+        p_now bigint, p_stale_before bigint
+    ) RETURNS text LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+        SELECT CASE
+            WHEN p_etag IS NULL OR p_now IS NULL THEN p_etag
+            WHEN p_expires_at IS NOT NULL AND p_expires_at <= p_now THEN NULL
+            WHEN p_expires_at IS NULL AND p_modified_at <= p_stale_before THEN NULL
+            WHEN EXISTS (SELECT 1 FROM deleted_prefixes AS d WHERE d.store_pk = p_store_pk
+                AND p_key >= d.prefix AND p_key < d.prefix_end AND p_seq <= d.seq) THEN NULL
+            ELSE p_etag END
+    $$
+    """,
+    # Writes a record if the condition holds for the record a reader sees (`refused`: it did
+    # not; nothing was written and the other columns are NULL). No rows back: no such store.
+    """
+    CREATE FUNCTION kvbox_put_record(
+        p_store text, p_key text, p_content_type text, p_encoding text, p_size bigint, p_etag text,
+        p_modified_at bigint, p_inline bytea, p_blob_id text, p_expires_at bigint,
+        p_if_match text[], p_if_none_match text[], p_must_exist boolean, p_must_not_exist boolean,
+        p_now bigint, p_stale_before bigint
+    ) RETURNS TABLE (
+        refused boolean, replaced boolean, o_content_type text, o_encoding text, o_size bigint, o_etag text,
+        o_modified_at bigint, o_inline bytea, o_blob_id text, o_expires_at bigint
+    ) LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+    DECLARE
+        v_pk bigint;
+        v_old records%ROWTYPE;
+        v_seq bigint;
+    BEGIN
+        SELECT pk INTO v_pk FROM stores WHERE id = p_store FOR NO KEY UPDATE;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        SELECT * INTO v_old FROM records AS r WHERE r.store_pk = v_pk AND r.key = p_key;
+        IF (p_if_match IS NOT NULL OR p_if_none_match IS NOT NULL OR p_must_exist OR p_must_not_exist)
+            AND NOT kvbox_condition_holds(
+                kvbox_seen_etag(v_pk, p_key, v_old.etag, v_old.expires_at, v_old.modified_at, v_old.seq, p_now,
+                    p_stale_before),
+                p_if_match, p_if_none_match, p_must_exist, p_must_not_exist) THEN
+            RETURN QUERY SELECT true, NULL::boolean, NULL::text, NULL::text, NULL::bigint, NULL::text,
+                NULL::bigint, NULL::bytea, NULL::text, NULL::bigint;
+            RETURN;
+        END IF;
+        UPDATE stores SET write_count = write_count + 1,
+            storage_bytes = storage_bytes + p_size - coalesce(v_old.size, 0),
+            record_count = record_count + (CASE WHEN v_old.key IS NULL THEN 1 ELSE 0 END),
+            modified_at = greatest(modified_at, p_modified_at), accessed_at = greatest(accessed_at, p_modified_at)
+        WHERE pk = v_pk RETURNING write_count INTO v_seq;
+        INSERT INTO records AS r (store_pk, key, content_type, encoding, size, etag, modified_at, inline_body, blob_id,
+            expires_at, seq)
+        VALUES (v_pk, p_key, p_content_type, p_encoding, p_size, p_etag, p_modified_at, p_inline, p_blob_id,
+            p_expires_at, v_seq)
+        ON CONFLICT (store_pk, key) DO UPDATE SET content_type = excluded.content_type,
+            encoding = excluded.encoding, size = excluded.size, etag = excluded.etag,
+            modified_at = excluded.modified_at, inline_body = excluded.inline_body, blob_id = excluded.blob_id,
+            expires_at = excluded.expires_at, seq = excluded.seq;
+        RETURN QUERY SELECT false, v_old.key IS NOT NULL, v_old.content_type, v_old.encoding, v_old.size, v_old.etag,
+            v_old.modified_at, v_old.inline_body, v_old.blob_id, v_old.expires_at;
+    END
+    $$
+    """,
+)
+
 # Index i holds the statements that take a schema from version i to version i + 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 VERSION_TABLE = "kvbox_schema"

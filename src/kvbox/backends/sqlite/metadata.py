@@ -8,29 +8,44 @@ scans, cheaper than a hop to a worker thread.
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import os
+import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import cast
 
 from kvbox.backends.failures import storage_failure
 from kvbox.backends.rows import RECORD_COLUMNS as _RECORD
+from kvbox.backends.rows import (
+    expiry_from_json,
+    expiry_json,
+    grant_values,
+    key_page,
+    record_values,
+    store_values,
+    token_values,
+    user_values,
+)
 from kvbox.backends.rows import grant_from_row as _grant
-from kvbox.backends.rows import grant_values, key_page, record_values, store_values, token_values, user_values
 from kvbox.backends.rows import record_from_row as _record
 from kvbox.backends.rows import store_from_row as _store
 from kvbox.backends.rows import token_from_row as _token
 from kvbox.backends.rows import user_from_row as _user
 from kvbox.backends.sqlite.schema import SCHEMA_VERSION, migrate
 from kvbox.backends.sqlite.writer import Batch, LoopWriter, Refused
-from kvbox.backends.statements import Dialect, Statements
+from kvbox.backends.statements import PREFIX_END, Dialect, Statements
 from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
 from kvbox.core.models import (
+    NO_EXPIRY,
     Condition,
     GeneralAccess,
     Grant,
     KeyPage,
+    RecordExpiry,
     RecordMeta,
     StatsDelta,
     Store,
@@ -38,18 +53,29 @@ from kvbox.core.models import (
     Token,
     Totals,
     User,
+    Visibility,
 )
 from kvbox.core.sentinels import UNSET, Unset
 
 BUSY_TIMEOUT_S = 30.0
 _IN_CHUNK = 500  # well below SQLite's bound-parameter limit
+_PURGE_STEP = 100  # rows of deleted prefixes per write transaction
 
 _SQL = Statements(Dialect(param="?", greatest="max", token_order="rowid"))
 # Record writes run on the group-commit writer as separate statements: SQLite has no
 # stored functions, and the writer's transaction already serializes them.
-_INSERT_RECORD = f"INSERT INTO records (store_pk, {_RECORD}) VALUES (?, {', '.join('?' * len(_RECORD.split(', ')))})"
+_INSERT_RECORD = (
+    f"INSERT INTO records (store_pk, {_RECORD}, seq) VALUES (?, {', '.join('?' * len(_RECORD.split(', ')))}, ?)"
+)
 _UPDATE_RECORD = (
-    f"UPDATE records SET {', '.join(f'{c} = ?' for c in _RECORD.split(', ')[1:])} WHERE store_pk = ? AND key = ?"
+    f"UPDATE records SET {', '.join(f'{c} = ?' for c in _RECORD.split(', ')[1:])}, seq = ? "
+    "WHERE store_pk = ? AND key = ?"
+)
+# The rows of deleted prefixes, by rowid: CROSS JOIN walks the few deletions and probes each
+# one's key range by index, as purge_deleted does for deleted stores.
+_PREFIX_VICTIMS = (
+    "SELECT r.rowid FROM deleted_prefixes AS d CROSS JOIN records AS r ON r.store_pk = d.store_pk "
+    "AND r.key >= d.prefix AND r.key < d.prefix_end AND r.seq <= d.seq LIMIT ?"
 )
 
 
@@ -90,6 +116,13 @@ def _count(
     counts[3] += records
     counts[4] = max(counts[4], modified)
     counts[5] = max(counts[5], accessed)
+
+
+def _keep_freed(conn: sqlite3.Connection, blob_ids: list[str]) -> list[str]:
+    """Note the blobs of rows this transaction deletes (see `freed_blobs`); returns them."""
+    if blob_ids:
+        conn.executemany("INSERT OR IGNORE INTO freed_blobs (blob_id) VALUES (?)", [(b,) for b in blob_ids])
+    return blob_ids
 
 
 def _apply_store_counts(conn: sqlite3.Connection, batch: Batch) -> None:
@@ -139,9 +172,21 @@ class SqliteMetadataIndex:
 
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[bool]:
-        """The processes sharing the file live on one host, and the work run under this lock
-        is idempotent: every holder may run."""
-        yield True
+        """An advisory lock on a file beside the database, taken without waiting: one process
+        (and one holder in it) at a time runs the work. The kernel releases it when a holder
+        dies."""
+        lock_path = self.path.with_name(f"{self.path.name}.{re.sub(r'[^A-Za-z0-9_-]', '_', name)}.lock")
+        with _storage_errors("take a lock"):
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                got = True
+            except BlockingIOError:
+                got = False
+            yield got
+        finally:
+            os.close(fd)  # closing the descriptor drops the lock
 
     def read_generation(self) -> int:
         """Changes whenever any process commits to the database (readers reuse rows until then)."""
@@ -353,24 +398,26 @@ class SqliteMetadataIndex:
         r = record
 
         def op(conn: sqlite3.Connection, batch: Batch) -> RecordMeta | Refused | None:
-            found = conn.execute("SELECT pk FROM stores WHERE id = ?", (store_id,)).fetchone()
+            found = conn.execute("SELECT pk, write_count FROM stores WHERE id = ?", (store_id,)).fetchone()
             if found is None:
                 raise StorageError(f"Store {store_id} does not exist.")
-            pk = found[0]
+            pk, written = found
             old_row = conn.execute(
                 f"SELECT {_RECORD} FROM records WHERE store_pk = ? AND key = ?", (pk, r.key)
             ).fetchone()
             old = _record(old_row) if old_row else None
             # Checked inside the writer's transaction, which holds the database's write lock.
-            if condition is not None and not condition.holds(old):
+            if condition is not None and not condition.holds(old and _visible_record(conn, pk, r.key)):
                 return Refused(PreconditionFailedError())
-            values = record_values(r)
-            if old is None:
-                conn.execute(_INSERT_RECORD, (pk, *values))
-            else:
-                conn.execute(_UPDATE_RECORD, (*values[1:], pk, r.key))
             _count(batch, pk, writes=1, size=r.size - (old.size if old else 0), records=0 if old else 1,
                    modified=r.modified_at, accessed=r.modified_at)  # fmt: skip
+            # The store's write count once this batch commits, up to this write.
+            seq = written + batch["stores"][pk][0]
+            values = record_values(r)
+            if old is None:
+                conn.execute(_INSERT_RECORD, (pk, *values, seq))
+            else:
+                conn.execute(_UPDATE_RECORD, (*values[1:], seq, pk, r.key))
             return old
 
         return cast(RecordMeta | None, await self._writer.run("write a record", op))
@@ -383,12 +430,8 @@ class SqliteMetadataIndex:
             if found is None:
                 return None
             pk = found[0]
-            if condition is not None:
-                row = conn.execute(
-                    f"SELECT {_RECORD} FROM records WHERE store_pk = ? AND key = ?", (pk, key)
-                ).fetchone()
-                if not condition.holds(_record(row) if row else None):
-                    return Refused(PreconditionFailedError())
+            if condition is not None and not condition.holds(_visible_record(conn, pk, key)):
+                return Refused(PreconditionFailedError())
             rows = conn.execute(
                 f"DELETE FROM records WHERE store_pk = ? AND key = ? RETURNING {_RECORD}", (pk, key)
             ).fetchall()
@@ -400,22 +443,127 @@ class SqliteMetadataIndex:
 
         return cast(RecordMeta | None, await self._writer.run("delete a record", op))
 
-    async def list_keys(self, store_id: str, *, after: str | None, prefix: str | None, limit: int) -> KeyPage:
-        # The covering index (store_pk, key, size) serves it without touching the table.
-        sql, params = _SQL.list_keys(store_id, after=after, prefix=prefix, limit=limit)
+    async def list_keys(
+        self, store_id: str, *, after: str | None, prefix: str | None, limit: int, visible: Visibility | None = None
+    ) -> KeyPage:
+        # The covering index `records_listing` serves it without touching the table. A store
+        # with no deletion by prefix waiting (nearly always) skips that check on every row.
         with _storage_errors("list keys"):
+            hides = self._conn.execute(_SQL.has_deleted_prefixes, (store_id,)).fetchone() is not None
+            sql, params = _SQL.list_keys(
+                store_id, after=after, prefix=prefix, limit=limit, visible=visible, deleted_prefixes=hides
+            )
             rows = self._conn.execute(sql, params).fetchall()
         return key_page(rows, limit)
 
+    # record lifecycle
+    async def delete_prefix(self, store_id: str, prefix: str, *, visible: Visibility) -> int | None:
+        """Count the visible records under `prefix` on a snapshot (in a thread, on a connection
+        of its own: a large count must not stall the event loop), then hide the rows written up
+        to that snapshot in one short write."""
+        counted = await asyncio.to_thread(self._count_prefix, store_id, prefix, visible)
+        if counted is None:
+            return None
+        pk, seq, count = counted
+
+        def op(conn: sqlite3.Connection, batch: Batch) -> int | None:
+            found = conn.execute("SELECT pk FROM stores WHERE id = ?", (store_id,)).fetchone()
+            if found is None or found[0] != pk:
+                return None
+            conn.execute(_SQL.mark_deleted_prefix, (pk, prefix, prefix + PREFIX_END, seq))
+            _count(batch, pk, deletes=1, modified=visible.now_ms, accessed=visible.now_ms)
+            return count
+
+        return cast(int | None, await self._writer.run("delete records by prefix", op))
+
+    def _count_prefix(self, store_id: str, prefix: str, visible: Visibility) -> tuple[int, int, int] | None:
+        """(store pk, its write count, visible records under `prefix`), read on one snapshot."""
+        clause, params = _SQL.visible(visible)
+        with _storage_errors("count records by prefix"):
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            try:
+                conn.execute("BEGIN")
+                found = conn.execute("SELECT pk, write_count FROM stores WHERE id = ?", (store_id,)).fetchone()
+                if found is None:
+                    return None
+                pk, seq = found
+                sql = _SQL.count_prefix.format(visible=clause)
+                (count,) = conn.execute(sql, (pk, prefix, prefix + PREFIX_END, *params)).fetchone()
+                conn.execute("COMMIT")
+                return int(pk), int(seq), int(count)
+            finally:
+                conn.close()
+
+    async def reclaim_expired(self, *, now_ms: int, max_rows: int) -> tuple[int, list[str]]:
+        def op(conn: sqlite3.Connection, batch: Batch) -> tuple[int, list[str]]:
+            rows = conn.execute(
+                "DELETE FROM records WHERE rowid IN (SELECT rowid FROM records WHERE expires_at <= ? "
+                "ORDER BY expires_at LIMIT ?) RETURNING store_pk, size, blob_id",
+                (now_ms, max(max_rows, 0)),
+            ).fetchall()
+            for pk, size, _ in rows:
+                _count(batch, pk, size=-size, records=-1)
+            return len(rows), _keep_freed(conn, [blob_id for _, _, blob_id in rows if blob_id])
+
+        return cast(tuple[int, list[str]], await self._writer.run("reclaim expired records", op))
+
+    async def reclaim_store_expired(
+        self, store_id: str, visible: Visibility, *, after: str | None, max_keys: int
+    ) -> tuple[int, list[str], str | None]:
+        def op(conn: sqlite3.Connection, batch: Batch) -> tuple[int, list[str], str | None]:
+            found = conn.execute("SELECT pk FROM stores WHERE id = ?", (store_id,)).fetchone()
+            if found is None:
+                return 0, [], None
+            pk = found[0]
+            end = conn.execute(_SQL.window_end, (pk, after or "", max(max_keys, 1) - 1)).fetchone()
+            last = end[0] if end else None
+            sql, params = _SQL.reclaim_window(pk, visible, after=after or "", last=last)
+            rows = conn.execute(sql, params).fetchall()
+            for size, _ in rows:
+                _count(batch, pk, size=-size, records=-1)
+            return len(rows), _keep_freed(conn, [blob_id for _, blob_id in rows if blob_id]), last
+
+        return cast(tuple[int, list[str], str | None], await self._writer.run("reclaim expired records", op))
+
+    async def list_expiring_stores(self, *, after: str | None, limit: int) -> list[str]:
+        with _storage_errors("list stores with expiry rules"):
+            rows = self._conn.execute(_SQL.list_expiring_stores, (after or "", max(limit, 0))).fetchall()
+            return [r[0] for r in rows]
+
+    async def update_record_expiry(
+        self, store_id: str, change: Callable[[RecordExpiry], RecordExpiry], *, modified_at: int | None = None
+    ) -> Store | None:
+        with self._write("update a store's expiry rules") as conn:
+            found = conn.execute("SELECT record_expiry FROM stores WHERE id = ?", (store_id,)).fetchone()
+            if found is None:
+                return None
+            current = expiry_from_json(found[0]) if found[0] is not None else NO_EXPIRY
+            value = expiry_json(change(current))
+            times = [] if modified_at is None else [modified_at, modified_at]
+            rows = conn.execute(_SQL.set_record_expiry(modified_at=modified_at), (value, *times, store_id)).fetchall()
+            return _store(rows[0]) if rows else None
+
     # housekeeping
     async def purge_deleted(self, *, max_rows: int) -> list[str]:
-        """Delete up to `max_rows` record rows of deleted stores; return the blob ids they held.
+        """Delete up to `max_rows` record rows of deleted stores, then of deleted prefixes; return
+        the blob ids they held.
 
         Rows holding a blob go first, so a call that returns fewer than `max_rows` ids
         means no blob of a deleted store is left to free (inline rows may remain for
         later calls). A deleted store's marker goes once its last row is gone.
         """
         batch = max(max_rows, 0)
+        freed: list[str] = []
+        with _storage_errors("look up deleted stores and prefixes"):
+            stores_pending = self._conn.execute("SELECT 1 FROM deleted_stores LIMIT 1").fetchone() is not None
+            prefixes_pending = self._conn.execute("SELECT 1 FROM deleted_prefixes LIMIT 1").fetchone() is not None
+        if stores_pending:
+            freed = self._purge_stores(batch)
+        if len(freed) < batch and prefixes_pending:
+            freed += await self._purge_prefixes(batch - len(freed))
+        return freed
+
+    def _purge_stores(self, batch: int) -> list[str]:
         # CROSS JOIN pins the loop order: walk the few deleted stores and probe their rows by
         # index, instead of scanning every record looking for a deleted store.
         victims = "SELECT r.rowid FROM deleted_stores AS d CROSS JOIN records AS r ON r.store_pk = d.store_pk"
@@ -424,14 +572,56 @@ class SqliteMetadataIndex:
                 f"DELETE FROM records WHERE rowid IN ({victims} WHERE r.blob_id IS NOT NULL LIMIT ?) RETURNING blob_id",
                 (batch,),
             ).fetchall()
-            freed = [row[0] for row in rows]
+            freed = _keep_freed(conn, [row[0] for row in rows])
             if len(freed) < batch:
                 conn.execute(f"DELETE FROM records WHERE rowid IN ({victims} LIMIT ?)", (batch - len(freed),))
             conn.execute(
                 "DELETE FROM deleted_stores WHERE NOT EXISTS "
                 "(SELECT 1 FROM records WHERE records.store_pk = deleted_stores.store_pk)"
             )
-            return freed
+        return freed
+
+    async def _purge_prefixes(self, max_rows: int) -> list[str]:
+        """Delete up to `max_rows` rows hidden by deletions by prefix, on the group-commit
+        writer (the stores they belong to still count them), a few at a time so that a record
+        write sharing the transaction is hardly delayed; return their blob ids."""
+        freed: list[str] = []
+        left = max_rows
+        while left > 0:
+            count, blob_ids = await self._purge_some_prefixes(min(left, _PURGE_STEP))
+            freed += blob_ids
+            left -= count
+            if count < min(left + count, _PURGE_STEP):
+                break
+            await asyncio.sleep(0)
+        return freed
+
+    async def _purge_some_prefixes(self, max_rows: int) -> tuple[int, list[str]]:
+        def op(conn: sqlite3.Connection, batch: Batch) -> tuple[int, list[str]]:
+            rows = conn.execute(
+                f"DELETE FROM records WHERE rowid IN ({_PREFIX_VICTIMS}) RETURNING store_pk, size, blob_id",
+                (max_rows,),
+            ).fetchall()
+            for pk, size, _ in rows:
+                _count(batch, pk, size=-size, records=-1)
+            if len(rows) < max_rows:
+                conn.execute(_SQL.drop_done_prefixes)
+            return len(rows), _keep_freed(conn, [blob_id for _, _, blob_id in rows if blob_id])
+
+        return cast(tuple[int, list[str]], await self._writer.run("purge deleted prefixes", op))
+
+    async def freed_blobs(self, *, limit: int) -> list[str]:
+        with _storage_errors("list freed blobs"):
+            return [r[0] for r in self._conn.execute(_SQL.freed_blobs, (max(limit, 0),)).fetchall()]
+
+    async def forget_freed_blobs(self, blob_ids: list[str]) -> None:
+        if not blob_ids:
+            return
+
+        def op(conn: sqlite3.Connection, batch: Batch) -> None:
+            conn.executemany("DELETE FROM freed_blobs WHERE blob_id = ?", [(b,) for b in blob_ids])
+
+        await self._writer.run("forget freed blobs", op)
 
     async def purge_pending(self) -> bool:
         with _storage_errors("look up deleted stores"):
@@ -462,3 +652,9 @@ class SqliteMetadataIndex:
 
     def group_commit_sizes(self) -> Mapping[int, int]:
         return self._writer.batch_sizes
+
+
+def _visible_record(conn: sqlite3.Connection, pk: int, key: str) -> RecordMeta | None:
+    """The row of `key` unless a deletion by prefix hid it (expiry is the condition's to judge)."""
+    row = conn.execute(_SQL.visible_record, (pk, key)).fetchone()
+    return _record(row) if row else None

@@ -113,7 +113,34 @@ _V3: tuple[str, ...] = (
     "INSERT INTO metadata_generation VALUES (0, 0)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+# Record lifecycle. Records gain their own expiry and `seq`, the store's write count after
+# the record's write, which orders writes within a store: a delete by prefix hides the rows
+# written up to its own `seq` (`deleted_prefixes`, reclaimed by purge_deleted) and spares
+# later ones. Stores gain their expiry rules. Listing reads the record's fields from the
+# wider covering index; the sweeper finds expired records through `records_expiry`.
+_V4: tuple[str, ...] = (
+    "ALTER TABLE records ADD COLUMN expires_at INTEGER",
+    "ALTER TABLE records ADD COLUMN seq INTEGER NOT NULL DEFAULT 0",
+    "DROP INDEX records_listing",
+    "CREATE INDEX records_listing ON records (store_pk, key, size, content_type, modified_at, etag, expires_at, seq)",
+    "CREATE INDEX records_expiry ON records (expires_at) WHERE expires_at IS NOT NULL",
+    "ALTER TABLE stores ADD COLUMN record_expiry TEXT",
+    "CREATE INDEX stores_with_expiry ON stores (id) WHERE record_expiry IS NOT NULL",
+    """
+    CREATE TABLE deleted_prefixes (
+        store_pk INTEGER NOT NULL,
+        prefix TEXT NOT NULL,
+        prefix_end TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (store_pk, prefix)
+    )
+    """,
+    # Blobs of reclaimed rows, kept from the rows' deletion until the blobs are deleted too: a
+    # crash in between leaves their ids here for the next pass, never an orphan.
+    "CREATE TABLE freed_blobs (blob_id TEXT PRIMARY KEY)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+from kvbox.core.clock import iso_ms
 from kvbox.core.errors import StorageError
 from kvbox.sdk.local.layout import TEMP_PREFIX, TEMP_SUFFIX
 
@@ -160,9 +161,19 @@ def sidecar_fields(data: dict[str, Any]) -> tuple[str | None, str | None]:
     return (key if isinstance(key, str) else None), (ctype if isinstance(ctype, str) else None)
 
 
-def sidecar_bytes(key: str, content_type: str, size: int) -> bytes:
-    # The shape crawlee-python 1.x writes, so its tools can read kvbox sidecars too.
-    return json.dumps({"key": key, "content_type": content_type, "size": size}, ensure_ascii=False).encode()
+def sidecar_expiry(data: dict[str, Any]) -> int | None:
+    """A record's own expiry (ms) from its sidecar's `expires_at` (kvbox's field), if any."""
+    when = parse_timestamp(data.get("expires_at") or data.get("expiresAt"))
+    return None if when is None else int(when.timestamp() * 1000)
+
+
+def sidecar_bytes(key: str, content_type: str, size: int, expires_at: int | None = None) -> bytes:
+    # The shape crawlee-python 1.x writes, so its tools can read kvbox sidecars too; kvbox adds
+    # the record's expiry, which crawlee ignores.
+    data: dict[str, Any] = {"key": key, "content_type": content_type, "size": size}
+    if expires_at is not None:
+        data["expires_at"] = iso_ms(expires_at)
+    return json.dumps(data, ensure_ascii=False).encode()
 
 
 def parse_timestamp(value: Any) -> datetime | None:

@@ -14,6 +14,10 @@ changed since this one last listed the folder can be left with two files. A list
 takes the newer one, but a process that had already read the older one keeps reading it
 until it lists the folder or writes the key.
 
+A record written with an expiry keeps it in its sidecar (`expires_at`); from that instant on
+it is absent for reads and listings. Its files stay until the record is written again or
+deleted (reads never write).
+
 A store opened read-only lists and reads, and never writes: not even its timestamps.
 """
 
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote
 
+from kvbox.core.clock import Clock, SystemClock
 from kvbox.core.content import BINARY_TYPE, JSON_TYPE
 from kvbox.core.errors import InvalidRecordKeyError, RecordNotFoundError
 from kvbox.sdk.local import files, layout
@@ -52,12 +57,14 @@ and content type (None: delete it)."""
 
 @dataclass(frozen=True, slots=True)
 class Located:
-    """Where a record is. `content_type` None means "sniff": a bare input file (JSON or bytes)."""
+    """Where a record is. `content_type` None means "sniff": a bare input file (JSON or bytes).
+    `expires_at` is the record's own expiry (ms), from its sidecar."""
 
     filename: str
     content_type: str | None
     size: int
     mtime_ns: int
+    expires_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +91,10 @@ class LocalStore:
         durable: bool,
         input_keys: frozenset[str],
         read_only: bool = False,
+        clock: Clock | None = None,
     ) -> None:
         self.directory = directory
+        self.clock: Clock = clock or SystemClock()
         self.meta = meta
         self.read_only = read_only
         self._durable = durable
@@ -108,14 +117,19 @@ class LocalStore:
         if name is not None and not moving:
             found = self._inspect(key, name)
             if found is not None:
-                return found
+                return self._unexpired(found)
             moving = True  # the file we knew is gone: another process is moving the record
         found = self._settled(key) if moving else self._probe(key)
         if found is None:
             self._files.pop(key, None)
         else:
-            self._files[key] = found.filename
-        return found
+            self._files[key] = found.filename  # an expired record's file is still the key's
+        return self._unexpired(found)
+
+    def _unexpired(self, found: Located | None) -> Located | None:
+        if found is None or found.expires_at is None or found.expires_at > self.clock.now_ms():
+            return found
+        return None
 
     def _settled(self, key: str) -> Located | None:
         """Find a record that another process is moving to a file of another type.
@@ -191,15 +205,18 @@ class LocalStore:
             data = self.read_located(found) if found is not None else None
             if found is not None and data is not None:
                 self._files[key] = found.filename  # so that a write of another type removes it
-            new = change(None if found is None or data is None else (data, found.content_type))
+            live = found is not None and data is not None and self._unexpired(found) is not None
+            new = change((data, found.content_type) if live and found is not None and data is not None else None)
             if new is not None:
                 self.write(key, *new)
             elif data is not None:
                 self.delete(key)
 
-    def write(self, key: str, data: bytes, content_type: str) -> None:
-        """Replace the record with `data` in one step."""
-        with self.open_writer(key, content_type) as out:
+    def write(self, key: str, data: bytes, content_type: str, *, expires_in: int | None = None) -> None:
+        """Replace the record with `data` in one step; with `expires_in`, it expires that many
+        seconds from now."""
+        expires_at = None if expires_in is None else self.clock.now_ms() + expires_in * 1000
+        with self.open_writer(key, content_type, expires_at=expires_at) as out:
             out.write(data)
 
     def write_stream(self, key: str, content_type: str, chunks: Iterable[bytes]) -> int:
@@ -211,8 +228,9 @@ class LocalStore:
         return out.size
 
     @contextmanager
-    def open_writer(self, key: str, content_type: str) -> Iterator[files.AtomicFile]:
-        """Write a record piece by piece: call `write(chunk)` on what this yields.
+    def open_writer(self, key: str, content_type: str, *, expires_at: int | None = None) -> Iterator[files.AtomicFile]:
+        """Write a record piece by piece: call `write(chunk)` on what this yields. It expires at
+        `expires_at` (ms) when given.
 
         The record is replaced in one step when the block ends, and left as it was when the
         block raises; until then readers see the old value. Like `write`, a file of another
@@ -237,8 +255,8 @@ class LocalStore:
         with self._lock.held():  # the value, its sidecar and the old file change under the lock
             out.commit()
             sidecar = filename + SIDECAR_SUFFIX
-            if needs_sidecar:
-                meta = files.sidecar_bytes(key, content_type, out.size)
+            if needs_sidecar or expires_at is not None:
+                meta = files.sidecar_bytes(key, content_type, out.size, expires_at)
                 files.write_atomic(self.directory, sidecar, meta, durable=self._durable)
             else:
                 files.remove(f"{self.directory}/{sidecar}")
@@ -246,6 +264,18 @@ class LocalStore:
                 self._remove_file(old)
         self._files[key] = filename
         self._touch(modified=True)
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every record whose key starts with `prefix` ("" for all); returns how many
+        were there (expired ones are removed too, but not counted)."""
+        self._check_writable()
+        count = 0
+        now = self.clock.now_ms()
+        for key, (_, _, expires_at) in sorted(self._scan().items()):
+            if key.startswith(prefix):
+                self.delete(key)
+                count += expires_at is None or expires_at > now
+        return count
 
     def delete(self, key: str) -> None:
         """Remove every file holding `key`; a missing key is a no-op."""
@@ -274,14 +304,19 @@ class LocalStore:
             dir_fd = os.open(self.directory, os.O_RDONLY)
         except FileNotFoundError:
             return
+        now = self.clock.now_ms()
         try:
             for key in ordered[start:]:
-                filename, ctype = found[key]
+                filename, ctype, expires_at = found[key]
+                if expires_at is not None and expires_at <= now:
+                    continue
                 try:
-                    size = os.stat(filename, dir_fd=dir_fd).st_size
+                    stat = os.stat(filename, dir_fd=dir_fd)
                 except FileNotFoundError:
                     continue  # deleted by someone else since the listing
-                yield RecordMetadata(key, size, ctype or BINARY_TYPE)
+                modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+                expires = None if expires_at is None else datetime.fromtimestamp(expires_at / 1000, UTC)
+                yield RecordMetadata(key, stat.st_size, ctype or BINARY_TYPE, modified, expires)
                 count += 1
                 if limit and count >= limit:
                     return
@@ -361,8 +396,10 @@ class LocalStore:
             return None
         side = files.read_json(path + SIDECAR_SUFFIX)
         ctype: str | None
+        expires_at = None
         if side is not None:
             side_key, ctype = files.sidecar_fields(side)
+            expires_at = files.sidecar_expiry(side)
             if side_key is not None and side_key != key:
                 return None
             if ctype is None:
@@ -380,7 +417,7 @@ class LocalStore:
                 return None
             if not entry.extension_known and key in self._input_keys:
                 ctype = None  # a bare INPUT file: JSON if it parses, bytes otherwise
-        return Located(filename, ctype, st.st_size, st.st_mtime_ns)
+        return Located(filename, ctype, st.st_size, st.st_mtime_ns, expires_at)
 
     def _inspect_all(self, key: str) -> list[Located]:
         return [f for name in layout.candidate_filenames(key) if (f := self._inspect(key, name)) is not None]
@@ -394,20 +431,21 @@ class LocalStore:
         self._files = {key: entry[0] for key, entry in self._scan().items()}
         self._indexed = True
 
-    def _scan(self) -> dict[str, tuple[str, str | None]]:
-        """Every record in the folder: key -> (file name, content type)."""
+    def _scan(self) -> dict[str, tuple[str, str | None, int | None]]:
+        """Every record in the folder: key -> (file name, content type, own expiry)."""
         try:
             names = os.listdir(self.directory)
         except FileNotFoundError:
             return {}
         present = set(names)
-        found: dict[str, tuple[str, str | None]] = {}
+        found: dict[str, tuple[str, str | None, int | None]] = {}
         clashes: dict[str, list[str]] = {}
         for name in names:
             if layout.is_reserved(name):
                 continue
+            expires_at = None
             if name + SIDECAR_SUFFIX in present:
-                key, ctype = self._sidecar_entry(name)
+                key, ctype, expires_at = self._sidecar_entry(name)
                 if key is None:
                     continue
             else:
@@ -417,24 +455,24 @@ class LocalStore:
                 key, ctype = pair
             if key in found:
                 clashes.setdefault(key, [found[key][0]]).append(name)
-            found[key] = (name, ctype)
+            found[key] = (name, ctype, expires_at)
         for key in clashes:
             newest = self._probe(key)
             if newest is not None:
-                found[key] = (newest.filename, newest.content_type)
+                found[key] = (newest.filename, newest.content_type, newest.expires_at)
         return found
 
-    def _sidecar_entry(self, filename: str) -> tuple[str | None, str | None]:
+    def _sidecar_entry(self, filename: str) -> tuple[str | None, str | None, int | None]:
         side = files.read_json(f"{self.directory}/{filename}{SIDECAR_SUFFIX}")
         if side is None:
-            return None, None  # removed while we were listing
+            return None, None, None  # removed while we were listing
         key, ctype = files.sidecar_fields(side)
         entry = layout.classify(filename)
         if key is None:  # a sidecar without its key: the name is the key, as crawlee encodes it
             key = entry.key if entry is not None and entry.extension_known else unquote(filename)
         if ctype is None:
             ctype = entry.content_type if entry is not None else BINARY_TYPE
-        return key, ctype
+        return key, ctype, files.sidecar_expiry(side)
 
 
 def _file_chunks(file: BinaryIO, offset: int, length: int | None, chunk_size: int) -> Iterator[bytes]:
