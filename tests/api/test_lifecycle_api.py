@@ -377,3 +377,34 @@ async def test_a_crash_between_rows_and_blobs_leaves_nothing_behind(api: Api) ->
     assert await blob_count(api.services) == 0 and await index.freed_blobs(limit=10) == []
     data = await store_of(api, store["id"])
     assert data["recordCount"] == 0 and data["stats"]["storageBytes"] == 0
+
+
+async def test_conditional_writes_see_expired_and_deleted_records_as_missing(api: Api) -> None:
+    """From its expiry instant (its own, or a rule's) or a delete by prefix on, a record is
+    missing for `If-Match` and `If-None-Match: *` too, as for every reader."""
+    store = await api.create_store("cas")
+    clock = clock_of(api)
+    sid = store["id"]
+    own = await put(api, sid, "own", expiresIn="10")
+    ruled = await put(api, sid, "ruled")
+    hidden = await put(api, sid, "tmp-1")
+    assert (await set_rules(api, sid, [{"prefix": "ruled", "expireAfterSecs": 5}])).status_code == 200
+
+    def cond(header: str, value: str) -> dict[str, str]:
+        return {**api.auth(), "Content-Type": "text/plain", header: value}
+
+    assert (
+        await api.client.put(rec_url(sid, "own"), content=b"x", headers=cond("If-None-Match", "*"))
+    ).status_code == 412
+    clock.advance(seconds=10)
+    r = await api.client.request("DELETE", f"{rec_url(sid)}?prefix=tmp-", headers=api.auth())
+    assert r.status_code == 200 and r.json()["data"]["deletedCount"] == 1
+    for key, old in (("own", own), ("ruled", ruled), ("tmp-1", hidden)):
+        etag = old.headers["etag"]
+        r = await api.client.put(rec_url(sid, key), content=b"late", headers=cond("If-Match", etag))
+        assert r.status_code == 412, key
+        r = await api.client.request("DELETE", rec_url(sid, key), headers=cond("If-Match", "*"))
+        assert r.status_code == 412, key
+        r = await api.client.put(rec_url(sid, key), content=b"new", headers=cond("If-None-Match", "*"))
+        assert r.status_code == 201, key
+        assert (await get(api, sid, key)).content == b"new"
