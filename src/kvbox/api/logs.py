@@ -99,16 +99,18 @@ class AccessLog:
         client = scope.get("client")
         user = scope.get("kvbox.user")
         store = store_of(path) if route.startswith(_STORE_ROUTE) else None
+        text = self._json_text
         return (
             f'{{"time":"{self._stamp(time.time())}","level":"info","type":"access","request_id":"{request_id}",'
-            f'"method":{self._json_text(scope.get("method", ""))},"path":{encode_basestring(path)},'
-            f'"route":{self._json_text(route)},"status":{status},"bytes_in":{received},"bytes_out":{sent},'
-            f'"duration_ms":{seconds * 1000:.3f},"client":{_quoted(client[0] if client else None)},'
-            f'"store":{_quoted(store)},"user":{_quoted(user)}}}\n'
+            f'"method":{text(scope.get("method", ""))},"path":{encode_basestring(path)},'
+            f'"route":{text(route)},"status":{status},"bytes_in":{received},"bytes_out":{sent},'
+            f'"duration_ms":{seconds * 1000:.3f},"client":{text(client[0]) if client else "null"},'
+            f'"store":{text(store) if store else "null"},"user":{text(user) if user else "null"}}}\n'
         )
 
     def _json_text(self, value: str) -> str:
-        """A JSON string for a value from a small set (route patterns, methods), made once."""
+        """A JSON string for a value that recurs (methods, route patterns, clients, stores, users),
+        made once for the first `MAX_ENCODED` of them."""
         encoded = self._encoded.get(value)
         if encoded is None:
             encoded = encode_basestring(value)
@@ -153,10 +155,6 @@ class AccessLog:
         with contextlib.suppress(OSError):  # a closed or full log stream must never fail a request
             while view:
                 view = view[os.write(self._fd, view) :]
-
-
-def _quoted(value: str | None) -> str:
-    return "null" if value is None else encode_basestring(value)
 
 
 def _printable(value: str) -> str:
