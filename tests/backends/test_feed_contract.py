@@ -135,7 +135,9 @@ async def test_webhooks_round_trip_and_start_at_the_latest_sequence(index: Metad
     off = await index.update_webhook(store.id, "wh1", lambda w: dataclasses.replace(w, is_enabled=False))
     assert off is not None and not off.is_enabled
     await index.put_record(store.id, rec("b"))
-    on = await index.update_webhook(store.id, "wh1", lambda w: dataclasses.replace(w, is_enabled=True, modified_at=T0 + 1))
+    on = await index.update_webhook(
+        store.id, "wh1", lambda w: dataclasses.replace(w, is_enabled=True, modified_at=T0 + 1)
+    )
     assert on == hook(store.id, cursor=2, modified_at=T0 + 1)
     assert await index.delete_webhook(store.id, "wh1")
     assert not await index.delete_webhook(store.id, "wh1")

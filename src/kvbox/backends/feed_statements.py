@@ -62,13 +62,9 @@ class FeedStatements:
     def __init__(self, dialect: Dialect) -> None:
         d = dialect
         p = d.param
-        self.insert_change = (
-            f"INSERT INTO changes (store_pk, {CHANGE_COLUMNS}) VALUES ({d.params(8)})"
-        )
+        self.insert_change = f"INSERT INTO changes (store_pk, {CHANGE_COLUMNS}) VALUES ({d.params(8)})"
         self.latest = f"SELECT pk, change_seq FROM stores WHERE id = {p}"
-        self.page = (
-            f"SELECT {CHANGE_COLUMNS} FROM changes WHERE store_pk = {p} AND seq > {p} ORDER BY seq LIMIT {p}"
-        )
+        self.page = f"SELECT {CHANGE_COLUMNS} FROM changes WHERE store_pk = {p} AND seq > {p} ORDER BY seq LIMIT {p}"
         self.oldest = f"SELECT min(seq) FROM changes WHERE store_pk = {p}"
 
         # webhooks

@@ -13,8 +13,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
 from kvbox.backends.memory_feed import MemoryFeed
+from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
 from kvbox.core.expiry import is_gone
 from kvbox.core.feed import EventType, expired_at, write_events
 from kvbox.core.ids import new_blob_name
@@ -409,7 +409,9 @@ class MemoryMetadataIndex(MemoryFeed):
         )[: max(max_rows, 0)]
         count, freed = 0, list[str]()
         for store_id in sorted({store_id for _, store_id, _ in due}):
-            n, blobs = self._reclaim(store_id, [key for _, sid, key in due if sid == store_id], EventType.EXPIRED, now_ms)
+            n, blobs = self._reclaim(
+                store_id, [key for _, sid, key in due if sid == store_id], EventType.EXPIRED, now_ms
+            )
             count, freed = count + n, freed + blobs
         return count, freed
 

@@ -31,7 +31,9 @@ class MemoryFeed:
         self._deliveries: dict[str, Delivery] = {}
         self._attempts: dict[str, list[Attempt]] = {}
 
-    def _append(self, store_id: str, event: str, key: str, now_ms: int, row: tuple[str, int, str] | None = None) -> None:
+    def _append(
+        self, store_id: str, event: str, key: str, now_ms: int, row: tuple[str, int, str] | None = None
+    ) -> None:
         """Append one change (record fields `row`: etag, size, content type; None: deleted)."""
         if not self._changes_on:
             return
@@ -81,7 +83,9 @@ class MemoryFeed:
         return webhook if webhook is not None and webhook.store_id == store_id else None
 
     async def list_webhooks(self, store_id: str) -> list[Webhook]:
-        return sorted((w for w in self._webhooks.values() if w.store_id == store_id), key=lambda w: (w.created_at, w.id))
+        return sorted(
+            (w for w in self._webhooks.values() if w.store_id == store_id), key=lambda w: (w.created_at, w.id)
+        )
 
     async def update_webhook(
         self, store_id: str, webhook_id: str, change: Callable[[Webhook], Webhook]
@@ -160,7 +164,9 @@ class MemoryFeed:
             )
 
     async def list_attempts(self, webhook_id: str, *, limit: int) -> list[Attempt]:
-        pending = sorted((d for d in self._deliveries.values() if d.webhook_id == webhook_id), key=lambda d: -d.sequence)
+        pending = sorted(
+            (d for d in self._deliveries.values() if d.webhook_id == webhook_id), key=lambda d: -d.sequence
+        )
         rows = [pending_attempt(d) for d in pending] + list(reversed(self._attempts.get(webhook_id, [])))
         return rows[: max(limit, 0)]
 

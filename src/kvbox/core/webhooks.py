@@ -132,7 +132,9 @@ def verify(secret: str, header: str, body: bytes, *, now_s: int, tolerance_s: in
 def check_url(url: object) -> str:
     """A webhook's `requestUrl`: an absolute http or https URL with a host."""
     if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
-        raise InvalidValueError(f"Invalid value provided: requestUrl must be a URL of at most {MAX_URL_LENGTH} characters.")
+        raise InvalidValueError(
+            f"Invalid value provided: requestUrl must be a URL of at most {MAX_URL_LENGTH} characters."
+        )
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -171,7 +173,9 @@ def check_event_types(value: object) -> tuple[str, ...]:
 
 def check_prefix(value: object) -> str:
     if not isinstance(value, str) or len(value) > MAX_PREFIX_LENGTH or "\x00" in value:
-        raise InvalidValueError(f"Invalid value provided: keyPrefix must be a string of at most {MAX_PREFIX_LENGTH} characters.")
+        raise InvalidValueError(
+            f"Invalid value provided: keyPrefix must be a string of at most {MAX_PREFIX_LENGTH} characters."
+        )
     return value
 
 

@@ -121,7 +121,9 @@ class PostgresFeed:
 
     # webhooks
     async def insert_webhook(self, webhook: Webhook) -> Webhook | None:
-        rows = await self._all("create a webhook", _FEED.insert_webhook, (*webhook_values(webhook)[:9], webhook.store_id))
+        rows = await self._all(
+            "create a webhook", _FEED.insert_webhook, (*webhook_values(webhook)[:9], webhook.store_id)
+        )
         return webhook_from_row(rows[0]) if rows else None
 
     async def get_webhook(self, store_id: str, webhook_id: str) -> Webhook | None:

@@ -227,5 +227,3 @@ def drop_store_feed(conn: sqlite3.Connection, store_id: str) -> None:
     for (webhook_id,) in conn.execute(_FEED.store_webhooks, (store_id,)).fetchall():
         drop_webhook_rows(conn, webhook_id)
     conn.execute("DELETE FROM webhooks WHERE store_id = ?", (store_id,))
-
-

@@ -168,9 +168,7 @@ class SqliteMetadataIndex(SqliteFeed):
         self._conn = conn
         self._local_writes = 0
         # Hot writes are group-committed on the event loop without blocking it (see writer.py).
-        self._writer = LoopWriter(
-            path, durable=durable, busy_timeout_s=BUSY_TIMEOUT_S, before_commit=_before_commit
-        )
+        self._writer = LoopWriter(path, durable=durable, busy_timeout_s=BUSY_TIMEOUT_S, before_commit=_before_commit)
 
     def _storage(self, action: str) -> AbstractContextManager[None]:
         return _storage_errors(action)
