@@ -109,8 +109,11 @@ async def test_a_long_poll_wakes_within_a_second_of_a_write_elsewhere(urls: tupl
     with httpx.Client(base_url=bases[0], headers=headers(token)) as c:
         store = c.post("/v2/key-value-stores", json={}).json()["data"]["id"]
     for _ in range(3):  # with two workers, one of the tries lands the poll on the other worker
-        async with httpx.AsyncClient(base_url=bases[-1], headers=headers(token), timeout=60) as poller, \
-                httpx.AsyncClient(base_url=bases[0], headers={**headers(token), "Connection": "close"}) as writer:  # fmt: skip
+        fresh = {**headers(token), "Connection": "close"}
+        async with (
+            httpx.AsyncClient(base_url=bases[-1], headers=headers(token), timeout=60) as poller,
+            httpx.AsyncClient(base_url=bases[0], headers=fresh) as writer,
+        ):
             items, after = await read_page(poller, store, 0)
             waiting = asyncio.ensure_future(read_page(poller, store, after, wait=30))
             await asyncio.sleep(0.5)
