@@ -99,8 +99,8 @@ async def test_a_consumer_that_goes_away_resumes_and_misses_nothing(urls: tuple[
     assert sum(1 for c in seen if c["eventType"] == "RECORD.CREATED") == len(acked)
     assert {c["eventType"] for c in seen} == {"RECORD.CREATED", "RECORD.UPDATED"}
     logged: dict[str, set[str]] = {}
-    for c in seen:
-        logged.setdefault(c["key"], set()).add(c["etag"])
+    for change in seen:
+        logged.setdefault(change["key"], set()).add(change["etag"])
     assert logged == acked  # every acknowledged write, once each
 
 

@@ -119,6 +119,15 @@ class ChangeFeed:
                 return page.items, page.items[-1].sequence if page.items else after
             await self.hub.wait(waiter, left)
 
+    async def recent(self, store: Store, *, count: int) -> tuple[list[Change], int]:
+        """The store's last `count` changes still kept, newest first, and its latest sequence."""
+        probe = await self._index.list_changes(store.id, after=0, limit=0)
+        if probe is None:
+            raise StoreNotFoundError()
+        after = max(probe.latest - count, probe.oldest - 1, 0)
+        page = await self._page(store, after, count)
+        return list(reversed(page.items)), probe.latest
+
     async def _page(self, store: Store, after: int, limit: int) -> ChangePage:
         page = await self._index.list_changes(store.id, after=after, limit=limit)
         if page is None:
