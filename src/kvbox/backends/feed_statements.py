@@ -56,6 +56,18 @@ def attempt_values(a: Attempt) -> tuple[Any, ...]:
             a.duration_ms, a.error, a.created_at)  # fmt: skip
 
 
+def trim_point(window: list[Any], before_ms: int) -> int | None:
+    """The last sequence of the oldest changes (`window`: (seq, created_at) in order) that were
+    all made before `before_ms`: the log is trimmed from its start up to there, never leaving
+    a gap (a change committed later may carry an earlier time). None: nothing to trim."""
+    last = None
+    for seq, created_at in window:
+        if created_at >= before_ms:
+            break
+        last = seq
+    return last
+
+
 class FeedStatements:
     """Every shared statement of the change log and the webhooks, in one dialect."""
 
@@ -66,6 +78,10 @@ class FeedStatements:
         self.latest = f"SELECT pk, change_seq FROM stores WHERE id = {p}"
         self.page = f"SELECT {CHANGE_COLUMNS} FROM changes WHERE store_pk = {p} AND seq > {p} ORDER BY seq LIMIT {p}"
         self.oldest = f"SELECT min(seq) FROM changes WHERE store_pk = {p}"
+        # Retention: walk the stores that have changes, and each one's oldest changes.
+        self.next_log = f"SELECT store_pk FROM changes WHERE store_pk > {p} ORDER BY store_pk LIMIT 1"
+        self.oldest_changes = f"SELECT seq, created_at FROM changes WHERE store_pk = {p} ORDER BY seq LIMIT {p}"
+        self.trim = f"DELETE FROM changes WHERE store_pk = {p} AND seq <= {p}"
 
         # webhooks
         self.insert_webhook = (

@@ -58,6 +58,7 @@ class MemoryFeed:
         return ChangePage(items, oldest, log.latest)
 
     async def trim_changes(self, *, before_ms: int, max_rows: int) -> int:
+        """Trim each store's log from its oldest change (see feed_statements.trim_point)."""
         trimmed = 0
         for log in self._logs.values():
             while log.items and log.items[0].created_at < before_ms and trimmed < max_rows:

@@ -25,6 +25,7 @@ from kvbox.backends.feed_statements import (
     change_from_row,
     delivery_from_row,
     delivery_values,
+    trim_point,
     webhook_from_row,
     webhook_values,
 )
@@ -90,13 +91,22 @@ class PostgresFeed:
         return ChangePage(items, latest + 1 if oldest is None else int(oldest), int(latest))
 
     async def trim_changes(self, *, before_ms: int, max_rows: int) -> int:
-        rows = await self._all(
-            "trim the change log",
-            "DELETE FROM changes WHERE (store_pk, seq) IN (SELECT store_pk, seq FROM changes WHERE created_at < %s "
-            "ORDER BY created_at LIMIT %s) RETURNING 1",
-            (before_ms, max(max_rows, 0)),
-        )
-        return len(rows)
+        """Trim each store's log from its oldest change (see `trim_point`)."""
+        trimmed, after = 0, -1
+        while trimmed < max_rows:
+            found = await self._all("trim the change log", _FEED.next_log, (after,))
+            if not found:
+                return trimmed
+            after = found[0][0]
+            if trim_point(await self._all("trim the change log", _FEED.oldest_changes, (after, 1)), before_ms) is None:
+                continue  # this store's oldest change is young enough: nothing to trim here
+            window = await self._all("trim the change log", _FEED.oldest_changes, (after, max_rows - trimmed))
+            last = trim_point(window, before_ms)
+            if last is not None:
+                async with self._conn("trim the change log") as conn:
+                    await conn.execute(_FEED.trim, (after, last))
+                trimmed += sum(1 for seq, _ in window if seq <= last)
+        return trimmed
 
     async def watch_changes(self, on_change: Callable[[str | None], None]) -> None:
         """LISTEN on the feed's channel; after a lost connection, reconnect and report a change

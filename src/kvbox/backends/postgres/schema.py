@@ -296,7 +296,7 @@ _V3: tuple[str, ...] = (
 
 # Change feed and webhooks. `stores.change_seq` is the store's latest change sequence, moved
 # under the store's row lock in the transaction of the change, so sequences commit in order.
-# Record writes append to `changes` (trimmed by age through `changes_by_time`) and notify
+# Record writes append to `changes` (trimmed by age from each store's oldest) and notify
 # the channel `kvbox_channel()`, on which every node LISTENs to wake its long-polls. Pool
 # connections of a deployment running with the feed off set `kvbox.changes` to off.
 # kvbox_put_record keeps its signature; its feed lines are marked `-- change feed`.
@@ -315,7 +315,6 @@ _V4: tuple[str, ...] = (
         PRIMARY KEY (store_pk, seq)
     )
     """,
-    "CREATE INDEX changes_by_time ON changes (created_at)",
     """
     CREATE TABLE webhooks (
         id text COLLATE "C" PRIMARY KEY,

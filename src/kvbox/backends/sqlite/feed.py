@@ -22,6 +22,7 @@ from kvbox.backends.feed_statements import (
     change_from_row,
     delivery_from_row,
     delivery_values,
+    trim_point,
     webhook_from_row,
     webhook_values,
 )
@@ -107,15 +108,21 @@ class SqliteFeed:
         return ChangePage(items, latest + 1 if oldest is None else int(oldest), int(latest))
 
     async def trim_changes(self, *, before_ms: int, max_rows: int) -> int:
-        def op(conn: sqlite3.Connection, batch: Batch) -> int:
-            cur = conn.execute(
-                "DELETE FROM changes WHERE (store_pk, seq) IN "
-                "(SELECT store_pk, seq FROM changes WHERE created_at < ? ORDER BY created_at LIMIT ?)",
-                (before_ms, max(max_rows, 0)),
-            )
-            return cur.rowcount
-
-        return cast(int, await self._run("trim the change log", op))
+        """Trim each store's log from its oldest change (see `trim_point`)."""
+        trimmed, after = 0, -1
+        while trimmed < max_rows:
+            found = self._read("trim the change log", _FEED.next_log, (after,))
+            if not found:
+                return trimmed
+            after = found[0][0]
+            if trim_point(self._read("trim the change log", _FEED.oldest_changes, (after, 1)), before_ms) is None:
+                continue  # this store's oldest change is young enough: nothing to trim here
+            window = self._read("trim the change log", _FEED.oldest_changes, (after, max_rows - trimmed))
+            last = trim_point(window, before_ms)
+            if last is not None:
+                await self._run("trim the change log", _trim(after, last))
+                trimmed += sum(1 for seq, _ in window if seq <= last)
+        return trimmed
 
     async def watch_changes(self, on_change: Callable[[str | None], None]) -> None:
         """Poll `PRAGMA data_version` (changed by any other connection's commit, one cheap call)."""
@@ -215,6 +222,13 @@ class SqliteFeed:
         done = self._read("list deliveries", _FEED.attempts, (webhook_id, max(limit, 0)))
         rows = [pending_attempt(delivery_from_row(r)) for r in pending] + [attempt_from_row(r) for r in done]
         return rows[: max(limit, 0)]
+
+
+def _trim(pk: int, last: int) -> Callable[[sqlite3.Connection, Batch], None]:
+    def op(conn: sqlite3.Connection, batch: Batch) -> None:
+        conn.execute(_FEED.trim, (pk, last))
+
+    return op
 
 
 def drop_webhook_rows(conn: sqlite3.Connection, webhook_id: str) -> None:

@@ -418,7 +418,8 @@ class SqliteMetadataIndex(SqliteFeed):
                 f"SELECT {_RECORD} FROM records WHERE store_pk = ? AND key = ?", (pk, r.key)
             ).fetchone()
             old = _record(old_row) if old_row else None
-            seen = old and (_visible_record(conn, pk, r.key) if condition is not None or self._changes_on else old)
+            hides = condition is not None or (self._changes_on and _hides(conn, batch, pk))
+            seen = old and (_visible_record(conn, pk, r.key) if hides else old)
             # Checked inside the writer's transaction, which holds the database's write lock.
             if condition is not None and not condition.holds(seen):
                 return Refused(PreconditionFailedError())
@@ -488,6 +489,7 @@ class SqliteMetadataIndex(SqliteFeed):
             if found is None or found[0] != pk:
                 return None
             conn.execute(_SQL.mark_deleted_prefix, (pk, prefix, prefix + PREFIX_END, seq))
+            batch.setdefault("hides", {})[pk] = True  # later writes of this batch must look
             _count(batch, pk, deletes=1, modified=visible.now_ms, accessed=visible.now_ms)
             return count
 
@@ -697,6 +699,17 @@ def _log_write(
     for event in events[:-1]:
         append_change(conn, batch, pk, event, r.key, r.modified_at, base=change_seq)
     append_change(conn, batch, pk, events[-1], r.key, r.modified_at, (r.etag, r.size, r.content_type), base=change_seq)
+
+
+def _hides(conn: sqlite3.Connection, batch: Batch, pk: int) -> bool:
+    """Whether a delete by prefix of store `pk` waits to be purged (looked up once per batch:
+    nearly always there is none, and a replaced row then needs no second look)."""
+    known = batch.setdefault("hides", {})
+    if pk not in known:
+        known[pk] = (
+            conn.execute("SELECT 1 FROM deleted_prefixes WHERE store_pk = ? LIMIT 1", (pk,)).fetchone() is not None
+        )
+    return bool(known[pk])
 
 
 def _visible_record(conn: sqlite3.Connection, pk: int, key: str) -> RecordMeta | None:

@@ -141,7 +141,7 @@ _V4: tuple[str, ...] = (
 )
 
 # Change feed and webhooks. `stores.change_seq` is the store's latest change sequence; the
-# log `changes` is keyed by (store, sequence) and trimmed by age through `changes_by_time`.
+# log `changes` is keyed by (store, sequence) and trimmed by age from each store's oldest.
 # `deliveries` holds the pending deliveries of each webhook, `delivery_attempts` its log.
 _V5: tuple[str, ...] = (
     "ALTER TABLE stores ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0",
@@ -158,7 +158,6 @@ _V5: tuple[str, ...] = (
         PRIMARY KEY (store_pk, seq)
     ) WITHOUT ROWID
     """,
-    "CREATE INDEX changes_by_time ON changes (created_at)",
     """
     CREATE TABLE webhooks (
         id TEXT PRIMARY KEY,
