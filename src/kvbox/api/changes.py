@@ -51,12 +51,13 @@ def _cursor(req: Request) -> int:
 async def get_changes(req: Request, send: Send, svc: Services, who: Principal, segment: str) -> None:
     after = _cursor(req)
     limit = req.int_param("limit", MAX_CHANGES_PAGE, minimum=1, maximum=MAX_CHANGES_PAGE)
+    signature = req.query.get("signature") or None
     if "text/event-stream" in (req.header("accept") or ""):
-        resolved = await svc.changes.resolve(who, segment)
+        resolved = await svc.changes.resolve(who, segment, signature=signature)
         await _stream(req, send, svc, resolved.store, after)
         return
     wait = req.int_param("wait", 0, maximum=MAX_WAIT_S)
-    items, last = await svc.changes.changes(who, segment, after=after, limit=limit, wait_s=wait)
+    items, last = await svc.changes.changes(who, segment, after=after, limit=limit, wait_s=wait, signature=signature)
     await send_json(send, 200, {"data": {"items": [change_view(c) for c in items], "lastSequence": last}})
 
 

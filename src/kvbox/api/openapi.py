@@ -233,7 +233,7 @@ _CHANGES = _op(
     params=(STORE, _query("after", _INT, "The last sequence seen (default 0)."),
             _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Most changes (default 1000)."),
             _query("wait", {"type": "integer", "minimum": 0, "maximum": 60}, "Seconds to wait for a first change."),
-            _header("Last-Event-ID", "Resume an event stream after this sequence (wins over `after`).")),
+            _header("Last-Event-ID", "Resume an event stream after this sequence (wins over `after`)."), SIGNATURE),
 )  # fmt: skip
 WEBHOOK = _path("webhook", "A webhook ID.")
 _WEBHOOK_BODY = {"application/json": {"schema": {"type": "object", "properties": {

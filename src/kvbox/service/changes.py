@@ -94,19 +94,27 @@ class ChangeFeed:
         self.enabled = enabled
         self.max_wait_s: float = MAX_WAIT_S  # tests that fuzz the API lower it
 
-    async def resolve(self, principal: Principal, segment: str) -> Resolved:
-        """The store whose feed a caller reads (READ), when the feed is on."""
+    async def resolve(self, principal: Principal, segment: str, *, signature: str | None = None) -> Resolved:
+        """The store whose feed a caller reads (READ, which a storage signature also grants),
+        when the feed is on."""
         if not self.enabled:
             raise ChangesDisabledError()
-        return await self._stores.resolve(principal, segment, need=Permission.READ)
+        return await self._stores.resolve(principal, segment, need=Permission.READ, signature=signature)
 
     async def changes(
-        self, principal: Principal, segment: str, *, after: int, limit: int = MAX_CHANGES_PAGE, wait_s: float = 0
+        self,
+        principal: Principal,
+        segment: str,
+        *,
+        after: int,
+        limit: int = MAX_CHANGES_PAGE,
+        wait_s: float = 0,
+        signature: str | None = None,
     ) -> tuple[list[Change], int]:
         """Up to `limit` changes after `after` and the cursor to pass next; with `wait_s`, waits
         that long for a first one. Raises `ChangesExpiredError` when changes after `after` were
         dropped by retention."""
-        resolved = await self.resolve(principal, segment)
+        resolved = await self.resolve(principal, segment, signature=signature)
         return await self.read(resolved.store, after=after, limit=limit, wait_s=min(wait_s, self.max_wait_s))
 
     async def read(self, store: Store, *, after: int, limit: int, wait_s: float = 0) -> tuple[list[Change], int]:
