@@ -22,6 +22,7 @@ from pathlib import Path
 from bench.bigfile import run_bigfile
 from bench.cas import run_conditional_writes
 from bench.console import run_console
+from bench.feed import run_feed
 from bench.httpbench import run_http
 from bench.lifecycle import run_delete_prefix, run_sweep
 from bench.listing import run_listing
@@ -35,7 +36,9 @@ from bench.wrk import require_wrk
 BENCH_DIR = Path(__file__).resolve().parent
 CACHE = BENCH_DIR / ".cache"
 RESULTS = BENCH_DIR / "results" / "latest.md"
-SECTIONS = ("http", "observability", "list", "big", "console", "sdk", "scaleout", "conditional", "lifecycle", "soak")
+SECTIONS = (
+    "http", "observability", "list", "big", "console", "sdk", "scaleout", "conditional", "lifecycle", "feed", "soak",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "scaleout": lambda: run_scaleout(report, quick=plan.mode == "quick", workers=1, workdir=workdir, logs=logs),
         "conditional": lambda: _conditional(report, plan, args, workdir, logs),
         "lifecycle": lambda: _lifecycle(report, plan, args, workdir, logs),
+        "feed": lambda: run_feed(report, quick=plan.mode == "quick", workers=args.workers, workdir=workdir, logs=logs),
         "soak": lambda: run_soak(
             report, seconds=plan.soak_seconds, kills=plan.soak_kills, workers=args.workers, workdir=workdir, logs=logs
         ),

@@ -10,13 +10,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from kvbox.api.app import ApiApp, owns
+from kvbox.api.envelopes import store_view
 from kvbox.api.http import Receive, Scope, Send
 from kvbox.api.logs import AccessLog, configure_logging
 from kvbox.api.middleware import CONSOLE, UNMATCHED, Observer
 from kvbox.api.proxies import TrustedProxies
+from kvbox.core.models import Permission, Store, User
 from kvbox.service.container import Services, build_services
+from kvbox.service.dispatcher import StoreRenderer
 from kvbox.service.settings import Settings
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -36,6 +40,7 @@ class KvboxApp:
         self.observer = observer if observer is not None else observer_for(services)
         self._console: ASGIApp | None = None
         self._background: list[asyncio.Task[None]] = []
+        services.dispatcher.render = webhook_resource(services)
 
     @property
     def console(self) -> ASGIApp:
@@ -74,6 +79,8 @@ class KvboxApp:
         if not self._background:
             loop = asyncio.get_running_loop()
             self._background.append(loop.create_task(self.services.housekeeper.run()))
+            if self.services.settings.changes:
+                self._background.append(loop.create_task(self.services.dispatcher.run()))
             if self.services.metrics.directory is not None:
                 self._background.append(loop.create_task(self._publish_metrics()))
 
@@ -96,6 +103,17 @@ class KvboxApp:
             self.services.metrics.publish()  # the counts of this worker's last second
         self.observer.flush()
         await self.services.close()
+
+
+def webhook_resource(services: Services) -> StoreRenderer:
+    """The store object a webhook delivery carries: as its API shows it to a reader."""
+
+    def render(store: Store, owner: User | None) -> dict[str, Any]:
+        settings = services.settings
+        return store_view(store, owner=owner, permission=Permission.READ, base_url=settings.base_url,
+                          now_ms=services.clock.now_ms(), expires_at=services.retention.expires_at(store))  # fmt: skip
+
+    return render
 
 
 async def _ignored() -> None:

@@ -72,6 +72,9 @@ ENDPOINTS: dict[str, tuple[str, str, Any, str, int]] = {
                           "MANAGE", 200),
     "list grants":       ("GET",    "/grants",               None,                "MANAGE", 200),
     "share":             ("PUT",    "/grants/eve",           {"permission": "READ"}, "MANAGE", 200),
+    "read changes":      ("GET",    "/changes",              None,                "READ",   200),
+    "list webhooks":     ("GET",    "/webhooks",             None,                "MANAGE", 200),
+    "create webhook":    ("POST",   "/webhooks",             {"requestUrl": "http://93.184.216.34/h"}, "MANAGE", 201),
     "delete store":      ("DELETE", "",                      None,                "MANAGE", 204),
 }
 # fmt: on
@@ -85,6 +88,7 @@ WRITES = {
     "set access",
     "set expiry rules",
     "share",
+    "create webhook",
     "delete store",
 }
 
@@ -179,6 +183,7 @@ async def snapshot(world: World) -> dict[str, Any]:
         "record": (record.inline, record.content_type) if record else None,
         "keys": [k.key for k in keys.items],
         "grants": sorted((g.user_id, g.permission) for g in grants),
+        "webhooks": [w.request_url for w in await index.list_webhooks(world.store_id)],
     }
 
 

@@ -667,3 +667,37 @@ def test_jobs_stop_at_the_first_failure() -> None:
     with pytest.raises(ValueError, match="two"):
         asyncio.run(run_jobs(range(100), job, jobs=3))
     assert len(started) < 10
+
+
+def test_webhooks_add_ls_deliveries_rm(kv: Kv, files: Path) -> None:
+    store = unique("hooks")
+    kv("stores", "create", store)
+    added = kv.json("webhooks", "add", store, "http://93.184.216.34/hook", "--events", "RECORD.CREATED",
+                    "--prefix", "in-")  # fmt: skip
+    assert len(added["secret"]) >= 32 and added["eventTypes"] == ["RECORD.CREATED"]
+    listed = kv.json("webhooks", "ls", store)
+    assert [h["id"] for h in listed] == [added["id"]] and "secret" not in listed[0]
+    assert added["id"] in kv("webhooks", "ls", store).stdout
+    assert kv.json("webhooks", "deliveries", store, added["id"]) == []
+    kv.fails("webhooks", "add", store, "http://127.0.0.1:9/x", message="(invalid-value)")
+    kv("webhooks", "rm", store, added["id"])
+    assert kv.json("webhooks", "ls", store) == []
+
+
+def test_watch_prints_one_json_line_per_change(kv: Kv, files: Path) -> None:
+    store = unique("watch")
+    kv("stores", "create", store)
+    for key in ("in-a", "out-b", "in-c"):
+        kv("put", store, key, str(files / "notes.txt"))
+    env = {**_clean_env(), **kv.env}
+    proc = subprocess.Popen([*_command(), "watch", store, "--prefix", "in-"], stdout=subprocess.PIPE, env=env)
+    try:
+        assert proc.stdout is not None
+        lines = [json.loads(proc.stdout.readline()) for _ in range(2)]
+    finally:
+        proc.kill()
+        proc.wait(timeout=15)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert [(c["sequence"], c["eventType"], c["key"]) for c in lines] == [
+        (1, "RECORD.CREATED", "in-a"), (3, "RECORD.CREATED", "in-c")]  # fmt: skip

@@ -414,3 +414,33 @@ def test_video_preview_seeks_with_range_requests(
     ]
     assert from_middle, served  # the player asked for the middle of the record, and got it as a 206
     assert all(status in (200, 206) for status, _, _ in served), served
+
+
+def test_events_tab_follows_changes_and_manages_webhooks(pages: Any, live: LiveServer, screenshots: Path) -> None:
+    store = make_store(live, "browser-events", {"first": (b"1", "text/plain")})
+    page = pages()
+    page.goto(f"/stores/{store}")
+    page.click("nav.tabs >> text=Events")
+    page.wait_for_url(re.compile(r".*/events$"))
+    assert page.locator("#live-feed tr[data-sequence='1'] >> text=first").count() == 1
+    # A write through the API shows up in the open page by itself.
+    with live.api() as api:
+        api.put(f"/v2/key-value-stores/{store}/records/second", content=b"22").raise_for_status()
+    page.wait_for_selector("#live-feed tr[data-sequence='2'] >> text=second", timeout=10_000)
+    assert page.locator("#live-feed tbody tr").first.get_attribute("data-sequence") == "2"
+    # Webhooks: the server refuses internal addresses, and says so.
+    page.fill("#webhook-url", "http://127.0.0.1:9/hook")
+    page.click("#webhook-form >> text=Add webhook")
+    page.wait_for_selector("text=is an internal address")
+    page.fill("#webhook-url", "http://93.184.216.34/kvbox-hook")
+    page.uncheck("input[name='event-RECORD.UPDATED']")
+    page.fill("#webhook-prefix", "in-")
+    page.click("#webhook-form >> text=Add webhook")
+    page.wait_for_selector("text=signing secret (shown once)")
+    hook = page.locator(".webhook")
+    assert hook.count() == 1 and "93.184.216.34" in hook.inner_text() and "RECORD.UPDATED" not in hook.inner_text()
+    shoot(page, screenshots, "events-desktop")
+    hook.locator("text=Delete webhook").click()
+    page.wait_for_selector("text=Webhook deleted.")
+    assert page.locator(".webhook").count() == 0
+    each_variant(pages, screenshots, "events", f"/stores/{store}/events")

@@ -46,6 +46,7 @@ def build(backend: str, data_dir: Path, scale_out: dict[str, Any]) -> Driven:
     settings_ = Settings(**scale_out, backend=backend, data_dir=data_dir, public_url="http://kvbox.test",
                          inline_threshold=512, max_record_size=256 * 1024, rate_limits=False)  # fmt: skip
     svc = build_services(settings_, clock=FakeClock(start_ms=1_800_000_000_000))
+    svc.changes.max_wait_s = 0.05  # a long-poll answers at once: fuzzing is about answers, not waiting
 
     async def seed() -> httpx.AsyncClient:
         await svc.index.migrate()

@@ -44,6 +44,7 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The document as the app serves it, over an app on SQLite with alice and two stores."""
     data = tmp_path_factory.mktemp("openapi") / "data"
     svc = build_services(Settings(backend="sqlite", data_dir=data, public_url="http://testserver", rate_limits=False))
+    svc.changes.max_wait_s = 0.05  # a long-poll answers at once: fuzzing is about answers, not waiting
 
     async def seed() -> None:
         issued = await svc.users.create_user("alice", token=ALICE_TOKEN)

@@ -21,7 +21,8 @@ PREFLIGHT_HEADERS = [
     (b"access-control-allow-methods", b"GET, HEAD, POST, PUT, DELETE, OPTIONS"),
     (
         b"access-control-allow-headers",
-        b"Authorization, Content-Type, Content-Encoding, If-Match, If-None-Match, If-Modified-Since, Range, If-Range",
+        b"Authorization, Content-Type, Content-Encoding, If-Match, If-None-Match, If-Modified-Since, Range, If-Range, "
+        b"Last-Event-ID",
     ),
     (b"access-control-max-age", b"86400"),
 ]

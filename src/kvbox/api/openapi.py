@@ -84,10 +84,41 @@ _KEY_PAGE: Schema = {
     },
 }  # fmt: skip
 
+_EVENTS = ["RECORD.CREATED", "RECORD.UPDATED", "RECORD.DELETED", "RECORD.EXPIRED"]
+_CHANGE: Schema = {
+    "type": "object",
+    "required": ["sequence", "eventType", "key", "etag", "size", "contentType", "createdAt"],
+    "properties": {"sequence": _INT, "eventType": {"type": "string", "enum": _EVENTS}, "key": _STR,
+                   "etag": _NULL_STR, "size": {**_INT, "nullable": True}, "contentType": _NULL_STR,
+                   "createdAt": _STR},
+}  # fmt: skip
+_CHANGE_PAGE: Schema = {
+    "type": "object",
+    "required": ["items", "lastSequence"],
+    "properties": {"items": {"type": "array", "items": _ref("Change")}, "lastSequence": _INT},
+}
+_WEBHOOK: Schema = {
+    "type": "object",
+    "required": ["id", "requestUrl", "eventTypes", "keyPrefix", "isEnabled", "createdAt", "modifiedAt"],
+    "properties": {"id": _STR, "requestUrl": _STR, "eventTypes": {"type": "array", "items": {"type": "string",
+                   "enum": _EVENTS}}, "keyPrefix": _STR, "isEnabled": {"type": "boolean"}, "createdAt": _STR,
+                   "modifiedAt": _STR, "secret": {"type": "string", "description": "Only when kvbox made it."}},
+}  # fmt: skip
+_ATTEMPT: Schema = {
+    "type": "object",
+    "required": ["deliveryId", "sequence", "eventType", "attempt", "status", "responseStatus", "durationMillis",
+                 "error", "createdAt"],
+    "properties": {"deliveryId": _STR, "sequence": _INT, "eventType": _STR, "attempt": _INT,
+                   "status": {"type": "string", "enum": ["SUCCEEDED", "FAILED", "PENDING"]},
+                   "responseStatus": {**_INT, "nullable": True}, "durationMillis": {**_INT, "nullable": True},
+                   "error": _NULL_STR, "createdAt": _STR},
+}  # fmt: skip
+
 
 SCHEMAS: dict[str, Schema] = {
     "Error": _ERROR, "Store": _STORE, "StorePage": _STORE_PAGE, "KeyPage": _KEY_PAGE, "Grant": _GRANT, "User": _USER,
-    "ExpiryRule": _EXPIRY_RULE,
+    "ExpiryRule": _EXPIRY_RULE, "Change": _CHANGE, "ChangePage": _CHANGE_PAGE, "Webhook": _WEBHOOK,
+    "DeliveryAttempt": _ATTEMPT,
 }  # fmt: skip
 
 
@@ -194,6 +225,28 @@ _READY = _op("The index and the blob store answer", {"200": _json("Ready", _data
 _METRICS = _op("Prometheus metrics (a metrics token, unless public)",
                {"200": {"description": "The Prometheus text format", "content": {"text/plain": {"schema": _STR}}}},
                auth=False)  # fmt: skip
+_CHANGES = _op(
+    "The store's changes after a cursor (kvbox); `Accept: text/event-stream` streams them",
+    {"200": {"description": "A page of changes, or an event stream", "content": {
+        "application/json": {"schema": _data(_ref("ChangePage"))}, "text/event-stream": {"schema": _STR}}},
+     "410": _json("Changes after `after` are no longer kept", _ref("Error"))},
+    params=(STORE, _query("after", _INT, "The last sequence seen (default 0)."),
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Most changes (default 1000)."),
+            _query("wait", {"type": "integer", "minimum": 0, "maximum": 60}, "Seconds to wait for a first change."),
+            _header("Last-Event-ID", "Resume an event stream after this sequence (wins over `after`)."), SIGNATURE),
+)  # fmt: skip
+WEBHOOK = _path("webhook", "A webhook ID.")
+_WEBHOOK_BODY = {"application/json": {"schema": {"type": "object", "properties": {
+    "requestUrl": _STR, "eventTypes": {"type": "array", "items": {"type": "string", "enum": _EVENTS}},
+    "keyPrefix": _STR, "isEnabled": _BOOL, "secret": _STR}}}}  # fmt: skip
+_WEBHOOK_ITEMS = {"type": "object", "required": ["items"],
+                  "properties": {"items": {"type": "array", "items": _ref("Webhook")}}}  # fmt: skip
+_WEBHOOKS = _op("The store's webhooks (kvbox)", {"200": _json("The webhooks", _data(_WEBHOOK_ITEMS))}, params=(STORE,))
+_WEBHOOK_GET = _op("A webhook (kvbox)", {"200": _json("The webhook", _data(_ref("Webhook")))}, params=(STORE, WEBHOOK))
+_ATTEMPT_ITEMS = {"type": "object", "required": ["items"],
+                  "properties": {"items": {"type": "array", "items": _ref("DeliveryAttempt")}}}  # fmt: skip
+_DELIVERIES = _op("A webhook's pending deliveries and last 100 attempts (kvbox)",
+                  {"200": _json("Newest first", _data(_ATTEMPT_ITEMS))}, params=(STORE, WEBHOOK))  # fmt: skip
 
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     (_R, "GET"): _RECORD_GET,
@@ -235,6 +288,22 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ),
     (_S + "/{store}/grants/{user}", "DELETE"): _op("Stop sharing", {"204": {"description": "Unshared"}},
                                                    params=(STORE, USER)),
+    (_S + "/{store}/changes", "GET"): _CHANGES,
+    (_S + "/{store}/changes", "HEAD"): _CHANGES,
+    (_S + "/{store}/webhooks", "GET"): _WEBHOOKS,
+    (_S + "/{store}/webhooks", "HEAD"): _WEBHOOKS,
+    (_S + "/{store}/webhooks", "POST"): _op(
+        "Create a webhook (kvbox); a secret kvbox makes is returned this once",
+        {"201": _json("The webhook", _data(_ref("Webhook")))}, params=(STORE,), body=_WEBHOOK_BODY),
+    (_S + "/{store}/webhooks/{webhook}", "GET"): _WEBHOOK_GET,
+    (_S + "/{store}/webhooks/{webhook}", "HEAD"): _WEBHOOK_GET,
+    (_S + "/{store}/webhooks/{webhook}", "PUT"): _op(
+        "Update a webhook (kvbox)", {"200": _json("The webhook", _data(_ref("Webhook")))},
+        params=(STORE, WEBHOOK), body=_WEBHOOK_BODY),
+    (_S + "/{store}/webhooks/{webhook}", "DELETE"): _op("Delete a webhook (kvbox)", {"204": {"description": "Deleted"}},
+                                                        params=(STORE, WEBHOOK)),
+    (_S + "/{store}/webhooks/{webhook}/deliveries", "GET"): _DELIVERIES,
+    (_S + "/{store}/webhooks/{webhook}/deliveries", "HEAD"): _DELIVERIES,
     ("/v2/users/me", "GET"): _ME,
     ("/v2/users/me", "HEAD"): _ME,
     ("/v2/users/me", "PUT"): _op("Change the caller's default access", {"200": _json("The user", _data(_ref("User")))},
@@ -262,7 +331,7 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.0.3",
         "info": {"title": "kvbox", "version": "2", "description": "The Apify API v2 key-value-store endpoints "
                  "and kvbox's extensions (sharing, account settings, record expiry, conditional and range requests, "
-                 "operations endpoints)."},
+                 "change feed and webhooks, operations endpoints)."},
         "components": {
             "schemas": SCHEMAS,
             "responses": {f"E{status}": _json(text, _ref("Error")) for status, text in ERROR_RESPONSES.items()},

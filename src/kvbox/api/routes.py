@@ -17,7 +17,7 @@ from enum import Enum
 from operator import itemgetter
 from typing import Any
 
-from kvbox.api import health, metrics, openapi, records, sharing, stores
+from kvbox.api import changes, health, metrics, openapi, records, sharing, stores, webhooks
 from kvbox.api.http import Message, Request, Send
 
 Handler = Callable[..., Awaitable[None]]
@@ -106,6 +106,14 @@ ROUTES: tuple[Route, ...] = (
     Route("/v2/key-value-stores", {"GET": stores.list_stores, "POST": stores.create_store}, Bucket.USER),
     Route(_STORE + "/grants", {"GET": sharing.list_grants}, Bucket.STORE),
     Route(_STORE + "/grants/{user}", {"PUT": sharing.put_grant, "DELETE": sharing.delete_grant}, Bucket.STORE),
+    Route(_STORE + "/changes", {"GET": changes.get_changes}, Bucket.STORE),
+    Route(_STORE + "/webhooks", {"GET": webhooks.list_webhooks, "POST": webhooks.create_webhook}, Bucket.STORE),
+    Route(_STORE + "/webhooks/{webhook}", {
+        "GET": webhooks.get_webhook,
+        "PUT": webhooks.update_webhook,
+        "DELETE": webhooks.delete_webhook,
+    }, Bucket.STORE),
+    Route(_STORE + "/webhooks/{webhook}/deliveries", {"GET": webhooks.list_deliveries}, Bucket.STORE),
     Route("/v2/users/me", {"GET": sharing.get_me, "PUT": sharing.update_me}, Bucket.USER),
     Route("/v2/openapi.json", {"GET": openapi.get_openapi}, Bucket.USER, authenticate=False),
     Route("/health", {"GET": health.health, "HEAD": health.health}, Bucket.USER, authenticate=False),

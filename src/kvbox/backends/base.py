@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
+from kvbox.core.feed import ChangePage
 from kvbox.core.models import (
     Condition,
     GeneralAccess,
@@ -28,6 +29,7 @@ from kvbox.core.models import (
     Visibility,
 )
 from kvbox.core.sentinels import UNSET, Unset
+from kvbox.core.webhooks import Attempt, Delivery, Webhook
 
 
 class MetadataIndex(Protocol):
@@ -76,6 +78,38 @@ class MetadataIndex(Protocol):
     - `update_record_expiry` replaces a store's expiry with `change(current)` in one
       transaction (a `change` that raises changes nothing); with `modified_at` it also moves
       the store's modified and accessed times.
+
+    Change feed (unless the index was opened with `changes=False`, when it records none):
+    - every record change appends to the store's change log in the same transaction, with
+      the store's next sequence (1, 2, 3, ... per store, never reused, committed in order):
+      `put_record` appends RECORD.CREATED, or RECORD.UPDATED when it replaced a row readers
+      saw, or first RECORD.DELETED (a row a delete by prefix hid) or RECORD.EXPIRED (a row
+      that had expired at the write's `modified_at`, or by the condition's `now_ms` and
+      `stale_before`) and then RECORD.CREATED; `delete_record` appends RECORD.DELETED when it
+      removed a row; `purge_deleted` appends RECORD.DELETED for each row of a deleted prefix
+      it removes, the `reclaim_*` methods RECORD.EXPIRED for each row. Deleted stores'
+      changes go with them.
+    - `list_changes` returns up to `limit` changes after `after` in order, with the oldest
+      sequence still kept and the latest; None when the store does not exist.
+    - `trim_changes` deletes up to `max_rows` changes made before `before_ms`.
+    - `watch_changes` runs until cancelled, calling `on_change(store_id)` soon (well within a
+      second) after any process commits a change (None: some store, not said which). Calls
+      may be spurious; it never busy-waits.
+
+    Webhooks:
+    - `insert_webhook` stores a webhook whose cursor starts at the store's latest sequence
+      and returns it (None: no such store); `update_webhook` replaces it with
+      `change(current)`, and moves the cursor to the latest sequence when it turns enabled;
+      deleting a webhook or its store deletes its deliveries and delivery log.
+    - `webhooks_due` lists enabled webhooks with work (changes after their cursor, or a
+      pending delivery due at `now_ms`) whose lease is free at `now_ms`.
+    - `claim_webhook` takes (or renews) a webhook's lease for `owner` until `until_ms` when it
+      is free or already the owner's; returns whether it did. `release_webhook` frees it.
+    - `enqueue_deliveries` persists deliveries and moves the cursor to `cursor`, in one
+      transaction; `next_delivery` is the pending delivery of lowest sequence.
+    - `record_attempt` logs an attempt and either schedules the delivery's next attempt at
+      `next_attempt_at` or (None) ends it; the log keeps the webhook's last 100 attempts,
+      which `list_attempts` returns newest first after the pending deliveries.
     """
 
     async def close(self) -> None: ...
@@ -180,6 +214,27 @@ class MetadataIndex(Protocol):
     async def update_record_expiry(
         self, store_id: str, change: Callable[[RecordExpiry], RecordExpiry], *, modified_at: int | None = None
     ) -> Store | None: ...
+
+    # change feed
+    async def list_changes(self, store_id: str, *, after: int, limit: int) -> ChangePage | None: ...
+    async def trim_changes(self, *, before_ms: int, max_rows: int) -> int: ...
+    async def watch_changes(self, on_change: Callable[[str | None], None]) -> None: ...
+
+    # webhooks
+    async def insert_webhook(self, webhook: Webhook) -> Webhook | None: ...
+    async def get_webhook(self, store_id: str, webhook_id: str) -> Webhook | None: ...
+    async def list_webhooks(self, store_id: str) -> list[Webhook]: ...
+    async def update_webhook(
+        self, store_id: str, webhook_id: str, change: Callable[[Webhook], Webhook]
+    ) -> Webhook | None: ...
+    async def delete_webhook(self, store_id: str, webhook_id: str) -> bool: ...
+    async def webhooks_due(self, *, now_ms: int, limit: int) -> list[Webhook]: ...
+    async def claim_webhook(self, webhook_id: str, *, owner: str, now_ms: int, until_ms: int) -> bool: ...
+    async def release_webhook(self, webhook_id: str, *, owner: str) -> None: ...
+    async def enqueue_deliveries(self, webhook_id: str, deliveries: list[Delivery], *, cursor: int) -> None: ...
+    async def next_delivery(self, webhook_id: str) -> Delivery | None: ...
+    async def record_attempt(self, attempt: Attempt, *, next_attempt_at: int | None) -> None: ...
+    async def list_attempts(self, webhook_id: str, *, limit: int) -> list[Attempt]: ...
 
     # housekeeping
     async def purge_deleted(self, *, max_rows: int) -> list[str]: ...

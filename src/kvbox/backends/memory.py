@@ -13,8 +13,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+from kvbox.backends.memory_feed import MemoryFeed
 from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
 from kvbox.core.expiry import is_gone
+from kvbox.core.feed import EventType, expired_at, write_events
 from kvbox.core.ids import new_blob_name
 from kvbox.core.models import (
     Condition,
@@ -99,8 +101,9 @@ class _StoreRecords:
         return row
 
 
-class MemoryMetadataIndex:
-    def __init__(self) -> None:
+class MemoryMetadataIndex(MemoryFeed):
+    def __init__(self, *, changes: bool = True) -> None:
+        super().__init__(changes=changes)
         self._users: dict[str, User] = {}
         self._tokens: dict[str, Token] = {}
         self._stores: dict[str, Store] = {}
@@ -113,6 +116,9 @@ class MemoryMetadataIndex:
 
     async def close(self) -> None:
         return None
+
+    def _has_store(self, store_id: str) -> bool:
+        return store_id in self._stores
 
     async def migrate(self) -> tuple[int, int]:
         """Nothing to set up: there is no schema (version 0)."""
@@ -224,6 +230,7 @@ class MemoryMetadataIndex:
             return False
         del self._stores[store_id]
         self._deleted[store_id] = self._records.pop(store_id)
+        self._drop_feed(store_id)
         for key in [k for k in self._grants if k[0] == store_id]:
             del self._grants[key]
         return True
@@ -295,9 +302,11 @@ class MemoryMetadataIndex:
             raise StorageError(f"Store {store_id} does not exist.")
         recs = self._records[store_id]
         old = recs.rows.get(record.key)
-        if condition is not None and not condition.holds(recs.visible_row(record.key)):
+        hidden = old is not None and recs.visible_row(record.key) is None
+        if condition is not None and not condition.holds(None if hidden else old):
             raise PreconditionFailedError()
         self._generation += 1
+        self._append_write(store_id, record, old, hidden, condition)
         if old is None:
             bisect.insort(recs.keys, record.key)
         recs.rows[record.key] = record
@@ -318,10 +327,26 @@ class MemoryMetadataIndex:
             raise PreconditionFailedError()
         self._generation += 1
         old = recs.drop(key) if key in recs.rows else None
+        if old is not None:
+            self._append(store_id, EventType.DELETED, key, now_ms)
         # Deleting a missing key still counts as a delete and an access, but modifies nothing.
         self._stores[store_id] = _counted(s, deletes=1, size=-(old.size if old else 0), records=-1 if old else 0,
                                           modified=now_ms if old else 0, accessed=now_ms)  # fmt: skip
         return old
+
+    def _append_write(
+        self, store_id: str, record: RecordMeta, old: RecordMeta | None, hidden: bool, condition: Condition | None
+    ) -> None:
+        now = record.modified_at
+        stale = None
+        if condition is not None and condition.now_ms is not None:
+            now, stale = condition.now_ms, condition.stale_before
+        expired = old is not None and expired_at(old.expires_at, old.modified_at, now, stale)
+        events = write_events(replaced=old is not None, hidden=hidden, expired=expired)
+        for event in events[:-1]:
+            self._append(store_id, event, record.key, record.modified_at)
+        self._append(store_id, events[-1], record.key, record.modified_at,
+                     (record.etag, record.size, record.content_type))  # fmt: skip
 
     async def list_keys(
         self, store_id: str, *, after: str | None, prefix: str | None, limit: int, visible: Visibility | None = None
@@ -362,10 +387,12 @@ class MemoryMetadataIndex:
         self._stores[store_id] = _counted(s, deletes=1, modified=visible.now_ms, accessed=visible.now_ms)
         return count
 
-    def _reclaim(self, store_id: str, keys: list[str]) -> tuple[int, list[str]]:
-        """Delete rows of a store that still exists; its counters drop."""
+    def _reclaim(self, store_id: str, keys: list[str], event: str, now_ms: int) -> tuple[int, list[str]]:
+        """Delete rows of a store that still exists, each a change `event`; its counters drop."""
         recs = self._records[store_id]
         rows = [recs.drop(key) for key in keys]
+        for key in keys:
+            self._append(store_id, event, key, now_ms)
         size = sum(r.size for r in rows)
         self._stores[store_id] = _counted(self._stores[store_id], size=-size, records=-len(rows))
         freed = [r.blob_id for r in rows if r.blob_id]
@@ -382,7 +409,9 @@ class MemoryMetadataIndex:
         )[: max(max_rows, 0)]
         count, freed = 0, list[str]()
         for store_id in sorted({store_id for _, store_id, _ in due}):
-            n, blobs = self._reclaim(store_id, [key for _, sid, key in due if sid == store_id])
+            n, blobs = self._reclaim(
+                store_id, [key for _, sid, key in due if sid == store_id], EventType.EXPIRED, now_ms
+            )
             count, freed = count + n, freed + blobs
         return count, freed
 
@@ -399,7 +428,7 @@ class MemoryMetadataIndex:
         rows = recs.rows
         now = visible.now_ms
         gone = [k for k in window if is_gone(visible.expiry, k, rows[k].modified_at, rows[k].expires_at, now)]
-        count, freed = self._reclaim(store_id, gone)
+        count, freed = self._reclaim(store_id, gone, EventType.EXPIRED, now)
         return count, freed, last
 
     async def list_expiring_stores(self, *, after: str | None, limit: int) -> list[str]:
@@ -443,7 +472,7 @@ class MemoryMetadataIndex:
         for store_id, recs in self._records.items():
             for prefix, seq in list(recs.deleted.items()):
                 victims = [k for k in self._range(recs, None, prefix or None) if recs.seqs[k] <= seq]
-                taken, blobs = self._reclaim(store_id, victims[: max(budget, 0)])
+                taken, blobs = self._reclaim(store_id, victims[: max(budget, 0)], EventType.DELETED, _now_ms())
                 budget -= taken
                 freed += blobs
                 if taken == len(victims):
@@ -478,6 +507,11 @@ class MemoryMetadataIndex:
 
     def group_commit_sizes(self) -> Mapping[int, int]:
         return {}
+
+
+def _now_ms() -> int:
+    # purge_deleted takes no clock: a deleted prefix's rows change at the time they go.
+    return time.time_ns() // 1_000_000
 
 
 class _MemoryBlobWriter:

@@ -50,11 +50,13 @@ def open_backend(
     blob_url: str | None = None,
     s3_endpoint: str | None = None,
     pool_size: int = 10,
+    changes: bool = True,
 ) -> tuple[MetadataIndex, BlobStore]:
     """Open (creating when missing) the metadata index and blob store of one deployment.
 
     Nothing here connects yet for postgres + S3: connections open inside the event loop
-    of the process that first uses them (each server worker builds its own).
+    of the process that first uses them (each server worker builds its own). With
+    `changes=False` the index logs no record changes (the change feed is off).
     """
     kind = backend_kind(kind, metadata_url=metadata_url, blob_url=blob_url)
     # Declared once, assigned per backend: mypy checks each class against the whole protocol.
@@ -63,7 +65,7 @@ def open_backend(
     if kind == "memory":
         from kvbox.backends.memory import MemoryBlobStore, MemoryMetadataIndex
 
-        index, blobs = MemoryMetadataIndex(), MemoryBlobStore()
+        index, blobs = MemoryMetadataIndex(changes=changes), MemoryBlobStore()
         return index, blobs
     if kind == "postgres":
         try:
@@ -75,14 +77,14 @@ def open_backend(
             ) from e
 
         assert metadata_url is not None and blob_url is not None  # checked by backend_kind
-        index = PostgresMetadataIndex(metadata_url, pool_size=pool_size)
+        index = PostgresMetadataIndex(metadata_url, pool_size=pool_size, changes=changes)
         blobs = S3BlobStore.from_url(blob_url, endpoint=s3_endpoint)
         return index, blobs
     from kvbox.backends.sqlite.blobs import FileBlobStore
     from kvbox.backends.sqlite.metadata import SqliteMetadataIndex
 
     _writable_dir(data_dir)
-    index = SqliteMetadataIndex(data_dir / "kvbox.sqlite3", durable=durable)
+    index = SqliteMetadataIndex(data_dir / "kvbox.sqlite3", durable=durable, changes=changes)
     blobs = FileBlobStore(data_dir / "blobs", durable=durable)
     return index, blobs
 

@@ -139,7 +139,7 @@ class Statements:
         self.window_end = f"SELECT key FROM records WHERE store_pk = {p} AND key > {p} ORDER BY key LIMIT 1 OFFSET {p}"
         self._reclaim_window = {
             bounded: f"DELETE FROM records WHERE store_pk = {p} AND key > {p}{f' AND key <= {p}' if bounded else ''} "
-            "AND NOT ({visible}) RETURNING size, blob_id"
+            "AND NOT ({visible}) RETURNING size, blob_id, key"
             for bounded in (False, True)
         }
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
+from kvbox.cli.feedrows import attempt_json, change_json, webhook_json
 from kvbox.cli.options import settings_from
 from kvbox.cli.target import KeyRow, RecordInfo, Source, StoreRow
 from kvbox.core.clock import iso_ms
@@ -28,6 +30,7 @@ from kvbox.service.records import PLAIN_READ, ReadOptions, RecordRead
 from kvbox.service.stores import MAX_PAGE, Resolved
 
 CHUNK_SIZE = 256 * 1024
+WATCH_S = 30  # each wait for changes, as a remote watch long-polls
 DEFAULT_USER = "admin"
 
 
@@ -240,6 +243,30 @@ class LocalTarget:
 
     async def delete_prefix(self, store_id: str, prefix: str) -> int:
         return await self._svc.records.delete_prefix(self._who, store_id, prefix)
+
+    async def watch(self, store_id: str, *, prefix: str | None, after: int) -> AsyncIterator[dict[str, Any]]:
+        resolved = await self._svc.changes.resolve(self._who, store_id)
+        while True:
+            items, after = await self._svc.changes.read(resolved.store, after=after, limit=MAX_PAGE, wait_s=WATCH_S)
+            for change in items:
+                if prefix is None or change.key.startswith(prefix):
+                    yield change_json(change)
+
+    async def add_webhook(
+        self, store_id: str, url: str, *, event_types: list[str] | None, prefix: str | None, secret: str | None
+    ) -> dict[str, Any]:
+        body = {"requestUrl": url, "eventTypes": event_types, "keyPrefix": prefix, "secret": secret}
+        webhook, made = await self._svc.webhooks.create(self._who, store_id, body)
+        return webhook_json(webhook, made)
+
+    async def list_webhooks(self, store_id: str) -> list[dict[str, Any]]:
+        return [webhook_json(w) for w in await self._svc.webhooks.list_all(self._who, store_id)]
+
+    async def delete_webhook(self, store_id: str, webhook_id: str) -> None:
+        await self._svc.webhooks.delete(self._who, store_id, webhook_id)
+
+    async def webhook_deliveries(self, store_id: str, webhook_id: str) -> list[dict[str, Any]]:
+        return [attempt_json(a) for a in await self._svc.webhooks.deliveries(self._who, store_id, webhook_id)]
 
     async def close(self) -> None:
         await self._svc.close()

@@ -8,6 +8,7 @@ from kvbox import __version__
 from kvbox.cli.admin import sweep_command, tokens, users
 from kvbox.cli.backend import copy_command, migrate_command
 from kvbox.cli.backup import backup_command, restore_command, verify_command
+from kvbox.cli.feed import watch_command, webhooks
 from kvbox.cli.folders import pull_command, push_command
 from kvbox.cli.records import get_command, keys_command, put_command, rm_command
 from kvbox.cli.serve import serve
@@ -29,7 +30,8 @@ cli.add_command(copy_command)
 cli.add_command(backup_command)
 cli.add_command(restore_command)
 cli.add_command(verify_command)
-for _command in (stores, keys_command, get_command, put_command, rm_command, push_command, pull_command):
+for _command in (stores, keys_command, get_command, put_command, rm_command, push_command, pull_command,
+                 watch_command, webhooks):  # fmt: skip
     cli.add_command(_command)
 
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from kvbox.cli.feedrows import attempt_json, change_json, webhook_json
 from kvbox.cli.target import KeyRow, RecordChangedError, RecordInfo, Source, StoreRow
 from kvbox.client import ExpiryRule, KeyItem, KvboxClient, KvboxClientAsync, RecordStream, StoreClientAsync, StoreInfo
 from kvbox.core.content import BINARY_TYPE, is_json_type, is_text_type
@@ -258,6 +259,26 @@ class RemoteTarget:
 
     async def delete_prefix(self, store_id: str, prefix: str) -> int:
         return await self._client.key_value_store(store_id).delete_prefix(prefix)
+
+    async def watch(self, store_id: str, *, prefix: str | None, after: int) -> AsyncIterator[dict[str, Any]]:
+        async for change in self._client.key_value_store(store_id).watch(prefix=prefix, after=after):
+            yield change_json(change)
+
+    async def add_webhook(
+        self, store_id: str, url: str, *, event_types: list[str] | None, prefix: str | None, secret: str | None
+    ) -> dict[str, Any]:
+        store = self._client.key_value_store(store_id)
+        return webhook_json(await store.create_webhook(url, event_types=event_types, key_prefix=prefix, secret=secret))
+
+    async def list_webhooks(self, store_id: str) -> list[dict[str, Any]]:
+        return [webhook_json(w) for w in await self._client.key_value_store(store_id).list_webhooks()]
+
+    async def delete_webhook(self, store_id: str, webhook_id: str) -> None:
+        await self._client.key_value_store(store_id).delete_webhook(webhook_id)
+
+    async def webhook_deliveries(self, store_id: str, webhook_id: str) -> list[dict[str, Any]]:
+        attempts = await self._client.key_value_store(store_id).list_webhook_deliveries(webhook_id)
+        return [attempt_json(a) for a in attempts]
 
     async def close(self) -> None:
         with self._lock:

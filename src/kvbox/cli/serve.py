@@ -124,6 +124,10 @@ def _free_port(host: str) -> int:
     "metrics_token",
     "metrics_public",
     "metrics_dir",
+    "changes",
+    "changes_retention",
+    "webhook_allow_private",
+    "webhook_retry_delay",
 )
 def serve(**options: Any) -> None:
     """Start the API server."""

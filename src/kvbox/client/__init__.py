@@ -34,13 +34,17 @@ from kvbox.client.models import (
     StoreList,
     UserInfo,
 )
+from kvbox.client.webhooks import Change, ChangeList, DeliveryAttempt, Webhook, verify_signature
 from kvbox.core.sentinels import UNSET
 
 __all__ = [
     "DEFAULT_API_URL",
     "UNSET",
     "ApiError",
+    "Change",
+    "ChangeList",
     "ConflictError",
+    "DeliveryAttempt",
     "ExpiryRule",
     "ForbiddenError",
     "Grant",
@@ -70,4 +74,6 @@ __all__ = [
     "UnauthorizedError",
     "UnsupportedContentEncodingError",
     "UserInfo",
+    "Webhook",
+    "verify_signature",
 ]

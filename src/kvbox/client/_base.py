@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -46,6 +46,15 @@ def record_path(store: str, key: str) -> str:
     """The path of a record under a store path from `store_path`."""
     # One path segment, whatever the key holds: the server decodes it after splitting the path.
     return f"{store}/records/{urls.key_segment(key)}"
+
+
+# A watch long-polls this long per request, and waits this long after a failed one.
+WATCH_WAIT_S = 30
+WATCH_RECONNECT_S = 1.0
+
+
+def webhook_path(store: str, webhook_id: str) -> str:
+    return f"{store}/webhooks/{quote(webhook_id, safe='')}"
 
 
 def query(**params: Any) -> dict[str, str]:

@@ -16,7 +16,7 @@ from kvbox.client import _base as base
 from kvbox.client._base import Call, RetryPolicy, Seconds
 from kvbox.client._body import prepare_body
 from kvbox.client._compression import Compression
-from kvbox.client._errors import NotFoundError, TransportError, api_error
+from kvbox.client._errors import NotFoundError, ServerError, TransportError, api_error
 from kvbox.client.models import (
     ExpiryRule,
     Grant,
@@ -28,6 +28,7 @@ from kvbox.client.models import (
     StoreList,
     UserInfo,
 )
+from kvbox.client.webhooks import Change, ChangeList, DeliveryAttempt, Webhook, webhook_payload
 from kvbox.core.content import BINARY_TYPE
 from kvbox.core.errors import StoreNotFoundError
 from kvbox.core.sentinels import UNSET, Unset
@@ -363,6 +364,72 @@ class StoreClient:
     def unshare(self, user: str) -> None:
         """Stop sharing the store with a user; `NotFoundError` when it was not shared with them."""
         self._client.send(Call("DELETE", f"{self.path}/grants/{quote(user, safe='')}"))
+
+    def list_changes(self, *, after: int = 0, limit: int | None = None, wait: int | None = None) -> ChangeList:
+        """The store's changes after the sequence `after` (kvbox extension); with `wait`
+        (seconds, up to 60) the call waits that long for a first change."""
+        params = base.query(after=after, limit=limit, wait=wait)
+        return ChangeList.from_api(self._client.send_data(Call("GET", f"{self.path}/changes", params)))
+
+    def watch(self, *, prefix: str | None = None, after: int = 0, wait: int = base.WATCH_WAIT_S) -> Iterator[Change]:
+        """Every change after `after` (of keys starting with `prefix`) as it happens, forever:
+        long-polls and picks up where it was after a lost connection or a server restart."""
+        while True:
+            try:
+                page = self.list_changes(after=after, wait=wait)
+            except (TransportError, ServerError):
+                time.sleep(base.WATCH_RECONNECT_S)
+                continue
+            for change in page.items:
+                if prefix is None or change.key.startswith(prefix):
+                    yield change
+            after = page.last_sequence
+
+    def create_webhook(
+        self,
+        request_url: str,
+        *,
+        event_types: list[str] | None = None,
+        key_prefix: str | None = None,
+        is_enabled: bool | None = None,
+        secret: str | None = None,
+    ) -> Webhook:
+        """A webhook POSTing each matching change to `request_url` (kvbox extension; needs
+        MANAGE). Without `secret`, kvbox makes one and returns it (only) here."""
+        payload = webhook_payload(request_url, event_types, key_prefix, is_enabled, secret)
+        call = base.json_call("POST", f"{self.path}/webhooks", payload, self._client.compression)
+        return Webhook.from_api(self._client.send_data(call))
+
+    def list_webhooks(self) -> list[Webhook]:
+        data = self._client.send_data(Call("GET", f"{self.path}/webhooks"))
+        return [Webhook.from_api(item) for item in data.get("items", [])]
+
+    def get_webhook(self, webhook_id: str) -> Webhook | None:
+        data = self._client.send_data(Call("GET", base.webhook_path(self.path, webhook_id), allow_404=True))
+        return None if data is None else Webhook.from_api(data)
+
+    def update_webhook(
+        self,
+        webhook_id: str,
+        *,
+        request_url: str | None = None,
+        event_types: list[str] | None = None,
+        key_prefix: str | None = None,
+        is_enabled: bool | None = None,
+        secret: str | None = None,
+    ) -> Webhook:
+        """Change the fields given (None leaves a field as it is)."""
+        payload = webhook_payload(request_url, event_types, key_prefix, is_enabled, secret)
+        call = base.json_call("PUT", base.webhook_path(self.path, webhook_id), payload, self._client.compression)
+        return Webhook.from_api(self._client.send_data(call))
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self._client.send(Call("DELETE", base.webhook_path(self.path, webhook_id)))
+
+    def list_webhook_deliveries(self, webhook_id: str) -> list[DeliveryAttempt]:
+        """The webhook's pending deliveries and last 100 attempts, newest first."""
+        data = self._client.send_data(Call("GET", base.webhook_path(self.path, webhook_id) + "/deliveries"))
+        return [DeliveryAttempt.from_api(item) for item in data.get("items", [])]
 
     def _info(self) -> StoreInfo:
         info = self.get()

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kvbox.console import auth, records, snippets, stores
+from kvbox.console import auth, events, records, snippets, stores
 from kvbox.console.web import Console, Handler, signed_in
 from kvbox.service.container import Services
 
@@ -85,6 +85,10 @@ def create_console(services: Services, *, secret: bytes | None = None) -> ASGIAp
         page(records.records_tab, s),
         page(stores.settings_page, s + "/settings"),
         page(snippets.api_tab, s + "/api"),
+        page(events.events_tab, s + "/events"),
+        page(events.events_feed, s + "/events/feed"),
+        page(events.add_webhook, s + "/webhooks", ("POST",)),
+        page(events.delete_webhook, s + "/webhooks/{webhook}/delete", ("POST",)),
         page(stores.rename_store, s + "/rename", ("POST",)),
         page(stores.set_access, s + "/access", ("POST",)),
         page(stores.set_expiry, s + "/expiry", ("POST",)),

@@ -134,6 +134,31 @@ class UserNotFoundError(KvboxError):
     default_message = "User was not found"
 
 
+class WebhookNotFoundError(KvboxError):
+    status = 404
+    type = "record-not-found"
+    default_message = "Webhook was not found"
+
+
+class ChangesExpiredError(KvboxError):
+    """A change-feed cursor older than the oldest change kept: the consumer missed changes."""
+
+    status = 410
+    type = "changes-expired"
+    default_message = (
+        "Changes after this sequence are no longer kept (see KVBOX_CHANGES_RETENTION); "
+        "read the store again and follow the feed from its latest sequence."
+    )
+
+
+class ChangesDisabledError(KvboxError):
+    """The deployment runs with the change feed off (KVBOX_CHANGES=false)."""
+
+    status = 404
+    type = "changes-disabled"
+    default_message = "The change feed and webhooks are turned off on this server (KVBOX_CHANGES=false)."
+
+
 class PageNotFoundError(KvboxError):
     status = 404
     type = "page-not-found"

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import anyio.to_thread
 
+from kvbox.client import Change as RecordChange
 from kvbox.client import KvboxClientAsync
 from kvbox.core.errors import RecordNotFoundError
 from kvbox.sdk import _values as values
@@ -223,6 +224,16 @@ class KeyValueStore:
     async def delete_prefix(self, prefix: str) -> int:
         """Delete every record whose key starts with `prefix` ("" for all); returns how many."""
         return await self._backend.delete_prefix(prefix)
+
+    def watch(self, *, prefix: str | None = None, after: int = 0) -> AsyncIterator[RecordChange]:
+        """Every change of the store after the sequence `after` (of keys starting with
+        `prefix`) as it happens: `async for change in store.watch(): ...`. Long-polls the
+        server's change feed and resumes by itself after a lost connection (remote stores only)."""
+        if not isinstance(self._backend, RemoteStoreAsync):
+            raise NotImplementedError(
+                "watch() follows a kvbox server's change feed; a store in a local folder has none."
+            )
+        return self._backend.watch(prefix=prefix, after=after)
 
     async def delete_value(self, key: str) -> None:
         """Delete the record; a missing record is not an error."""

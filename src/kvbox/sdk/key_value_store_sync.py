@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
+from kvbox.client import Change as RecordChange
 from kvbox.client import KvboxClient
 from kvbox.core.errors import RecordNotFoundError
 from kvbox.sdk import _values as values
@@ -138,6 +139,16 @@ class KeyValueStoreSync:
     def delete_prefix(self, prefix: str) -> int:
         """Delete every record whose key starts with `prefix` ("" for all); returns how many."""
         return self._backend.delete_prefix(prefix)
+
+    def watch(self, *, prefix: str | None = None, after: int = 0) -> Iterator[RecordChange]:
+        """Every change of the store after the sequence `after` (of keys starting with
+        `prefix`) as it happens: `for change in store.watch(): ...`. Long-polls the server's
+        change feed and resumes by itself after a lost connection (remote stores only)."""
+        if not isinstance(self._backend, RemoteStore):
+            raise NotImplementedError(
+                "watch() follows a kvbox server's change feed; a store in a local folder has none."
+            )
+        return self._backend.watch(prefix=prefix, after=after)
 
     def delete_value(self, key: str) -> None:
         """Delete the record; a missing record is not an error."""

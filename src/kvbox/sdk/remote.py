@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import anyio
 
+from kvbox.client import Change as RecordChange
 from kvbox.client import (
     KeyItem,
     KvboxClient,
@@ -125,6 +126,9 @@ class RemoteStore:
     def delete_prefix(self, prefix: str) -> int:
         return self._store.delete_prefix(prefix)
 
+    def watch(self, *, prefix: str | None, after: int) -> Iterator[RecordChange]:
+        return self._store.watch(prefix=prefix, after=after)
+
     def exists(self, key: str) -> bool:
         return self._store.record_exists(key)
 
@@ -212,6 +216,9 @@ class RemoteStoreAsync:
 
     async def delete_prefix(self, prefix: str) -> int:
         return await self._store.delete_prefix(prefix)
+
+    def watch(self, *, prefix: str | None, after: int) -> AsyncIterator[RecordChange]:
+        return self._store.watch(prefix=prefix, after=after)
 
     async def exists(self, key: str) -> bool:
         return await self._store.record_exists(key)

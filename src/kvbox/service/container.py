@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from kvbox.backends.base import BlobStore, MetadataIndex
 from kvbox.core.clock import Clock, SystemClock
+from kvbox.service.changes import ChangeFeed, ChangeHub
 from kvbox.service.deployment import open_storage
+from kvbox.service.dispatcher import WebhookDispatcher
 from kvbox.service.housekeeping import Housekeeper
 from kvbox.service.metrics import (
     CACHE_LOOKUPS,
@@ -28,6 +30,7 @@ from kvbox.service.sharing import SharingService
 from kvbox.service.stats import StatsBuffer
 from kvbox.service.stores import StoreService, UserDirectory
 from kvbox.service.users import UserService
+from kvbox.service.webhooks import WebhookService
 
 
 @dataclass
@@ -49,8 +52,12 @@ class Services:
     housekeeper: Housekeeper
     metrics: Metrics
     readiness: Readiness
+    changes: ChangeFeed
+    webhooks: WebhookService
+    dispatcher: WebhookDispatcher
 
     async def close(self) -> None:
+        await self.changes.hub.close()
         try:
             await self.stats.try_flush()  # a full or unreachable index loses these counts, not the shutdown
         finally:
@@ -77,6 +84,7 @@ def build_services(
         user_per_second=settings.rate_limit_user,
     )
     limiter = RateLimiter(clock, limits, processes=settings.workers)
+    hub = ChangeHub(index)
     cache = ReadCache(index, metadata_only=True)
     record_cache = ReadCache(index)
     stores = StoreService(index, clock, stats, users, limiter, cache)
@@ -89,6 +97,7 @@ def build_services(
         max_record_size=settings.max_record_size,
         inline_threshold=settings.inline_threshold,
         cache=record_cache,
+        hub=hub if settings.changes else None,
     )
     retention = RetentionService(index, clock, stats, retention_ms=parse_duration_ms(settings.unnamed_retention))
     housekeeper = Housekeeper(
@@ -99,7 +108,10 @@ def build_services(
         retention,
         flush_interval_s=settings.stats_flush_interval,
         sweep_interval_s=settings.sweep_interval,
+        changes_retention_ms=parse_duration_ms(settings.changes_retention),
+        on_change=hub.poke,
     )
+    metrics = _metrics(settings, index, limiter, {"metadata": cache, "records": record_cache}, housekeeper)
     return Services(
         settings=settings,
         clock=clock,
@@ -114,8 +126,20 @@ def build_services(
         retention=retention,
         limiter=limiter,
         housekeeper=housekeeper,
-        metrics=_metrics(settings, index, limiter, {"metadata": cache, "records": record_cache}, housekeeper),
+        metrics=metrics,
         readiness=Readiness(index, blobs),
+        changes=ChangeFeed(index, stores, hub, enabled=settings.changes),
+        webhooks=WebhookService(
+            index, stores, clock, enabled=settings.changes, allow_private=settings.webhook_allow_private
+        ),
+        dispatcher=WebhookDispatcher(
+            index,
+            hub,
+            clock,
+            metrics,
+            allow_private=settings.webhook_allow_private,
+            retry_delay_ms=parse_duration_ms(settings.webhook_retry_delay),
+        ),
     )
 
 

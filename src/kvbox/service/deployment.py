@@ -21,6 +21,7 @@ def open_storage(settings: Settings) -> tuple[MetadataIndex, BlobStore]:
         blob_url=settings.blob_url,
         s3_endpoint=settings.s3_endpoint,
         pool_size=settings.metadata_pool_size,
+        changes=settings.changes,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from kvbox.backends.base import BlobStore, MetadataIndex
 from kvbox.core.clock import Clock
@@ -32,6 +33,9 @@ RECORD_SWEEPER_LOCK = "kvbox-record-sweeper"
 # walked in stores with expiry rules.
 EXPIRED_BUDGET_S = 0.5
 WALK_WINDOWS_PER_TICK = 20
+# Changes dropped by retention per transaction, and transactions per sweep.
+TRIM_BATCH = 1000
+TRIMS_PER_SWEEP = 50
 
 
 class Housekeeper:
@@ -46,6 +50,8 @@ class Housekeeper:
         flush_interval_s: float,
         sweep_interval_s: float,
         sweeper: RecordSweeper | None = None,
+        changes_retention_ms: int | None = None,
+        on_change: Callable[[str | None], None] | None = None,
     ) -> None:
         self.sweeper = sweeper or RecordSweeper(index, blobs, clock, rewalk_ms=int(sweep_interval_s * 1000))
         self._index = index
@@ -56,12 +62,17 @@ class Housekeeper:
         self._flush_interval_s = max(0.05, flush_interval_s)
         self._sweep_interval_s = sweep_interval_s
         self._failing = _FailureLog()
+        self._changes_retention_ms = changes_retention_ms
+        self._on_change = on_change
         # Work done so far (read by the metrics).
-        self.work = {"expired_stores": 0, "expired_records": 0, "reclaimed_blobs": 0, "orphaned_blobs": 0}
+        self.work = {"expired_stores": 0, "expired_records": 0, "reclaimed_blobs": 0, "orphaned_blobs": 0,
+                     "trimmed_changes": 0}  # fmt: skip
 
     async def reclaim(self) -> int:
         """One bounded pass: reclaim rows and blobs of deleted stores. Returns blobs freed."""
         freed = await self._index.purge_deleted(max_rows=PURGE_BATCH)
+        if freed:
+            self._changed()
         for blob_id in freed:
             await self._blobs.delete(blob_id)
         await self._index.forget_freed_blobs(freed)
@@ -77,7 +88,30 @@ class Housekeeper:
             due = await self.sweeper.reclaim_due(budget_s=EXPIRED_BUDGET_S)
             done = due + await self.sweeper.walk_stores(max_windows=WALK_WINDOWS_PER_TICK)
             self.work["expired_records"] += done
+            if done:
+                self._changed()
             return done
+
+    def _changed(self) -> None:
+        """Reclaiming may have logged changes (expiry, deletes by prefix): wake the feed's
+        waiters of this process (other processes hear of it through the index)."""
+        if self._on_change is not None:
+            self._on_change(None)
+
+    async def trim_changes(self) -> int:
+        """Drop changes older than the feed's retention, in bounded batches. Returns how many."""
+        if self._changes_retention_ms is None:
+            return 0
+        before = self._clock.now_ms() - self._changes_retention_ms
+        total = 0
+        for _ in range(TRIMS_PER_SWEEP):
+            trimmed = await self._index.trim_changes(before_ms=before, max_rows=TRIM_BATCH)
+            total += trimmed
+            if trimmed < TRIM_BATCH:
+                break
+            await asyncio.sleep(0)
+        self.work["trimmed_changes"] += total
+        return total
 
     async def collect_orphans(self) -> int:
         """Delete blobs no record points to (left by a crash between blob write and commit)."""
@@ -139,6 +173,7 @@ class Housekeeper:
                 self.work["expired_stores"] += expired
                 await asyncio.sleep(0)
             await self.sweeper.drop_freed()  # left by a node that died mid-way
+            await self.trim_changes()
             if orphans_due:
                 await self.collect_orphans()
             return orphans_due

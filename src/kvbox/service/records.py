@@ -29,6 +29,7 @@ from kvbox.core.frozen import fast_init
 from kvbox.core.keys import validate_key
 from kvbox.core.models import Condition, KeyPage, Permission, RecordMeta, Store, Visibility
 from kvbox.core.ranges import ByteRange, parse_range
+from kvbox.service.changes import ChangeHub
 from kvbox.service.codecs import InflationGuard, decode_bytes
 from kvbox.service.principal import Principal
 from kvbox.service.readcache import ReadCache
@@ -43,6 +44,7 @@ from kvbox.service.schemas import (
 from kvbox.service.stats import StatsBuffer
 from kvbox.service.stores import MAX_PAGE, Resolved, StoreService
 
+ANY_RECORD: Final = Condition()  # a condition that holds for any record
 MAX_CONTENT_TYPE_LENGTH = 1024
 OPEN_ATTEMPTS = 5
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
@@ -108,8 +110,10 @@ class RecordService:
         max_record_size: int,
         inline_threshold: int,
         cache: ReadCache | None = None,
+        hub: ChangeHub | None = None,
     ) -> None:
         self._cache = cache or ReadCache(index)
+        self._hub = hub
         self._index = index
         self._blobs = blobs
         self._stores = stores
@@ -197,7 +201,7 @@ class RecordService:
         )
         try:
             replaced = await self._index.put_record(
-                resolved.store.id, meta, condition=self._judged(resolved.store, key, condition, now)
+                resolved.store.id, meta, condition=self._judged(resolved.store, key, condition, now, logged=True)
             )
         except PreconditionFailedError:
             if blob_id is not None:
@@ -209,6 +213,8 @@ class RecordService:
             if await self._index.get_store(resolved.store.id) is None:
                 raise StoreNotFoundError() from None
             raise
+        if self._hub is not None:
+            self._hub.poke(resolved.store.id)
         if replaced is not None and replaced.blob_id:
             await self._blobs.delete(replaced.blob_id)
         return resolved, meta
@@ -250,11 +256,18 @@ class RecordService:
     def _visibility(self, store: Store) -> Visibility:
         return Visibility(self._clock.now_ms(), store.record_expiry)
 
-    def _judged(self, store: Store, key: str, condition: Condition | None, now_ms: int) -> Condition | None:
+    def _judged(
+        self, store: Store, key: str, condition: Condition | None, now_ms: int, *, logged: bool = False
+    ) -> Condition | None:
         """`condition` as the index checks it: against the record a reader sees at `now_ms`, so a
-        record that has expired (its own expiry or the store's rules) counts as missing."""
+        record that has expired (its own expiry or the store's rules) counts as missing. A
+        `logged` write to a store with expiry rules passes the rules' verdict even without a
+        condition, so the change feed can tell a replaced record that had expired."""
         if condition is None:
-            return None
+            expiry = store.record_expiry
+            if not (logged and self._hub is not None and (expiry.rules or expiry.retired)):
+                return None
+            condition = ANY_RECORD
         return condition.seen_at(now_ms, stale_before(store.record_expiry, key, now_ms))
 
     async def get(
@@ -319,6 +332,8 @@ class RecordService:
         old = await self._index.delete_record(
             resolved.store.id, key, now_ms=now, condition=self._judged(resolved.store, key, condition, now)
         )
+        if old is not None and self._hub is not None:
+            self._hub.poke(resolved.store.id)
         if old is not None and old.blob_id:
             await self._blobs.delete(old.blob_id)
 

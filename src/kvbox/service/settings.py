@@ -295,6 +295,38 @@ SETTINGS: tuple[Setting, ...] = (
         "BOOL",
     ),
     Setting(
+        "changes",
+        "KVBOX_CHANGES",
+        True,
+        "Log every record change for the change feed and webhooks (false turns both off).",
+        parse_bool,
+        "BOOL",
+    ),
+    Setting(
+        "changes_retention",
+        "KVBOX_CHANGES_RETENTION",
+        "7d",
+        "How long record changes stay in the change feed (e.g. 7d, 12h).",
+        _duration,
+        "DURATION",
+    ),
+    Setting(
+        "webhook_allow_private",
+        "KVBOX_WEBHOOK_ALLOW_PRIVATE",
+        False,
+        "Let webhooks call loopback, private and link-local addresses.",
+        parse_bool,
+        "BOOL",
+    ),
+    Setting(
+        "webhook_retry_delay",
+        "KVBOX_WEBHOOK_RETRY_DELAY",
+        "5s",
+        "Wait before a failed webhook delivery's first retry; it doubles per retry, up to an hour.",
+        _duration,
+        "DURATION",
+    ),
+    Setting(
         "metrics_dir",
         "KVBOX_METRICS_DIR",
         None,
@@ -336,6 +368,10 @@ class Settings:
     metrics: bool = True
     metrics_token: str | None = None
     metrics_public: bool = False
+    changes: bool = True
+    changes_retention: str = "7d"
+    webhook_allow_private: bool = False
+    webhook_retry_delay: str = "5s"
     metrics_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -22,6 +23,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from kvbox.backends.failures import storage_failure
+from kvbox.backends.postgres.feed import PostgresFeed
 from kvbox.backends.postgres.schema import LOCK_KEY_SQL, SCHEMA_VERSION, check_version, migrate
 from kvbox.backends.rows import RECORD_COLUMNS as _RECORD
 from kvbox.backends.rows import (
@@ -41,6 +43,7 @@ from kvbox.backends.rows import token_from_row as _token
 from kvbox.backends.rows import user_from_row as _user
 from kvbox.backends.statements import PREFIX_END, Dialect, Statements
 from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
+from kvbox.core.feed import EventType
 from kvbox.core.models import (
     NO_EXPIRY,
     Condition,
@@ -71,6 +74,17 @@ _PUT_RECORD = (
     "SELECT * FROM kvbox_put_record(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::text[], %s::text[], %s, %s, %s, %s)"
 )
 _NO_CONDITION = (None, None, False, False, None, None)
+# Change feed: a delete moves the store's change_seq past the record it removed and logs
+# RECORD.DELETED, in the same statement (postgres/feed.py has the rest).
+_CHANGE_SEQ = """
+        change_seq = change_seq + CASE WHEN kvbox_changes_on() THEN (SELECT count(*) FROM d) ELSE 0 END"""
+_RETURNING_SEQ = " RETURNING pk, change_seq"
+_LOG_DELETE = """,
+ch AS (
+    INSERT INTO changes (store_pk, seq, event_type, key, created_at)
+    SELECT upd.pk, upd.change_seq, 'RECORD.DELETED', d.key, %(now)s FROM d, upd WHERE kvbox_changes_on()
+    RETURNING pg_notify(kvbox_channel(), %(store)s)
+)"""
 # One statement. It locks the store row first, as kvbox_put_record does (one lock order:
 # no deadlocks); a write of the same key that commits meanwhile is then seen through the
 # record's row lock (DELETE re-reads the row it waited for), so the counts stay exact.
@@ -82,9 +96,9 @@ upd AS (
     UPDATE stores SET delete_count = delete_count + 1, record_count = record_count - (SELECT count(*) FROM d),
         storage_bytes = storage_bytes - coalesce((SELECT sum(size) FROM d), 0),
         modified_at = CASE WHEN EXISTS (SELECT 1 FROM d) THEN greatest(modified_at, %(now)s) ELSE modified_at END,
-        accessed_at = greatest(accessed_at, %(now)s)
-    WHERE pk = (SELECT pk FROM s)
-)
+        accessed_at = greatest(accessed_at, %(now)s),{_CHANGE_SEQ}
+    WHERE pk = (SELECT pk FROM s){_RETURNING_SEQ}
+){_LOG_DELETE}
 SELECT {_RECORD} FROM d
 """
 # The same with a condition (schema.py's kvbox_condition_holds), checked on the record as
@@ -110,9 +124,9 @@ upd AS (
     UPDATE stores SET delete_count = delete_count + 1, record_count = record_count - (SELECT count(*) FROM d),
         storage_bytes = storage_bytes - coalesce((SELECT sum(size) FROM d), 0),
         modified_at = CASE WHEN EXISTS (SELECT 1 FROM d) THEN greatest(modified_at, %(now)s) ELSE modified_at END,
-        accessed_at = greatest(accessed_at, %(now)s)
-    WHERE pk = (SELECT pk FROM s) AND (SELECT ok FROM ok)
-)
+        accessed_at = greatest(accessed_at, %(now)s),{_CHANGE_SEQ}
+    WHERE pk = (SELECT pk FROM s) AND (SELECT ok FROM ok){_RETURNING_SEQ}
+){_LOG_DELETE}
 SELECT ok.ok, {", ".join("d." + c for c in _RECORD.split(", "))} FROM ok LEFT JOIN d ON true
 """
 
@@ -144,13 +158,13 @@ RETURNING store_pk
 _RECLAIM_ROWS = """
 WITH d AS (
     DELETE FROM records AS r USING ({victims}) AS c
-    WHERE r.store_pk = c.store_pk AND r.key = c.key AND {cond} RETURNING r.store_pk, r.size, r.blob_id
+    WHERE r.store_pk = c.store_pk AND r.key = c.key AND {cond} RETURNING r.store_pk, r.size, r.blob_id, r.key
 ), t AS (SELECT store_pk, count(*) AS n, sum(size) AS bytes FROM d GROUP BY store_pk),
 u AS (
     UPDATE stores AS s SET record_count = s.record_count - t.n, storage_bytes = s.storage_bytes - t.bytes
     FROM t WHERE s.pk = t.store_pk
 ), f AS (INSERT INTO freed_blobs (blob_id) SELECT blob_id FROM d WHERE blob_id IS NOT NULL ON CONFLICT DO NOTHING)
-SELECT blob_id FROM d
+SELECT blob_id, store_pk, key FROM d
 """
 # Note the blobs of the rows this transaction deletes (see `freed_blobs`).
 _KEEP_FREED = "INSERT INTO freed_blobs (blob_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING"
@@ -174,14 +188,18 @@ def _storage_errors(action: str) -> Iterator[None]:
         raise storage_failure(f"The PostgreSQL index failed to {action}: {e}", e) from e
 
 
-class PostgresMetadataIndex:
-    """`MetadataIndex` over a PostgreSQL database migrated by `kvbox migrate`."""
+class PostgresMetadataIndex(PostgresFeed):
+    """`MetadataIndex` over a PostgreSQL database migrated by `kvbox migrate`. With
+    `changes=False` its connections log no record changes (the change feed is off)."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, changes: bool = True) -> None:
         self.url = url
         self._connect_args: dict[str, Any] = {"autocommit": True}
         if "connect_timeout" not in conninfo_to_dict(url):
             self._connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+        if not changes:
+            options = conninfo_to_dict(url).get("options") or ""
+            self._connect_args["options"] = f"{options} -c kvbox.changes=off".strip()
         self._pool = AsyncConnectionPool(
             url,
             min_size=1,
@@ -521,7 +539,8 @@ class PostgresMetadataIndex:
             sql = _RECLAIM_ROWS.format(victims=victims, cond="r.expires_at <= %s")
             cur = await conn.execute(sql, ([pk for pk, _ in chosen], [key for _, key in chosen], now_ms))
             rows = await cur.fetchall()
-            return len(rows), [blob_id for (blob_id,) in rows if blob_id]
+            await self._log_removed(conn, EventType.EXPIRED, [(pk, key) for _, pk, key in rows], now_ms)
+            return len(rows), [blob_id for blob_id, _, _ in rows if blob_id]
 
     async def reclaim_store_expired(
         self, store_id: str, visible: Visibility, *, after: str | None, max_keys: int
@@ -538,13 +557,14 @@ class PostgresMetadataIndex:
             sql, params = _SQL.reclaim_window(pk, visible, after=after or "", last=last)
             cur = await conn.execute(sql, params)
             rows = await cur.fetchall()
-            freed = [blob_id for _, blob_id in rows if blob_id]
+            freed = [blob_id for _, blob_id, _ in rows if blob_id]
             if rows:
                 await conn.execute(
                     "UPDATE stores SET record_count = record_count - %s, storage_bytes = storage_bytes - %s "
                     "WHERE pk = %s",
-                    (len(rows), sum(size for size, _ in rows), pk),
+                    (len(rows), sum(size for size, _, _ in rows), pk),
                 )
+                await self._log_removed(conn, EventType.EXPIRED, [(pk, key) for _, _, key in rows], visible.now_ms)
             if freed:
                 await conn.execute(_KEEP_FREED, (freed,))
             return len(rows), freed, last
@@ -612,9 +632,11 @@ class PostgresMetadataIndex:
             )
             cur = await conn.execute(_RECLAIM_ROWS.format(victims=victims, cond="true"), (max_rows,))
             rows = await cur.fetchall()
+            now = time.time_ns() // 1_000_000
+            await self._log_removed(conn, EventType.DELETED, [(pk, key) for _, pk, key in rows], now)
             if len(rows) < max_rows:
                 await conn.execute(_SQL.drop_done_prefixes)
-            return [blob_id for (blob_id,) in rows if blob_id]
+            return [blob_id for blob_id, _, _ in rows if blob_id]
 
     async def freed_blobs(self, *, limit: int) -> list[str]:
         return [r[0] for r in await self._all("list freed blobs", _SQL.freed_blobs, (max(limit, 0),))]

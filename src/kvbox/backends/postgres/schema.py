@@ -294,8 +294,186 @@ _V3: tuple[str, ...] = (
     """,
 )
 
+# Change feed and webhooks. `stores.change_seq` is the store's latest change sequence, moved
+# under the store's row lock in the transaction of the change, so sequences commit in order.
+# Record writes append to `changes` (trimmed by age from each store's oldest) and notify
+# the channel `kvbox_channel()`, on which every node LISTENs to wake its long-polls. Pool
+# connections of a deployment running with the feed off set `kvbox.changes` to off.
+# kvbox_put_record keeps its signature; its feed lines are marked `-- change feed`.
+_V4: tuple[str, ...] = (
+    "ALTER TABLE stores ADD COLUMN change_seq bigint NOT NULL DEFAULT 0",
+    """
+    CREATE TABLE changes (
+        store_pk bigint NOT NULL,
+        seq bigint NOT NULL,
+        event_type text NOT NULL,
+        key text COLLATE "C" NOT NULL,
+        etag text,
+        size bigint,
+        content_type text,
+        created_at bigint NOT NULL,
+        PRIMARY KEY (store_pk, seq)
+    )
+    """,
+    """
+    CREATE TABLE webhooks (
+        id text COLLATE "C" PRIMARY KEY,
+        store_id text COLLATE "C" NOT NULL REFERENCES stores (id) ON DELETE CASCADE,
+        request_url text NOT NULL,
+        event_types text NOT NULL,
+        key_prefix text COLLATE "C" NOT NULL,
+        is_enabled boolean NOT NULL,
+        secret text NOT NULL,
+        created_at bigint NOT NULL,
+        modified_at bigint NOT NULL,
+        cursor bigint NOT NULL,
+        lease_owner text,
+        lease_until bigint NOT NULL DEFAULT 0
+    )
+    """,
+    "CREATE INDEX webhooks_by_store ON webhooks (store_id, created_at)",
+    """
+    CREATE TABLE deliveries (
+        id text COLLATE "C" PRIMARY KEY,
+        webhook_id text COLLATE "C" NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+        sequence bigint NOT NULL,
+        event_type text NOT NULL,
+        body bytea NOT NULL,
+        created_at bigint NOT NULL,
+        next_attempt_at bigint NOT NULL,
+        attempts integer NOT NULL DEFAULT 0
+    )
+    """,
+    "CREATE INDEX deliveries_by_webhook ON deliveries (webhook_id, sequence)",
+    """
+    CREATE TABLE delivery_attempts (
+        n bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        delivery_id text COLLATE "C" NOT NULL,
+        webhook_id text COLLATE "C" NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+        sequence bigint NOT NULL,
+        event_type text NOT NULL,
+        attempt integer NOT NULL,
+        status text NOT NULL,
+        response_status integer,
+        duration_ms bigint,
+        error text,
+        created_at bigint NOT NULL
+    )
+    """,
+    "CREATE INDEX attempts_by_webhook ON delivery_attempts (webhook_id, n)",
+    """
+    CREATE FUNCTION kvbox_changes_on() RETURNS boolean LANGUAGE sql STABLE AS $$
+        SELECT coalesce(current_setting('kvbox.changes', true), '') IS DISTINCT FROM 'off'
+    $$
+    """,
+    """
+    CREATE FUNCTION kvbox_channel() RETURNS text LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+        SELECT 'kvbox_changes:' || current_schema()
+    $$
+    """,
+    # The events of a record write (core/feed.py's write_events): over a row readers no
+    # longer saw, first that record's RECORD.DELETED (hidden by a delete by prefix) or
+    # RECORD.EXPIRED, then RECORD.CREATED.
+    """
+    CREATE FUNCTION kvbox_write_events(
+        p_store_pk bigint, p_key text, p_old_key text, p_expires_at bigint, p_modified_at bigint, p_seq bigint,
+        p_now bigint, p_stale_before bigint
+    ) RETURNS text[] LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+        SELECT CASE
+            WHEN p_old_key IS NULL THEN ARRAY['RECORD.CREATED']
+            WHEN EXISTS (SELECT 1 FROM deleted_prefixes AS d WHERE d.store_pk = p_store_pk
+                AND p_key >= d.prefix AND p_key < d.prefix_end AND p_seq <= d.seq)
+                THEN ARRAY['RECORD.DELETED', 'RECORD.CREATED']
+            WHEN (p_expires_at IS NOT NULL AND p_expires_at <= p_now)
+                OR (p_expires_at IS NULL AND p_modified_at <= p_stale_before)
+                THEN ARRAY['RECORD.EXPIRED', 'RECORD.CREATED']
+            ELSE ARRAY['RECORD.UPDATED'] END
+    $$
+    """,
+    # Append the changes `p_events` of one key, numbered up to `p_last_seq` (the store's
+    # change_seq already moved past them); the last carries the record's fields.
+    """
+    CREATE FUNCTION kvbox_log_changes(
+        p_store_pk bigint, p_store text, p_last_seq bigint, p_events text[], p_key text, p_etag text, p_size bigint,
+        p_content_type text, p_at bigint
+    ) RETURNS void LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+    DECLARE
+        v_n integer := cardinality(p_events);
+    BEGIN
+        INSERT INTO changes (store_pk, seq, event_type, key, etag, size, content_type, created_at)
+        SELECT p_store_pk, p_last_seq - v_n + i, p_events[i], p_key,
+            CASE WHEN i = v_n AND p_events[i] <> 'RECORD.DELETED' THEN p_etag END,
+            CASE WHEN i = v_n AND p_events[i] <> 'RECORD.DELETED' THEN p_size END,
+            CASE WHEN i = v_n AND p_events[i] <> 'RECORD.DELETED' THEN p_content_type END, p_at
+        FROM generate_series(1, v_n) AS i;
+        PERFORM pg_notify(kvbox_channel(), p_store);
+    END
+    $$
+    """,
+    # Writes a record if the condition holds for the record a reader sees (`refused`: it did
+    # not; nothing was written and the other columns are NULL). No rows back: no such store.
+    """
+    CREATE OR REPLACE FUNCTION kvbox_put_record(
+        p_store text, p_key text, p_content_type text, p_encoding text, p_size bigint, p_etag text,
+        p_modified_at bigint, p_inline bytea, p_blob_id text, p_expires_at bigint,
+        p_if_match text[], p_if_none_match text[], p_must_exist boolean, p_must_not_exist boolean,
+        p_now bigint, p_stale_before bigint
+    ) RETURNS TABLE (
+        refused boolean, replaced boolean, o_content_type text, o_encoding text, o_size bigint, o_etag text,
+        o_modified_at bigint, o_inline bytea, o_blob_id text, o_expires_at bigint
+    ) LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+    DECLARE
+        v_pk bigint;
+        v_old records%ROWTYPE;
+        v_seq bigint;
+        v_events text[];  -- change feed
+        v_change_seq bigint;  -- change feed
+    BEGIN
+        SELECT pk INTO v_pk FROM stores WHERE id = p_store FOR NO KEY UPDATE;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        SELECT * INTO v_old FROM records AS r WHERE r.store_pk = v_pk AND r.key = p_key;
+        IF (p_if_match IS NOT NULL OR p_if_none_match IS NOT NULL OR p_must_exist OR p_must_not_exist)
+            AND NOT kvbox_condition_holds(
+                kvbox_seen_etag(v_pk, p_key, v_old.etag, v_old.expires_at, v_old.modified_at, v_old.seq, p_now,
+                    p_stale_before),
+                p_if_match, p_if_none_match, p_must_exist, p_must_not_exist) THEN
+            RETURN QUERY SELECT true, NULL::boolean, NULL::text, NULL::text, NULL::bigint, NULL::text,
+                NULL::bigint, NULL::bytea, NULL::text, NULL::bigint;
+            RETURN;
+        END IF;
+        IF kvbox_changes_on() THEN  -- change feed
+            v_events := kvbox_write_events(v_pk, p_key, v_old.key, v_old.expires_at, v_old.modified_at, v_old.seq,
+                coalesce(p_now, p_modified_at), p_stale_before);
+        END IF;
+        UPDATE stores SET write_count = write_count + 1,
+            storage_bytes = storage_bytes + p_size - coalesce(v_old.size, 0),
+            record_count = record_count + (CASE WHEN v_old.key IS NULL THEN 1 ELSE 0 END),
+            modified_at = greatest(modified_at, p_modified_at), accessed_at = greatest(accessed_at, p_modified_at),
+            change_seq = change_seq + coalesce(cardinality(v_events), 0)  -- change feed
+        WHERE pk = v_pk RETURNING write_count, change_seq INTO v_seq, v_change_seq;
+        INSERT INTO records AS r (store_pk, key, content_type, encoding, size, etag, modified_at, inline_body, blob_id,
+            expires_at, seq)
+        VALUES (v_pk, p_key, p_content_type, p_encoding, p_size, p_etag, p_modified_at, p_inline, p_blob_id,
+            p_expires_at, v_seq)
+        ON CONFLICT (store_pk, key) DO UPDATE SET content_type = excluded.content_type,
+            encoding = excluded.encoding, size = excluded.size, etag = excluded.etag,
+            modified_at = excluded.modified_at, inline_body = excluded.inline_body, blob_id = excluded.blob_id,
+            expires_at = excluded.expires_at, seq = excluded.seq;
+        IF v_events IS NOT NULL THEN  -- change feed
+            PERFORM kvbox_log_changes(v_pk, p_store, v_change_seq, v_events, p_key, p_etag, p_size, p_content_type,
+                p_modified_at);
+        END IF;
+        RETURN QUERY SELECT false, v_old.key IS NOT NULL, v_old.content_type, v_old.encoding, v_old.size, v_old.etag,
+            v_old.modified_at, v_old.inline_body, v_old.blob_id, v_old.expires_at;
+    END
+    $$
+    """,
+)
+
 # Index i holds the statements that take a schema from version i to version i + 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 VERSION_TABLE = "kvbox_schema"

@@ -13,8 +13,9 @@ import fcntl
 import os
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import cast
 
@@ -35,10 +36,12 @@ from kvbox.backends.rows import record_from_row as _record
 from kvbox.backends.rows import store_from_row as _store
 from kvbox.backends.rows import token_from_row as _token
 from kvbox.backends.rows import user_from_row as _user
+from kvbox.backends.sqlite.feed import SqliteFeed, append_change, apply_change_seqs, drop_store_feed
 from kvbox.backends.sqlite.schema import SCHEMA_VERSION, migrate
 from kvbox.backends.sqlite.writer import Batch, LoopWriter, Refused
 from kvbox.backends.statements import PREFIX_END, Dialect, Statements
 from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
+from kvbox.core.feed import EventType, expired_at, write_events
 from kvbox.core.models import (
     NO_EXPIRY,
     Condition,
@@ -137,11 +140,18 @@ def _apply_store_counts(conn: sqlite3.Connection, batch: Batch) -> None:
         )
 
 
-class SqliteMetadataIndex:
-    """`MetadataIndex` over one SQLite database file, created and migrated on open."""
+def _before_commit(conn: sqlite3.Connection, batch: Batch) -> None:
+    _apply_store_counts(conn, batch)
+    apply_change_seqs(conn, batch)
 
-    def __init__(self, path: Path, *, durable: bool = False) -> None:
+
+class SqliteMetadataIndex(SqliteFeed):
+    """`MetadataIndex` over one SQLite database file, created and migrated on open. With
+    `changes=False` record changes are not logged (the change feed is off)."""
+
+    def __init__(self, path: Path, *, durable: bool = False, changes: bool = True) -> None:
         self.path = path
+        self._changes_on = changes
         with _storage_errors("open the database"):
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
             try:
@@ -158,9 +168,10 @@ class SqliteMetadataIndex:
         self._conn = conn
         self._local_writes = 0
         # Hot writes are group-committed on the event loop without blocking it (see writer.py).
-        self._writer = LoopWriter(
-            path, durable=durable, busy_timeout_s=BUSY_TIMEOUT_S, before_commit=_apply_store_counts
-        )
+        self._writer = LoopWriter(path, durable=durable, busy_timeout_s=BUSY_TIMEOUT_S, before_commit=_before_commit)
+
+    def _storage(self, action: str) -> AbstractContextManager[None]:
+        return _storage_errors(action)
 
     async def close(self) -> None:
         self._writer.close()
@@ -324,6 +335,7 @@ class SqliteMetadataIndex:
             # The records stay behind, unreachable without the store row, until purge_deleted.
             conn.execute("INSERT INTO deleted_stores VALUES (?, ?)", (rows[0][0], store_id))
             conn.execute("DELETE FROM grants WHERE store_id = ?", (store_id,))
+            drop_store_feed(conn, store_id)
             return True
 
     async def list_stores(
@@ -398,17 +410,21 @@ class SqliteMetadataIndex:
         r = record
 
         def op(conn: sqlite3.Connection, batch: Batch) -> RecordMeta | Refused | None:
-            found = conn.execute("SELECT pk, write_count FROM stores WHERE id = ?", (store_id,)).fetchone()
+            found = conn.execute("SELECT pk, write_count, change_seq FROM stores WHERE id = ?", (store_id,)).fetchone()
             if found is None:
                 raise StorageError(f"Store {store_id} does not exist.")
-            pk, written = found
+            pk, written, change_seq = found
             old_row = conn.execute(
                 f"SELECT {_RECORD} FROM records WHERE store_pk = ? AND key = ?", (pk, r.key)
             ).fetchone()
             old = _record(old_row) if old_row else None
+            hides = condition is not None or (self._changes_on and _hides(conn, batch, pk))
+            seen = old and (_visible_record(conn, pk, r.key) if hides else old)
             # Checked inside the writer's transaction, which holds the database's write lock.
-            if condition is not None and not condition.holds(old and _visible_record(conn, pk, r.key)):
+            if condition is not None and not condition.holds(seen):
                 return Refused(PreconditionFailedError())
+            if self._changes_on:
+                _log_write(conn, batch, pk, change_seq, r, old, seen is None, condition)
             _count(batch, pk, writes=1, size=r.size - (old.size if old else 0), records=0 if old else 1,
                    modified=r.modified_at, accessed=r.modified_at)  # fmt: skip
             # The store's write count once this batch commits, up to this write.
@@ -436,6 +452,8 @@ class SqliteMetadataIndex:
                 f"DELETE FROM records WHERE store_pk = ? AND key = ? RETURNING {_RECORD}", (pk, key)
             ).fetchall()
             old = _record(rows[0]) if rows else None
+            if old is not None and self._changes_on:
+                append_change(conn, batch, pk, EventType.DELETED, key, now_ms)
             # Deleting a missing key still counts as a delete and an access, but modifies nothing.
             _count(batch, pk, deletes=1, size=-(old.size if old else 0), records=-1 if old else 0,
                    modified=now_ms if old else 0, accessed=now_ms)  # fmt: skip
@@ -471,6 +489,7 @@ class SqliteMetadataIndex:
             if found is None or found[0] != pk:
                 return None
             conn.execute(_SQL.mark_deleted_prefix, (pk, prefix, prefix + PREFIX_END, seq))
+            batch.setdefault("hides", {})[pk] = True  # later writes of this batch must look
             _count(batch, pk, deletes=1, modified=visible.now_ms, accessed=visible.now_ms)
             return count
 
@@ -498,12 +517,14 @@ class SqliteMetadataIndex:
         def op(conn: sqlite3.Connection, batch: Batch) -> tuple[int, list[str]]:
             rows = conn.execute(
                 "DELETE FROM records WHERE rowid IN (SELECT rowid FROM records WHERE expires_at <= ? "
-                "ORDER BY expires_at LIMIT ?) RETURNING store_pk, size, blob_id",
+                "ORDER BY expires_at LIMIT ?) RETURNING store_pk, size, blob_id, key",
                 (now_ms, max(max_rows, 0)),
             ).fetchall()
-            for pk, size, _ in rows:
+            for pk, size, _, key in rows:
                 _count(batch, pk, size=-size, records=-1)
-            return len(rows), _keep_freed(conn, [blob_id for _, _, blob_id in rows if blob_id])
+                if self._changes_on:
+                    append_change(conn, batch, pk, EventType.EXPIRED, key, now_ms)
+            return len(rows), _keep_freed(conn, [blob_id for _, _, blob_id, _ in rows if blob_id])
 
         return cast(tuple[int, list[str]], await self._writer.run("reclaim expired records", op))
 
@@ -519,9 +540,11 @@ class SqliteMetadataIndex:
             last = end[0] if end else None
             sql, params = _SQL.reclaim_window(pk, visible, after=after or "", last=last)
             rows = conn.execute(sql, params).fetchall()
-            for size, _ in rows:
+            for size, _, key in rows:
                 _count(batch, pk, size=-size, records=-1)
-            return len(rows), _keep_freed(conn, [blob_id for _, blob_id in rows if blob_id]), last
+                if self._changes_on:
+                    append_change(conn, batch, pk, EventType.EXPIRED, key, visible.now_ms)
+            return len(rows), _keep_freed(conn, [blob_id for _, blob_id, _ in rows if blob_id]), last
 
         return cast(tuple[int, list[str], str | None], await self._writer.run("reclaim expired records", op))
 
@@ -599,14 +622,17 @@ class SqliteMetadataIndex:
     async def _purge_some_prefixes(self, max_rows: int) -> tuple[int, list[str]]:
         def op(conn: sqlite3.Connection, batch: Batch) -> tuple[int, list[str]]:
             rows = conn.execute(
-                f"DELETE FROM records WHERE rowid IN ({_PREFIX_VICTIMS}) RETURNING store_pk, size, blob_id",
+                f"DELETE FROM records WHERE rowid IN ({_PREFIX_VICTIMS}) RETURNING store_pk, size, blob_id, key",
                 (max_rows,),
             ).fetchall()
-            for pk, size, _ in rows:
+            now = time.time_ns() // 1_000_000
+            for pk, size, _, key in rows:
                 _count(batch, pk, size=-size, records=-1)
+                if self._changes_on:
+                    append_change(conn, batch, pk, EventType.DELETED, key, now)
             if len(rows) < max_rows:
                 conn.execute(_SQL.drop_done_prefixes)
-            return len(rows), _keep_freed(conn, [blob_id for _, _, blob_id in rows if blob_id])
+            return len(rows), _keep_freed(conn, [blob_id for _, _, blob_id, _ in rows if blob_id])
 
         return cast(tuple[int, list[str]], await self._writer.run("purge deleted prefixes", op))
 
@@ -652,6 +678,38 @@ class SqliteMetadataIndex:
 
     def group_commit_sizes(self) -> Mapping[int, int]:
         return self._writer.batch_sizes
+
+
+def _log_write(
+    conn: sqlite3.Connection,
+    batch: Batch,
+    pk: int,
+    change_seq: int,
+    r: RecordMeta,
+    old: RecordMeta | None,
+    hidden: bool,
+    condition: Condition | None,
+) -> None:
+    """Append the changes of a record write (see `write_events`)."""
+    now, stale = r.modified_at, None
+    if condition is not None and condition.now_ms is not None:
+        now, stale = condition.now_ms, condition.stale_before
+    expired = old is not None and expired_at(old.expires_at, old.modified_at, now, stale)
+    events = write_events(replaced=old is not None, hidden=hidden and old is not None, expired=expired)
+    for event in events[:-1]:
+        append_change(conn, batch, pk, event, r.key, r.modified_at, base=change_seq)
+    append_change(conn, batch, pk, events[-1], r.key, r.modified_at, (r.etag, r.size, r.content_type), base=change_seq)
+
+
+def _hides(conn: sqlite3.Connection, batch: Batch, pk: int) -> bool:
+    """Whether a delete by prefix of store `pk` waits to be purged (looked up once per batch:
+    nearly always there is none, and a replaced row then needs no second look)."""
+    known = batch.setdefault("hides", {})
+    if pk not in known:
+        known[pk] = (
+            conn.execute("SELECT 1 FROM deleted_prefixes WHERE store_pk = ? LIMIT 1", (pk,)).fetchone() is not None
+        )
+    return bool(known[pk])
 
 
 def _visible_record(conn: sqlite3.Connection, pk: int, key: str) -> RecordMeta | None:

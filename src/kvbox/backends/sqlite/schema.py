@@ -140,7 +140,73 @@ _V4: tuple[str, ...] = (
     "CREATE TABLE freed_blobs (blob_id TEXT PRIMARY KEY)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+# Change feed and webhooks. `stores.change_seq` is the store's latest change sequence; the
+# log `changes` is keyed by (store, sequence) and trimmed by age from each store's oldest.
+# `deliveries` holds the pending deliveries of each webhook, `delivery_attempts` its log.
+_V5: tuple[str, ...] = (
+    "ALTER TABLE stores ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0",
+    """
+    CREATE TABLE changes (
+        store_pk INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        event_type TEXT NOT NULL,
+        key TEXT NOT NULL,
+        etag TEXT,
+        size INTEGER,
+        content_type TEXT,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (store_pk, seq)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE webhooks (
+        id TEXT PRIMARY KEY,
+        store_id TEXT NOT NULL,
+        request_url TEXT NOT NULL,
+        event_types TEXT NOT NULL,
+        key_prefix TEXT NOT NULL,
+        is_enabled INTEGER NOT NULL,
+        secret TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        modified_at INTEGER NOT NULL,
+        cursor INTEGER NOT NULL,
+        lease_owner TEXT,
+        lease_until INTEGER NOT NULL DEFAULT 0
+    )
+    """,
+    "CREATE INDEX webhooks_by_store ON webhooks (store_id, created_at)",
+    """
+    CREATE TABLE deliveries (
+        id TEXT PRIMARY KEY,
+        webhook_id TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        event_type TEXT NOT NULL,
+        body BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        next_attempt_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0
+    )
+    """,
+    "CREATE INDEX deliveries_by_webhook ON deliveries (webhook_id, sequence)",
+    """
+    CREATE TABLE delivery_attempts (
+        n INTEGER PRIMARY KEY AUTOINCREMENT,
+        delivery_id TEXT NOT NULL,
+        webhook_id TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        event_type TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        response_status INTEGER,
+        duration_ms INTEGER,
+        error TEXT,
+        created_at INTEGER NOT NULL
+    )
+    """,
+    "CREATE INDEX attempts_by_webhook ON delivery_attempts (webhook_id, n)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -323,9 +323,63 @@
     refresh();
   }
 
+  // Events tab: follow the store's change feed (long-polls the console's feed endpoint).
+  function setupLiveFeed(table) {
+    const tbody = table.querySelector("tbody");
+    let after = Number(table.dataset.after || "0");
+    function cell(row, text, cls) {
+      const td = doc.createElement("td");
+      if (cls) td.className = cls;
+      td.textContent = text;
+      row.appendChild(td);
+      return td;
+    }
+    function show(c) {
+      const row = doc.createElement("tr");
+      row.dataset.sequence = String(c.sequence);
+      cell(row, String(c.sequence));
+      const badge = doc.createElement("span");
+      badge.className = "badge";
+      badge.textContent = c.eventType;
+      cell(row, "").appendChild(badge);
+      cell(row, c.key, "mono");
+      cell(row, c.size === null ? "-" : c.size + " B");
+      const time = doc.createElement("time");
+      time.setAttribute("datetime", c.createdAt);
+      time.textContent = c.createdAt;
+      cell(row, "").appendChild(time);
+      tbody.insertBefore(row, tbody.firstChild);
+      localizeTimes(row);
+    }
+    async function poll() {
+      let wait = 0;
+      try {
+        const r = await fetch(table.dataset.feed + "?after=" + after, { credentials: "same-origin" });
+        if (r.ok) {
+          const data = await r.json();
+          data.items.forEach(show);
+          if (data.items.length) {
+            const empty = doc.getElementById("feed-empty");
+            if (empty) empty.remove();
+            announce(data.items.length + " new change" + (data.items.length > 1 ? "s" : ""));
+          }
+          after = data.lastSequence;
+        } else {
+          wait = 5000;
+        }
+      } catch (e) {
+        wait = 5000;
+      }
+      window.setTimeout(poll, wait);
+    }
+    poll();
+  }
+
   function init() {
     localizeTimes(doc);
     doc.querySelectorAll("[data-upload]").forEach(setupUpload);
+    const feed = doc.getElementById("live-feed");
+    if (feed) setupLiveFeed(feed);
   }
 
   if (doc.readyState === "loading") doc.addEventListener("DOMContentLoaded", init); else init();
