@@ -60,6 +60,7 @@ class ApiApp:
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.services.freshness.begin()  # the index's generations, read once for this request
         req = Request(scope, receive)
         route = self.routes.match(req.segments)
         if route is not None:

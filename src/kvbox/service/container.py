@@ -19,7 +19,7 @@ from kvbox.service.metrics import (
 )
 from kvbox.service.principal import Authenticator
 from kvbox.service.ratelimit import Limits, RateLimiter
-from kvbox.service.readcache import ReadCache
+from kvbox.service.readcache import Freshness, ReadCache
 from kvbox.service.readiness import Readiness
 from kvbox.service.records import RecordService
 from kvbox.service.retention import RetentionService
@@ -49,6 +49,7 @@ class Services:
     housekeeper: Housekeeper
     metrics: Metrics
     readiness: Readiness
+    freshness: Freshness
 
     async def close(self) -> None:
         try:
@@ -77,8 +78,9 @@ def build_services(
         user_per_second=settings.rate_limit_user,
     )
     limiter = RateLimiter(clock, limits, processes=settings.workers)
-    cache = ReadCache(index, metadata_only=True)
-    record_cache = ReadCache(index)
+    freshness = Freshness(index)
+    cache = ReadCache(index, metadata_only=True, freshness=freshness)
+    record_cache = ReadCache(index, freshness=freshness)
     stores = StoreService(index, clock, stats, users, limiter, cache)
     records = RecordService(
         index,
@@ -116,6 +118,7 @@ def build_services(
         housekeeper=housekeeper,
         metrics=_metrics(settings, index, limiter, {"metadata": cache, "records": record_cache}, housekeeper),
         readiness=Readiness(index, blobs),
+        freshness=freshness,
     )
 
 
