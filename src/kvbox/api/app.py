@@ -106,7 +106,8 @@ class ApiApp:
             raise MethodNotAllowedError((*route.allowed, "OPTIONS"))
         who = ANONYMOUS
         if route.authenticate:
-            who = await self.services.auth.authenticate(req.token())
+            auth = self.services.auth
+            who = await (auth.claim if method in route.confirming else auth.authenticate)(req.token())
             if who.user is not None:
                 req.scope[USER_KEY] = who.user.username
             self._limit(req, who)

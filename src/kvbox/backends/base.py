@@ -19,15 +19,23 @@ from kvbox.core.models import (
     KeyPage,
     RecordExpiry,
     RecordMeta,
+    Sighting,
     StatsDelta,
     Store,
+    StoreLookup,
     StorePage,
     Token,
     Totals,
     User,
     Visibility,
+    WriteBasis,
 )
 from kvbox.core.sentinels import UNSET, Unset
+
+
+class BasisChangedError(Exception):
+    """`put_record_as` wrote nothing: a row its `WriteBasis` names changed (or the store is
+    gone). The caller decides again from fresh rows. Never reaches a client."""
 
 
 class MetadataIndex(Protocol):
@@ -111,6 +119,30 @@ class MetadataIndex(Protocol):
     def metadata_generation(self) -> int:
         """Like `read_generation`, for users, tokens, stores and grants only: record writes
         and the counters they move (a store's stats and record count) may leave it alone."""
+        ...
+
+    @property
+    def shared_by_nodes(self) -> bool:
+        """True when other nodes change the index and only a query tells (its generations
+        change on every call): the record path then reads and writes with `read_record_as`
+        and `put_record_as`, one round trip each, instead of reusing rows."""
+        ...
+
+    # the record path in one round trip
+    async def read_record_as(
+        self, token_hash: str | None, user_id: str | None, lookup: StoreLookup, key: str
+    ) -> Sighting:
+        """The rows a record read is decided on (see `Sighting`), at one instant. The caller is
+        the user of the token with `token_hash`, or (no token) the user `user_id`, or nobody."""
+        ...
+
+    async def put_record_as(
+        self, basis: WriteBasis, store_id: str, record: RecordMeta, *, condition: Condition | None = None
+    ) -> RecordMeta | None:
+        """`put_record`, in the same atomic step as a check that `basis` still holds: the token
+        row found by its hash is `basis.token` (its user still exists), the caller's grant
+        on the store is `basis.grant`, and the store exists with `basis.name` (when given)
+        and `basis.record_expiry`. Raises `BasisChangedError` and writes nothing otherwise."""
         ...
 
     # users and tokens

@@ -13,6 +13,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+from kvbox.backends.base import BasisChangedError
+from kvbox.backends.sighting import basis_holds, sight
 from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
 from kvbox.core.expiry import is_gone
 from kvbox.core.ids import new_blob_name
@@ -24,13 +26,16 @@ from kvbox.core.models import (
     KeyPage,
     RecordExpiry,
     RecordMeta,
+    Sighting,
     StatsDelta,
     Store,
+    StoreLookup,
     StorePage,
     Token,
     Totals,
     User,
     Visibility,
+    WriteBasis,
 )
 from kvbox.core.sentinels import UNSET, Unset
 
@@ -122,6 +127,26 @@ class MemoryMetadataIndex:
     async def exclusive(self, name: str) -> AsyncIterator[bool]:
         """One process holds the data: every holder may run."""
         yield True
+
+    @property
+    def shared_by_nodes(self) -> bool:
+        return False
+
+    async def read_record_as(
+        self, token_hash: str | None, user_id: str | None, lookup: StoreLookup, key: str
+    ) -> Sighting:
+        return await sight(self, token_hash, user_id, lookup, key)
+
+    async def put_record_as(
+        self, basis: WriteBasis, store_id: str, record: RecordMeta, *, condition: Condition | None = None
+    ) -> RecordMeta | None:
+        # No await below suspends: the check and the write are one step for every caller.
+        token = await self.get_token_by_hash(basis.token_hash) if basis.token_hash is not None else None
+        user = await self.get_user(token.user_id) if token is not None else None
+        grant = await self.get_grant(store_id, basis.token.user_id) if basis.token is not None else None
+        if not basis_holds(basis, await self.get_store(store_id), token, user is not None, grant):
+            raise BasisChangedError()
+        return await self.put_record(store_id, record, condition=condition)
 
     def read_generation(self) -> int:
         return self._generation

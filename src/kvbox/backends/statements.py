@@ -28,7 +28,7 @@ PREFIX_END = "\U0010ffff"
 # A row of `records` that a delete by prefix has hidden (its rows wait for purge_deleted):
 # written before the deletion (`seq`, the store's write count after the row's write, at
 # most the deletion's) under its prefix.
-_UNDER_DELETED_PREFIX = (
+UNDER_DELETED_PREFIX = (
     "EXISTS (SELECT 1 FROM deleted_prefixes AS d WHERE d.store_pk = records.store_pk "
     "AND records.key >= d.prefix AND records.key < d.prefix_end AND records.seq <= d.seq)"
 )
@@ -94,18 +94,18 @@ class Statements:
         # records
         self.get_record = (
             f"SELECT {RECORD_COLUMNS} FROM records WHERE store_pk = {self.store_pk} AND key = {p} "
-            f"AND NOT {_UNDER_DELETED_PREFIX}"
+            f"AND NOT {UNDER_DELETED_PREFIX}"
         )
         # A row as readers see it, by the store's pk (conditional writes check it in their transaction).
         self.visible_record = (
-            f"SELECT {RECORD_COLUMNS} FROM records WHERE store_pk = {p} AND key = {p} AND NOT {_UNDER_DELETED_PREFIX}"
+            f"SELECT {RECORD_COLUMNS} FROM records WHERE store_pk = {p} AND key = {p} AND NOT {UNDER_DELETED_PREFIX}"
         )
         # One lower bound (strict after a cursor) and at most one upper bound (a prefix) on `key`,
         # so the index on (store_pk, key) is entered at the right place and walked in order.
         self._list_keys = {
             (strict, bounded, hides): f"SELECT {KEY_COLUMNS} FROM records WHERE store_pk = {self.store_pk} "
             f"AND key {'>' if strict else '>='} {p}{f' AND key < {p}' if bounded else ''} "
-            f"{f'AND NOT {_UNDER_DELETED_PREFIX} ' if hides else ''}AND {{visible}} ORDER BY key LIMIT {p}"
+            f"{f'AND NOT {UNDER_DELETED_PREFIX} ' if hides else ''}AND {{visible}} ORDER BY key LIMIT {p}"
             for strict in (False, True)
             for bounded in (False, True)
             for hides in (False, True)
@@ -117,7 +117,7 @@ class Statements:
         # Rows a delete by prefix counts: under the prefix, not already hidden, visible.
         self.count_prefix = (
             f"SELECT count(*) FROM records WHERE store_pk = {p} AND key >= {p} AND key < {p} "
-            f"AND NOT {_UNDER_DELETED_PREFIX} AND {{visible}}"
+            f"AND NOT {UNDER_DELETED_PREFIX} AND {{visible}}"
         )
 
         # record lifecycle

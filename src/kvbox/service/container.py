@@ -82,6 +82,7 @@ def build_services(
     cache = ReadCache(index, metadata_only=True, freshness=freshness)
     record_cache = ReadCache(index, freshness=freshness)
     stores = StoreService(index, clock, stats, users, limiter, cache)
+    auth = Authenticator(index, cache)
     records = RecordService(
         index,
         blobs,
@@ -91,6 +92,7 @@ def build_services(
         max_record_size=settings.max_record_size,
         inline_threshold=settings.inline_threshold,
         cache=record_cache,
+        auth=auth,
     )
     retention = RetentionService(index, clock, stats, retention_ms=parse_duration_ms(settings.unnamed_retention))
     housekeeper = Housekeeper(
@@ -107,7 +109,7 @@ def build_services(
         clock=clock,
         index=index,
         blobs=blobs,
-        auth=Authenticator(index, cache),
+        auth=auth,
         stores=stores,
         records=records,
         users=UserService(index, clock),

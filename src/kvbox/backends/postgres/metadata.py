@@ -21,10 +21,14 @@ from psycopg import AsyncConnection, errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
+from kvbox.backends.base import BasisChangedError
 from kvbox.backends.failures import storage_failure
 from kvbox.backends.postgres.schema import LOCK_KEY_SQL, SCHEMA_VERSION, check_version, migrate
-from kvbox.backends.rows import RECORD_COLUMNS as _RECORD
 from kvbox.backends.rows import (
+    GRANT_COLUMNS,
+    STORE_COLUMNS,
+    TOKEN_COLUMNS,
+    USER_COLUMNS,
     expiry_from_json,
     expiry_json,
     grant_values,
@@ -34,12 +38,13 @@ from kvbox.backends.rows import (
     token_values,
     user_values,
 )
+from kvbox.backends.rows import RECORD_COLUMNS as _RECORD
 from kvbox.backends.rows import grant_from_row as _grant
 from kvbox.backends.rows import record_from_row as _record
 from kvbox.backends.rows import store_from_row as _store
 from kvbox.backends.rows import token_from_row as _token
 from kvbox.backends.rows import user_from_row as _user
-from kvbox.backends.statements import PREFIX_END, Dialect, Statements
+from kvbox.backends.statements import PREFIX_END, UNDER_DELETED_PREFIX, Dialect, Statements
 from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
 from kvbox.core.models import (
     NO_EXPIRY,
@@ -49,13 +54,16 @@ from kvbox.core.models import (
     KeyPage,
     RecordExpiry,
     RecordMeta,
+    Sighting,
     StatsDelta,
     Store,
+    StoreLookup,
     StorePage,
     Token,
     Totals,
     User,
     Visibility,
+    WriteBasis,
 )
 from kvbox.core.sentinels import UNSET, Unset
 
@@ -115,6 +123,73 @@ upd AS (
 )
 SELECT ok.ok, {", ".join("d." + c for c in _RECORD.split(", "))} FROM ok LEFT JOIN d ON true
 """
+
+
+# The rows a record read is decided on (see `Sighting`), in one statement: the presented
+# token and its user, the store named (`{store}`: by ID, by the token user's name, or by an
+# owner's username or ID and name), its owner, the caller's grant, and the record.
+_READ_AS = f"""
+WITH t AS (SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_hash = %(hash)s ORDER BY seq LIMIT 1),
+u AS (SELECT {USER_COLUMNS} FROM users WHERE id = coalesce((SELECT user_id FROM t), %(user)s)),
+s AS (SELECT pk, {STORE_COLUMNS} FROM stores WHERE {{store}}),
+o AS (SELECT {USER_COLUMNS} FROM users WHERE id = (SELECT user_id FROM s)),
+g AS (
+    SELECT {GRANT_COLUMNS} FROM grants WHERE store_id = (SELECT id FROM s) AND user_id = (SELECT id FROM u)
+        AND (SELECT id FROM u) <> (SELECT user_id FROM s)
+),
+r AS (
+    SELECT {_RECORD} FROM records WHERE store_pk = (SELECT pk FROM s) AND key = %(key)s AND NOT {UNDER_DELETED_PREFIX}
+)
+SELECT {", ".join(
+    f"{alias}.{c}"
+    for alias, columns in (("t", TOKEN_COLUMNS), ("u", USER_COLUMNS), ("s", STORE_COLUMNS), ("o", USER_COLUMNS),
+                           ("g", GRANT_COLUMNS), ("r", _RECORD))
+    for c in columns.split(", ")
+)}
+FROM (SELECT) AS one LEFT JOIN t ON true LEFT JOIN u ON true LEFT JOIN s ON true LEFT JOIN o ON true
+    LEFT JOIN g ON true LEFT JOIN r ON true
+"""  # fmt: skip
+_READ_AS_BY_ID = _READ_AS.format(store="id = %(store)s")
+_READ_AS_BY_OWN_NAME = _READ_AS.format(store="user_id = (SELECT id FROM u) AND name = %(name)s")
+_READ_AS_BY_OWNER = _READ_AS.format(
+    store="user_id = coalesce((SELECT id FROM users WHERE username = %(owner)s), "
+    "(SELECT id FROM users WHERE id = %(owner)s)) AND name = %(name)s"
+)
+# Where each row's columns sit in a `_READ_AS` row.
+_SPANS = tuple(
+    itertools.accumulate(
+        (len(c.split(", ")) for c in (TOKEN_COLUMNS, USER_COLUMNS, STORE_COLUMNS, USER_COLUMNS, GRANT_COLUMNS)),
+        initial=0,
+    )
+)
+_PUT_RECORD_AS = (
+    "SELECT * FROM kvbox_put_record_as(%s, %s::text[], %s, %s, %s, %s, %s, "
+    "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::text[], %s::text[], %s, %s, %s, %s)"
+)
+
+
+def _sighting(row: Any) -> Sighting:
+    """A `_READ_AS` row as the rows it joins (None for each one missing)."""
+    t, u, s, o, g, r = _SPANS
+    return Sighting(
+        _token(row[t:u]) if row[t] is not None else None,
+        _user(row[u:s]) if row[u] is not None else None,
+        _store(row[s:o]) if row[s] is not None else None,
+        _user(row[o:g]) if row[o] is not None else None,
+        _grant(row[g:r]) if row[g] is not None else None,
+        _record(row[r:]) if row[r] is not None else None,
+    )
+
+
+def _basis_values(basis: WriteBasis) -> tuple[Any, ...]:
+    """A basis as the seven leading arguments of kvbox_put_record_as."""
+    token, grant = basis.token, basis.grant
+    token_row = [token.id, token.user_id, token.name, str(token.created_at)] if token is not None else None
+    store_ids = token_values(token)[6] if token is not None else None
+    return (
+        basis.token_hash, token_row, token.read_only if token is not None else False, store_ids,
+        grant.permission.name if grant is not None else None, basis.name, expiry_json(basis.record_expiry),
+    )  # fmt: skip
 
 
 def _condition_values(condition: Condition | None) -> tuple[Any, ...]:
@@ -220,6 +295,36 @@ class PostgresMetadataIndex:
             async with await AsyncConnection.connect(self.url, **self._connect_args) as conn:
                 found = await migrate(conn)
         return found, SCHEMA_VERSION
+
+    @property
+    def shared_by_nodes(self) -> bool:
+        return True
+
+    async def read_record_as(
+        self, token_hash: str | None, user_id: str | None, lookup: StoreLookup, key: str
+    ) -> Sighting:
+        params: dict[str, Any] = {"hash": token_hash, "user": None if token_hash is not None else user_id, "key": key}
+        if lookup.store_id is not None:
+            sql, params["store"] = _READ_AS_BY_ID, lookup.store_id
+        elif lookup.owner is None:
+            sql, params["name"] = _READ_AS_BY_OWN_NAME, lookup.name or ""
+        else:
+            sql, params["owner"], params["name"] = _READ_AS_BY_OWNER, lookup.owner, lookup.name or ""
+        row = await self._one("read a record", sql, params)
+        with _storage_errors("read a record"):
+            return _sighting(row)
+
+    async def put_record_as(
+        self, basis: WriteBasis, store_id: str, record: RecordMeta, *, condition: Condition | None = None
+    ) -> RecordMeta | None:
+        params = (*_basis_values(basis), store_id, *record_values(record), *_condition_values(condition))
+        row = await self._one("write a record", _PUT_RECORD_AS, params)
+        if row is None or row[0]:
+            raise BasisChangedError()
+        if row[1]:
+            raise PreconditionFailedError()
+        with _storage_errors("write a record"):
+            return _record((record.key, *row[3:])) if row[2] else None
 
     def read_generation(self) -> int:
         """A new value on every call: other nodes commit to the same database and nothing
