@@ -129,31 +129,27 @@ SELECT ok.ok, {", ".join("d." + c for c in _RECORD.split(", "))} FROM ok LEFT JO
 # token and its user, the store named (`{store}`: by ID, by the token user's name, or by an
 # owner's username or ID and name), its owner, the caller's grant, and the record.
 _READ_AS = f"""
-WITH t AS (SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_hash = %(hash)s ORDER BY seq LIMIT 1),
-u AS (SELECT {USER_COLUMNS} FROM users WHERE id = coalesce((SELECT user_id FROM t), %(user)s)),
-s AS (SELECT pk, {STORE_COLUMNS} FROM stores WHERE {{store}}),
-o AS (SELECT {USER_COLUMNS} FROM users WHERE id = (SELECT user_id FROM s)),
-g AS (
-    SELECT {GRANT_COLUMNS} FROM grants WHERE store_id = (SELECT id FROM s) AND user_id = (SELECT id FROM u)
-        AND (SELECT id FROM u) <> (SELECT user_id FROM s)
-),
-r AS (
-    SELECT {_RECORD} FROM records WHERE store_pk = (SELECT pk FROM s) AND key = %(key)s AND NOT {UNDER_DELETED_PREFIX}
-)
 SELECT {", ".join(
     f"{alias}.{c}"
     for alias, columns in (("t", TOKEN_COLUMNS), ("u", USER_COLUMNS), ("s", STORE_COLUMNS), ("o", USER_COLUMNS),
-                           ("g", GRANT_COLUMNS), ("r", _RECORD))
+                           ("g", GRANT_COLUMNS), ("records", _RECORD))
     for c in columns.split(", ")
 )}
-FROM (SELECT) AS one LEFT JOIN t ON true LEFT JOIN u ON true LEFT JOIN s ON true LEFT JOIN o ON true
-    LEFT JOIN g ON true LEFT JOIN r ON true
+FROM (SELECT) AS one
+LEFT JOIN LATERAL (
+    SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_hash = %(hash)s ORDER BY seq LIMIT 1
+) AS t ON true
+LEFT JOIN users AS u ON u.id = coalesce(t.user_id, %(user)s)
+LEFT JOIN stores AS s ON {{store}}
+LEFT JOIN users AS o ON o.id = s.user_id
+LEFT JOIN grants AS g ON g.store_id = s.id AND g.user_id = u.id AND u.id <> s.user_id
+LEFT JOIN records ON records.store_pk = s.pk AND records.key = %(key)s AND NOT {UNDER_DELETED_PREFIX}
 """  # fmt: skip
-_READ_AS_BY_ID = _READ_AS.format(store="id = %(store)s")
-_READ_AS_BY_OWN_NAME = _READ_AS.format(store="user_id = (SELECT id FROM u) AND name = %(name)s")
+_READ_AS_BY_ID = _READ_AS.format(store="s.id = %(store)s")
+_READ_AS_BY_OWN_NAME = _READ_AS.format(store="s.user_id = u.id AND s.name = %(name)s")
 _READ_AS_BY_OWNER = _READ_AS.format(
-    store="user_id = coalesce((SELECT id FROM users WHERE username = %(owner)s), "
-    "(SELECT id FROM users WHERE id = %(owner)s)) AND name = %(name)s"
+    store="s.user_id = coalesce((SELECT id FROM users WHERE username = %(owner)s), "
+    "(SELECT id FROM users WHERE id = %(owner)s)) AND s.name = %(name)s"
 )
 # Where each row's columns sit in a `_READ_AS` row.
 _SPANS = tuple(
@@ -269,6 +265,10 @@ class PostgresMetadataIndex:
         self._ready = False
         self._opening: asyncio.Lock | None = None
         self._generations = itertools.count()
+        # Connections kept for the record path (`_hot`); the pool keeps two for everything else.
+        self._hold = max(1, pool_size - 2)
+        self._held: list[AsyncConnection] = []
+        self._holding = 0
 
     async def _open(self) -> AsyncConnectionPool:
         """The pool, opened on first use once a first connection found the schema current.
@@ -310,7 +310,7 @@ class PostgresMetadataIndex:
             sql, params["name"] = _READ_AS_BY_OWN_NAME, lookup.name or ""
         else:
             sql, params["owner"], params["name"] = _READ_AS_BY_OWNER, lookup.owner, lookup.name or ""
-        row = await self._one("read a record", sql, params)
+        row = await self._hot("read a record", sql, params)
         with _storage_errors("read a record"):
             return _sighting(row)
 
@@ -318,7 +318,7 @@ class PostgresMetadataIndex:
         self, basis: WriteBasis, store_id: str, record: RecordMeta, *, condition: Condition | None = None
     ) -> RecordMeta | None:
         params = (*_basis_values(basis), store_id, *record_values(record), *_condition_values(condition))
-        row = await self._one("write a record", _PUT_RECORD_AS, params)
+        row = await self._hot("write a record", _PUT_RECORD_AS, params)
         if row is None or row[0]:
             raise BasisChangedError()
         if row[1]:
@@ -347,12 +347,45 @@ class PostgresMetadataIndex:
             cur = await conn.execute(query, params)
             return await cur.fetchone()
 
+    async def _hot(self, action: str, query: str, params: Any) -> Any:
+        """`_one` for the record path, on a connection this process keeps between requests
+        (up to `_hold` of them), taken and put back without the pool's bookkeeping (a wait
+        with a timeout per checkout costs more than the query); the pool lends one when
+        all of them are busy."""
+        if self._held:
+            conn = self._held.pop()
+        elif self._holding < self._hold:
+            self._holding += 1  # counted before the wait: concurrent requests never take more
+            try:
+                pool = await self._open()
+                with _storage_errors(action):
+                    conn = await pool.getconn()
+            except BaseException:
+                self._holding -= 1
+                raise
+        else:
+            return await self._one(action, query, params)
+        try:
+            cur = await conn.execute(query, params)
+            row = await cur.fetchone()
+        except BaseException as e:
+            self._holding -= 1
+            await self._pool.putconn(conn)  # the pool checks it and drops a broken one
+            if isinstance(e, psycopg.Error):
+                raise storage_failure(f"The PostgreSQL index failed to {action}: {e}", e) from e
+            raise
+        self._held.append(conn)
+        return row
+
     async def _all(self, action: str, query: str, params: Any = None) -> list[Any]:
         async with self._conn(action) as conn:
             cur = await conn.execute(query, params)
             return await cur.fetchall()
 
     async def close(self) -> None:
+        held, self._held, self._holding = self._held, [], 0
+        for conn in held:
+            await self._pool.putconn(conn)
         await self._pool.close()
 
     @asynccontextmanager
