@@ -47,7 +47,13 @@ async def test_read_record_as_returns_every_row_the_decision_needs(index: Metada
     for lookup in (StoreLookup(store_id=store.id), StoreLookup(owner="olive", name="shared"),
                    StoreLookup(owner=owner.id, name="shared")):  # fmt: skip
         seen = await index.read_record_as(token.token_hash, None, lookup, "k")
-        assert (seen.token, seen.user, seen.owner, seen.grant, seen.record) == (token, guest, owner, grant, rec("k", "e0"))
+        assert (seen.token, seen.user, seen.owner, seen.grant, seen.record) == (
+            token,
+            guest,
+            owner,
+            grant,
+            rec("k", "e0"),
+        )
         assert seen.store is not None and seen.store.id == store.id
     missing = await index.read_record_as("x" * 64, None, StoreLookup(store_id=store.id), "nope")
     assert (missing.token, missing.user, missing.grant, missing.record) == (None, None, None, None)
