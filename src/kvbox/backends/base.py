@@ -56,7 +56,11 @@ class MetadataIndex(Protocol):
     - `delete_store` hides the store and all its records at once; the rows are reclaimed
       later by `purge_deleted`, which returns the blob ids that are no longer referenced.
     - `list_stores` lists stores owned by the user (`owned`), shared with the user through a
-      grant (`shared`), or both; `total` counts all matches.
+      grant (`shared`), or both; `total` counts all matches. They come oldest first, or with
+      `by_name` by name (case-insensitive; unnamed stores after named ones, then oldest first);
+      `desc` reverses either order. `search` keeps the stores whose name starts with it
+      (case-insensitive) or whose ID is exactly it. Both are served by an index on the
+      owner and the folded name, never by reading all of the user's stores.
     - `delete_store` also removes the store's grants. With `expired_before` it deletes only an
       unnamed store last accessed before that time, checked in the same transaction.
     - `set_grant` replaces the user's grant on the store.
@@ -180,6 +184,8 @@ class MetadataIndex(Protocol):
         desc: bool,
         owned: bool = True,
         shared: bool = False,
+        by_name: bool = False,
+        search: str | None = None,
     ) -> StorePage: ...
     async def list_expired_stores(self, *, accessed_before: int, limit: int) -> list[str]: ...
 

@@ -263,15 +263,24 @@ class MemoryMetadataIndex:
         desc: bool,
         owned: bool = True,
         shared: bool = False,
+        by_name: bool = False,
+        search: str | None = None,
     ) -> StorePage:
         granted = {g.store_id for g in self._grants.values() if g.user_id == user_id} if shared else set()
         matching = [
             s
             for s in self._stores.values()
-            if ((owned and s.user_id == user_id) or s.id in granted) and (include_unnamed or s.name is not None)
+            if ((owned and s.user_id == user_id) or s.id in granted)
+            and (include_unnamed or s.name is not None)
+            and (search is None or s.id == search or (s.name or "").lower().startswith(search.lower()))
         ]
         order = {store_id: i for i, store_id in enumerate(self._stores)}
-        matching.sort(key=lambda s: (s.created_at, order[s.id]), reverse=desc)
+        if by_name:
+            matching.sort(
+                key=lambda s: (s.name is None, (s.name or "").lower(), s.created_at, order[s.id]), reverse=desc
+            )
+        else:
+            matching.sort(key=lambda s: (s.created_at, order[s.id]), reverse=desc)
         return StorePage(total=len(matching), items=matching[offset : offset + limit])
 
     async def list_expired_stores(self, *, accessed_before: int, limit: int) -> list[str]:

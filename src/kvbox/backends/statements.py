@@ -41,6 +41,9 @@ class Dialect:
     param: str  # the placeholder: "?" for sqlite3, "%s" for psycopg
     greatest: str  # the two-argument maximum: max() in SQLite, greatest() in PostgreSQL
     token_order: str  # the column giving tokens their insertion order: rowid (SQLite), seq (PostgreSQL)
+    # A store's name folded for listings by name and searches: lowercase, unnamed stores as the
+    # highest character (after every name). Spelled exactly as in the index that serves it.
+    folded_name: str = ""
 
     def params(self, n: int) -> str:
         return ", ".join([self.param] * n)
@@ -199,9 +202,10 @@ class Statements:
         return f"id = {p} AND name IS NULL AND accessed_at < {p}", [store_id, expired_before]
 
     def listed_stores(
-        self, user_id: str, *, owned: bool, shared: bool, include_unnamed: bool
+        self, user_id: str, *, owned: bool, shared: bool, include_unnamed: bool, search: str | None = None
     ) -> tuple[str, list[Any]] | None:
-        """The WHERE clause of a store listing, or None when it can match nothing."""
+        """The WHERE clause of a store listing, or None when it can match nothing. `search`: a
+        name prefix (case-insensitive, a range of the index on the folded name) or an ID."""
         p = self.dialect.param
         who: list[str] = []
         if owned:
@@ -211,19 +215,27 @@ class Statements:
         if not who:
             return None
         where = f"({' OR '.join(who)})" + ("" if include_unnamed else " AND name IS NOT NULL")
-        return where, [user_id] * len(who)
+        params: list[Any] = [user_id] * len(who)
+        if search is not None:
+            folded = search.lower()
+            name = self.dialect.folded_name
+            where += f" AND ({name} >= {p} AND {name} < {p} OR id = {p})"
+            params += [folded, folded + PREFIX_END, search]
+        return where, params
 
     def count_stores(self, where: str) -> str:
         return f"SELECT count(*) FROM stores WHERE {where}"
 
-    def store_page(self, where: str, *, desc: bool, with_total: bool = False) -> str:
-        """One page (LIMIT, OFFSET parameters) of the stores `where` picks, oldest first unless
-        `desc`; `with_total` adds the count of all matches to every row (a window count)."""
+    def store_page(self, where: str, *, desc: bool, with_total: bool = False, by_name: bool = False) -> str:
+        """One page (LIMIT, OFFSET parameters) of the stores `where` picks, oldest first (or by
+        folded name, unnamed last) unless `desc`; `with_total` adds the count of all matches to
+        every row (a window count)."""
         order = "DESC" if desc else "ASC"
         total = ", count(*) OVER ()" if with_total else ""
+        by = f"{self.dialect.folded_name} {order}, " if by_name else ""
         return (
             f"SELECT {STORE_COLUMNS}{total} FROM stores WHERE {where} "
-            f"ORDER BY created_at {order}, pk {order} LIMIT {self.dialect.param} OFFSET {self.dialect.param}"
+            f"ORDER BY {by}created_at {order}, pk {order} LIMIT {self.dialect.param} OFFSET {self.dialect.param}"
         )
 
     def list_keys(

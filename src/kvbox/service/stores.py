@@ -223,13 +223,18 @@ class StoreService:
         desc: bool = False,
         unnamed: bool = False,
         ownership: str | None = None,
+        by_name: bool = False,
+        search: str | None = None,
     ) -> ResolvedPage:
-        """The stores the caller may see: owned, shared with them, or both (`ownership=None`)."""
+        """The stores the caller may see: owned, shared with them, or both (`ownership=None`);
+        `by_name` and `search` as `MetadataIndex.list_stores` takes them."""
         user = _require_user(principal)
         if ownership is not None and ownership not in OWNERSHIP_VALUES:
             raise InvalidParameterError(
                 f"Invalid value for parameter 'ownership': {ownership!r} (use ownedByMe or sharedWithMe)."
             )
+        if search is not None and "\x00" in search:
+            return ResolvedPage(total=0, items=[])  # no name or ID holds NUL (and PostgreSQL cannot compare one)
         owned = ownership in (None, "ownedByMe")
         shared = ownership in (None, "sharedWithMe")
         await self._stats.try_flush()
@@ -239,17 +244,22 @@ class StoreService:
             found: list[Resolved] = []
             for store_id in token.store_ids:
                 store = await self._index.get_store(store_id)
-                if store is None or (store.name is None and not unnamed):
+                if store is None or (store.name is None and not unnamed) or not _matches(store, search):
                     continue
                 r = await self._with_permission(principal, store)
                 is_owner = store.user_id == user.id
                 if r.permission >= Permission.READ and ((owned and is_owner) or (shared and not is_owner)):
                     found.append(r)
-            found.sort(key=lambda r: (r.store.created_at, r.store.id), reverse=desc)
+            if by_name:
+                found.sort(key=lambda r: (r.store.name is None, (r.store.name or "").lower(), r.store.created_at),
+                           reverse=desc)  # fmt: skip
+            else:
+                found.sort(key=lambda r: (r.store.created_at, r.store.id), reverse=desc)
             return ResolvedPage(total=len(found), items=found[offset : offset + limit])
         page = await self._index.list_stores(
-            user.id, include_unnamed=unnamed, offset=offset, limit=limit, desc=desc, owned=owned, shared=shared
-        )
+            user.id, include_unnamed=unnamed, offset=offset, limit=limit, desc=desc, owned=owned, shared=shared,
+            by_name=by_name, search=search,
+        )  # fmt: skip
         return ResolvedPage(total=page.total, items=[await self._with_permission(principal, s) for s in page.items])
 
     async def get_or_create(
@@ -347,6 +357,11 @@ class StoreService:
         resolved = await self.resolve(principal, segment, need=Permission.MANAGE)
         if not await self._index.delete_store(resolved.store.id):
             raise StoreNotFoundError()
+
+
+def _matches(store: Store, search: str | None) -> bool:
+    """`MetadataIndex.list_stores`'s search, for the few stores a scoped token lists."""
+    return search is None or store.id == search or (store.name or "").lower().startswith(search.lower())
 
 
 def parse_ref(segment: str) -> StoreRef:

@@ -23,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from kvbox.backends.base import BasisChangedError
 from kvbox.backends.failures import storage_failure
-from kvbox.backends.postgres.schema import LOCK_KEY_SQL, SCHEMA_VERSION, check_version, migrate
+from kvbox.backends.postgres.schema import FOLDED_NAME, LOCK_KEY_SQL, SCHEMA_VERSION, check_version, migrate
 from kvbox.backends.rows import (
     GRANT_COLUMNS,
     STORE_COLUMNS,
@@ -72,7 +72,7 @@ CONNECT_TIMEOUT_S = 10
 # overloaded: the request is answered 503 (retry later) rather than left hanging.
 POOL_WAIT_S = 5
 
-_SQL = Statements(Dialect(param="%s", greatest="greatest", token_order="seq"))
+_SQL = Statements(Dialect(param="%s", greatest="greatest", token_order="seq", folded_name=FOLDED_NAME))
 # Record writes are one round trip each: a stored function (schema.py) for a put, one
 # statement with data-modifying CTEs for a delete. Both lock the store row first.
 _PUT_RECORD = (
@@ -519,14 +519,16 @@ class PostgresMetadataIndex:
         desc: bool,
         owned: bool = True,
         shared: bool = False,
+        by_name: bool = False,
+        search: str | None = None,
     ) -> StorePage:
-        listed = _SQL.listed_stores(user_id, owned=owned, shared=shared, include_unnamed=include_unnamed)
+        listed = _SQL.listed_stores(user_id, owned=owned, shared=shared, include_unnamed=include_unnamed, search=search)
         if listed is None:
             return StorePage(total=0, items=[])
         where, params = listed
         # The window count is taken before LIMIT, so one query (one round trip, where SQLite
         # makes two cheap calls) gives the page and the total.
-        page_sql = _SQL.store_page(where, desc=desc, with_total=True)
+        page_sql = _SQL.store_page(where, desc=desc, with_total=True, by_name=by_name)
         rows = await self._all("list stores", page_sql, (*params, max(limit, 0), max(offset, 0)))
         if rows:
             total = rows[0][-1]

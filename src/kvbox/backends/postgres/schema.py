@@ -294,13 +294,19 @@ _V3: tuple[str, ...] = (
     """,
 )
 
-# A record write in one round trip with the check of what the node decided it on (its
+# The folded name is spelled here once: queries must use the index's very expression.
+FOLDED_NAME = "coalesce(lower(name), chr(1114111))"
+
+# Version 4. A record write in one round trip with the check of what the node decided it on (its
 # `WriteBasis`, read earlier and possibly cached): kvbox_put_record_as locks the store row,
 # checks the basis (kvbox_basis_holds) and, if it holds, writes through kvbox_put_record,
 # which keeps all of the record-row logic. A token revoked, a grant changed or removed,
 # a store renamed or its expiry rules replaced before the write commits make it refuse
 # (`stale`), and the node decides again from fresh rows.
 _V4: tuple[str, ...] = (
+    # Store listings by name and name searches (the console's) walk this index instead of
+    # reading every store of the owner.
+    f"CREATE INDEX stores_by_owner_name ON stores (user_id, {FOLDED_NAME}, created_at, pk)",
     """
     CREATE FUNCTION kvbox_basis_holds(
         p_store text, p_token_hash text, p_token text[], p_read_only boolean, p_store_ids text, p_grant text,

@@ -37,7 +37,7 @@ from kvbox.backends.rows import store_from_row as _store
 from kvbox.backends.rows import token_from_row as _token
 from kvbox.backends.rows import user_from_row as _user
 from kvbox.backends.sighting import basis_holds, sight
-from kvbox.backends.sqlite.schema import SCHEMA_VERSION, migrate
+from kvbox.backends.sqlite.schema import FOLDED_NAME, SCHEMA_VERSION, migrate
 from kvbox.backends.sqlite.writer import Batch, LoopWriter, Refused
 from kvbox.backends.statements import PREFIX_END, Dialect, Statements
 from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
@@ -66,7 +66,7 @@ BUSY_TIMEOUT_S = 30.0
 _IN_CHUNK = 500  # well below SQLite's bound-parameter limit
 _PURGE_STEP = 100  # rows of deleted prefixes per write transaction
 
-_SQL = Statements(Dialect(param="?", greatest="max", token_order="rowid"))
+_SQL = Statements(Dialect(param="?", greatest="max", token_order="rowid", folded_name=FOLDED_NAME))
 # Record writes run on the group-commit writer as separate statements: SQLite has no
 # stored functions, and the writer's transaction already serializes them.
 _INSERT_RECORD = (
@@ -345,15 +345,17 @@ class SqliteMetadataIndex:
         desc: bool,
         owned: bool = True,
         shared: bool = False,
+        by_name: bool = False,
+        search: str | None = None,
     ) -> StorePage:
-        listed = _SQL.listed_stores(user_id, owned=owned, shared=shared, include_unnamed=include_unnamed)
+        listed = _SQL.listed_stores(user_id, owned=owned, shared=shared, include_unnamed=include_unnamed, search=search)
         if listed is None:
             return StorePage(total=0, items=[])
         where, params = listed
         # The count and the page come from one read transaction, so they agree.
         with self._snapshot("list stores") as conn:
             total = conn.execute(_SQL.count_stores(where), params).fetchone()[0]
-            page_sql = _SQL.store_page(where, desc=desc)
+            page_sql = _SQL.store_page(where, desc=desc, by_name=by_name)
             rows = conn.execute(page_sql, (*params, max(limit, 0), max(offset, 0))).fetchall()
             return StorePage(total=total, items=[_store(r) for r in rows])
 
