@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from kvbox.backends.base import BasisChangedError
 from kvbox.backends.failures import storage_failure
+from kvbox.backends.postgres.connections import HeldConnections
 from kvbox.backends.postgres.schema import FOLDED_NAME, LOCK_KEY_SQL, SCHEMA_VERSION, check_version, migrate
 from kvbox.backends.rows import (
     GRANT_COLUMNS,
@@ -266,9 +267,7 @@ class PostgresMetadataIndex:
         self._opening: asyncio.Lock | None = None
         self._generations = itertools.count()
         # Connections kept for the record path (`_hot`); the pool keeps two for everything else.
-        self._hold = max(1, pool_size - 2)
-        self._held: list[AsyncConnection] = []
-        self._holding = 0
+        self._held = HeldConnections(pool_size - 2, POOL_WAIT_S)
 
     async def _open(self) -> AsyncConnectionPool:
         """The pool, opened on first use once a first connection found the schema current.
@@ -349,32 +348,20 @@ class PostgresMetadataIndex:
 
     async def _hot(self, action: str, query: str, params: Any) -> Any:
         """`_one` for the record path, on a connection this process keeps between requests
-        (up to `_hold` of them), taken and put back without the pool's bookkeeping (a wait
-        with a timeout per checkout costs more than the query); the pool lends one when
-        all of them are busy."""
-        if self._held:
-            conn = self._held.pop()
-        elif self._holding < self._hold:
-            self._holding += 1  # counted before the wait: concurrent requests never take more
-            try:
-                pool = await self._open()
-                with _storage_errors(action):
-                    conn = await pool.getconn()
-            except BaseException:
-                self._holding -= 1
-                raise
-        else:
-            return await self._one(action, query, params)
+        (see connections.py)."""
+        pool = await self._open()
+        with _storage_errors(action):
+            conn = await self._held.take(pool)
         try:
             cur = await conn.execute(query, params)
             row = await cur.fetchone()
         except BaseException as e:
-            self._holding -= 1
-            await self._pool.putconn(conn)  # the pool checks it and drops a broken one
+            # A waiter handed the connection is left to its own timeout; the pool replaces a broken one.
+            await self._held.drop(conn, pool)
             if isinstance(e, psycopg.Error):
                 raise storage_failure(f"The PostgreSQL index failed to {action}: {e}", e) from e
             raise
-        self._held.append(conn)
+        self._held.give_back(conn)
         return row
 
     async def _all(self, action: str, query: str, params: Any = None) -> list[Any]:
@@ -383,9 +370,7 @@ class PostgresMetadataIndex:
             return await cur.fetchall()
 
     async def close(self) -> None:
-        held, self._held, self._holding = self._held, [], 0
-        for conn in held:
-            await self._pool.putconn(conn)
+        await self._held.close(self._pool)
         await self._pool.close()
 
     @asynccontextmanager
