@@ -36,6 +36,7 @@ PG_SETTINGS = {"fsync": "on", "full_page_writes": "on", "synchronous_commit": "o
 SETUPS = ("embedded", "scale-out, 1 node", "scale-out, 2 nodes")
 # The metadata URL of each scale-out node started here, by the node's URL.
 DATABASES: dict[str, str] = {}
+IDLE_WINDOW_S = 5.0
 STATS_SETTLE_S = 11.0  # an idle backend publishes its counters within 10 s (PGSTAT_IDLE_INTERVAL)
 ROUND_TRIP_TARGET = 1.0
 NODE_TARGET = 0.40  # one node's GET and PUT, against the embedded figure
@@ -78,14 +79,20 @@ def transactions(database_url: str) -> int:
 
 def round_trips_per_request(server: Server, script: tuple[str, str], *, seconds: float, connections: int) -> float:
     """PostgreSQL round trips per request of one wrk run on one node, from the database's own
-    transaction counters (which are published about once a second, hence the waits). The few
-    transactions of background work (counter flushes, sweeps) and of the counting count too."""
+    transaction counters. Backends publish them at most once a second while busy and within
+    10 s once idle, hence the waits; the node's background work (counter flushes, sweeps) is
+    measured over an idle window first and taken off, as are the counting queries."""
     url = DATABASES[server.url]
     time.sleep(STATS_SETTLE_S)
+    settled = transactions(url)
+    time.sleep(IDLE_WINDOW_S)
     before = transactions(url)
+    background = (before - settled - 1) / IDLE_WINDOW_S  # per second
+    started = time.monotonic()
     result = run_wrk(script[0], script[1], seconds=seconds, connections=connections)
     time.sleep(STATS_SETTLE_S)
-    return (transactions(url) - before - 1) / max(1, result.requests)
+    elapsed = time.monotonic() - started
+    return (transactions(url) - before - 1 - background * elapsed) / max(1, result.requests)
 
 
 def _wrk_on_all(servers: list[Server], script: Callable[[Server], tuple[str, str]], *, seconds: float,
@@ -187,7 +194,8 @@ def run_small(report: Report, *, workers: int, seconds: float, rounds: int, conn
     report.note(
         f"{section}: round trips per request are the database's transactions (pg_stat_database xact_commit + "
         "xact_rollback; every statement of a node runs in autocommit) during one more wrk run on the one-node "
-        "setup, divided by the requests it made; background work (counter flushes, sweeps) is included."
+        "setup, divided by the requests it made, less the node's background work (counter flushes, sweeps) "
+        f"at the rate measured over {IDLE_WINDOW_S:.0f} idle seconds before the run."
     )
     report.note(
         f"{section}: wrk, 2 threads, {connections} connections in all (split over the nodes), {rounds} round(s) of "
