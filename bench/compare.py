@@ -4,7 +4,9 @@ Both versions serve side by side (the other one from a git worktree under bench/
 source put first on the server's PYTHONPATH), each with a fresh data dir, and are measured
 in alternating rounds so that drift in the machine's load falls on both alike. A bare ASGI
 app GET is measured in the same rounds as the common baseline. Prints req/s per version and
-the ratio of this checkout to REV (the median of per-round ratios).
+the ratio of this checkout to REV (the median of per-round ratios), and the server CPU time
+per request of each: on a machine shared with other work the throughput swings with the
+neighbours' load, the CPU a request costs much less.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.servers import BENCH_TOKEN, auth_headers, start_bare, start_kvbox
+from bench.servers import BENCH_TOKEN, auth_headers, costed, start_bare, start_kvbox
 from bench.wrk import WrkResult, get_script, put_script, require_wrk, run_wrk
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -62,7 +64,10 @@ def _putter(url: str, path_prefix: str, connections: int) -> Callable[[float], W
     return lambda seconds: run_wrk(url, script, seconds=seconds, connections=connections)
 
 
-def compare(rev: str, *, workers: int, rounds: int, seconds: float, connections: int) -> dict[str, list[float]]:
+def compare(
+    rev: str, *, workers: int, rounds: int, seconds: float, connections: int
+) -> dict[str, list[tuple[float, float]]]:
+    """(req/s, server CPU microseconds per request) of every run, by name."""
     other = worktree(rev)
     with tempfile.TemporaryDirectory(prefix="kvbox-compare-") as tmp:
         work = Path(tmp)
@@ -71,20 +76,17 @@ def compare(rev: str, *, workers: int, rounds: int, seconds: float, connections:
             start_kvbox(work / "this", workers, work, {"PYTHONPATH": str(ROOT / "src")}) as this,
             start_kvbox(work / "other", workers, work, {"PYTHONPATH": str(other / "src")}) as that,
         ):
-            runs = {"bare GET": _getter(bare.url + "/", None, connections)}
+            runs = {"bare GET": costed(bare, _getter(bare.url + "/", None, connections))}
             for label, server in (("this", this), ("rev", that)):
                 record, put_prefix = _prepare(server.url)
-                runs[f"{label} GET"] = _getter(record, BENCH_TOKEN, connections)
-                runs[f"{label} PUT"] = _putter(server.url, put_prefix, connections)
+                runs[f"{label} GET"] = costed(server, _getter(record, BENCH_TOKEN, connections))
+                runs[f"{label} PUT"] = costed(server, _putter(server.url, put_prefix, connections))
             for run in runs.values():
                 run(WARMUP_S)
-            results: dict[str, list[float]] = {name: [] for name in runs}
+            results: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
             for _ in range(rounds):
                 for name, run in runs.items():
-                    result = run(seconds)
-                    if result.errors:
-                        raise RuntimeError(f"{name}: {result.errors} failed requests")
-                    results[name].append(result.rps)
+                    results[name].append(run(seconds))
     return results
 
 
@@ -97,18 +99,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=64)
     args = p.parse_args(argv)
     require_wrk()
-    print(f"| workers | request | this checkout | {args.rev} | ratio | bare GET |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"| workers | request | this checkout | {args.rev} | ratio | bare GET | this / bare | "
+          f"CPU per request, this | {args.rev} | ratio | bare GET |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for workers in args.workers or [1, 2]:
         r = compare(args.rev, workers=workers, rounds=args.rounds, seconds=args.seconds,
                     connections=args.connections)  # fmt: skip
-        bare = statistics.median(r["bare GET"])
+        bare = r["bare GET"]
         for request in ("GET", "PUT"):
             this, that = r[f"this {request}"], r[f"rev {request}"]
-            ratio = statistics.median(a / b for a, b in zip(this, that, strict=True))
-            print(f"| {workers} | {request} 1 KiB | {statistics.median(this):,.0f} req/s | "
-                  f"{statistics.median(that):,.0f} req/s | {ratio:.3f} | {bare:,.0f} req/s |", flush=True)  # fmt: skip
+            ratio = statistics.median(a[0] / b[0] for a, b in zip(this, that, strict=True))
+            of_bare = statistics.median(a[0] / b[0] for a, b in zip(this, bare, strict=True))
+            cpu = statistics.median(a[1] / b[1] for a, b in zip(this, that, strict=True))
+            print(f"| {workers} | {request} 1 KiB | {_median(this, 0):,.0f} req/s | {_median(that, 0):,.0f} req/s | "
+                  f"{ratio:.3f} | {_median(bare, 0):,.0f} req/s | {of_bare:.2f} | {_median(this, 1):.0f} µs | "
+                  f"{_median(that, 1):.0f} µs | {cpu:.3f} | {_median(bare, 1):.0f} µs |", flush=True)  # fmt: skip
     return 0
+
+
+def _median(runs: list[tuple[float, float]], field: int) -> float:
+    return statistics.median(r[field] for r in runs)
 
 
 if __name__ == "__main__":

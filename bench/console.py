@@ -6,7 +6,8 @@ The data is built in-process through the service layer (stores) and the index's 
 `put_record` (records), and kept under bench/.cache/ keyed by the index schema version and
 the sizes, so later runs reuse it. Each page is requested by calling the ASGI app directly
 (no network, no HTTP client): the time is from the call until the last body byte is sent,
-i.e. server time only. Target: p99 < 200 ms for every page.
+i.e. server time only. Target: p99 < 200 ms for every page, and < 50 ms for the store list
+sorted by name or searched (served by the index on the owner and the folded name).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ CACHE_VERSION = 1  # bump when the populated layout below changes
 CACHE_ROOT = Path(__file__).resolve().parent / ".cache"
 TOKEN = "bench-console-token-0123456789"
 TARGET_MS = 200.0
+INDEXED_TARGET_MS = 50.0  # store list pages by name and searches
+IN_FLIGHT = 1024  # record writes awaited together while populating
 READY = "ready.json"
 UNNAMED_EVERY = 10  # every 10th store is unnamed
 CONTENT_TYPES = (
@@ -93,17 +96,20 @@ async def _populate(data_dir: Path, stores: int, records: int) -> str:
             if i % 2000 == 0:
                 print(f"    created {i:,} / {stores:,} stores", flush=True)
         now = services.clock.now_ms()
-        step = max(records // 10, 1)
-        for i in range(records):
-            kind = i % len(CONTENT_TYPES)
-            value = VALUES[kind]
-            meta = RecordMeta(
-                key=key_at(i), content_type=CONTENT_TYPES[kind], encoding="identity", size=len(value),
-                etag=f"{i:024x}", modified_at=now, inline=value,
-            )  # fmt: skip
-            await services.index.put_record(big.store.id, meta)
-            if (i + 1) % step == 0:
-                print(f"    put {i + 1:,} / {records:,} records", flush=True)
+        step = max(records // 10, IN_FLIGHT)
+        for first in range(0, records, IN_FLIGHT):
+            metas = [
+                RecordMeta(
+                    key=key_at(i), content_type=CONTENT_TYPES[i % len(CONTENT_TYPES)], encoding="identity",
+                    size=len(VALUES[i % len(VALUES)]), etag=f"{i:024x}", modified_at=now,
+                    inline=VALUES[i % len(VALUES)],
+                )
+                for i in range(first, min(first + IN_FLIGHT, records))
+            ]  # fmt: skip
+            # Many writes in flight at once: the group commit takes them in a few transactions.
+            await asyncio.gather(*(services.index.put_record(big.store.id, meta) for meta in metas))
+            if (first + IN_FLIGHT) % step < IN_FLIGHT:
+                print(f"    put {min(first + IN_FLIGHT, records):,} / {records:,} records", flush=True)
         return big.store.id
     finally:
         await services.close()
@@ -164,7 +170,7 @@ async def sign_in(app: ASGI) -> str:
     return session[0]
 
 
-def pages(pop: Populated) -> list[tuple[str, str]]:
+def pages(pop: Populated) -> list[tuple[str, str, float]]:
     big = pop.big_store_id
     named = pop.stores - pop.stores // UNNAMED_EVERY
     deep_store_page = max(1, (named - 1) // 50 + 1)
@@ -172,18 +178,23 @@ def pages(pop: Populated) -> list[tuple[str, str]]:
     deep = urlencode(
         {"after": deep_key, "page": pop.records * 9 // 10 // 50 + 1, "trail": key_at(pop.records * 9 // 10 - 50)}
     )
+    t, fast = TARGET_MS, INDEXED_TARGET_MS
     return [
-        ("store list, page 1", "/stores"),
-        (f"store list, last page ({deep_store_page})", f"/stores?page={deep_store_page}"),
-        ("store list with unnamed, page 1", "/stores?unnamed=1"),
-        ("store list, sorted by name", "/stores?sort=name&dir=asc"),
-        ("store list, search by name", "/stores?q=store-0999"),
-        ("store detail + records tab, first page", f"/stores/{big}"),
-        ("records tab, cursor at 90%", f"/stores/{big}?{deep}"),
-        ("records tab, prefix filter", f"/stores/{big}?prefix=key-0050"),
-        ("record view (JSON)", f"/stores/{big}/records/{key_at(pop.records // 2 - (pop.records // 2) % 4)}"),
-        ("settings tab", f"/stores/{big}/settings"),
-        ("API tab", f"/stores/{big}/api"),
+        ("store list, page 1", "/stores", t),
+        (f"store list, last page ({deep_store_page})", f"/stores?page={deep_store_page}", t),
+        ("store list with unnamed, page 1", "/stores?unnamed=1", t),
+        ("store list, sorted by name", "/stores?sort=name&dir=asc", fast),
+        ("store list, sorted by name, descending, with unnamed", "/stores?sort=name&dir=desc&unnamed=1", fast),
+        (f"store list, sorted by name, last page ({deep_store_page})",
+         f"/stores?sort=name&dir=asc&page={deep_store_page}", fast),
+        ("store list, search by name", "/stores?q=store-0999", fast),
+        ("store list, search matching 1,000 stores, by name", "/stores?q=store-05&sort=name", fast),
+        ("store detail + records tab, first page", f"/stores/{big}", t),
+        ("records tab, cursor at 90%", f"/stores/{big}?{deep}", t),
+        ("records tab, prefix filter", f"/stores/{big}?prefix=key-0050", t),
+        ("record view (JSON)", f"/stores/{big}/records/{key_at(pop.records // 2 - (pop.records // 2) % 4)}", t),
+        ("settings tab", f"/stores/{big}/settings", t),
+        ("API tab", f"/stores/{big}/api", t),
     ]  # fmt: skip
 
 
@@ -195,10 +206,11 @@ class Timing:
     p99: float
     n: int
     size: int
+    target: float = TARGET_MS
 
     @property
     def passed(self) -> bool:
-        return self.p99 < TARGET_MS
+        return self.p99 < self.target
 
 
 async def measure(pop: Populated, *, samples: int, budget_s: float = 20.0) -> list[Timing]:
@@ -210,7 +222,7 @@ async def measure(pop: Populated, *, samples: int, budget_s: float = 20.0) -> li
     try:
         cookie = await sign_in(app)
         results = []
-        for label, path in pages(pop):
+        for label, path, target in pages(pop):
             headers = {"cookie": cookie}
             for _ in range(3):  # warm-up: templates compiled, caches filled
                 status, _, body = await call(app, "GET", path, headers=headers)
@@ -224,7 +236,7 @@ async def measure(pop: Populated, *, samples: int, budget_s: float = 20.0) -> li
                 assert status == 200, f"{path} answered {status}"
             ordered = sorted(times)
             p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-            results.append(Timing(label, path, statistics.median(ordered), p99, len(ordered), len(body)))
+            results.append(Timing(label, path, statistics.median(ordered), p99, len(ordered), len(body), target))
             print(
                 f"  {label:<42} p50 {results[-1].p50:7.1f} ms  p99 {p99:7.1f} ms  ({len(body) // 1024} KiB)", flush=True
             )
@@ -236,7 +248,8 @@ async def measure(pop: Populated, *, samples: int, budget_s: float = 20.0) -> li
 def markdown(pop: Populated, timings: list[Timing]) -> str:
     lines = [
         f"Console server time per page: {pop.stores:,} stores, a {pop.records:,}-record store "
-        f"(in-process ASGI calls, target p99 < {TARGET_MS:.0f} ms)",
+        f"(in-process ASGI calls, target p99 < {TARGET_MS:.0f} ms; "
+        f"< {INDEXED_TARGET_MS:.0f} ms sorted by name or searched)",
         "",
         "| page | p50 ms | p99 ms | n | HTML KiB | verdict |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
@@ -256,7 +269,7 @@ def run_console(report: Any, *, stores: int, records: int, samples: int) -> None
     for t in asyncio.run(measure(pop, samples=samples)):
         report.check(
             section, t.label, f"p50 {t.p50:.1f} ms, p99 {t.p99:.1f} ms (n={t.n})", baseline="—", ratio="—",
-            target=f"p99 < {TARGET_MS:.0f} ms", passed=t.passed,
+            target=f"p99 < {t.target:.0f} ms", passed=t.passed,
         )  # fmt: skip
 
 

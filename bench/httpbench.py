@@ -21,8 +21,9 @@ RECORD_KEY = "one-kib"
 SIZE = 1024
 SWEEP = (32, 64, 128)
 WARMUP_S = 1.5
-GET_TARGET = 0.50
-PUT_TARGET = 0.25
+# Of the bare app's GET, by worker count: one worker is the per-core figure; with two the
+# bare app is bound by the load generator on 2 cores, so its ratio flatters kvbox.
+TARGETS = {1: (0.55, 0.30), 2: (0.50, 0.25)}
 
 
 def tune_connections(report: Report, bare_url: str, *, seconds: float, reps: int = 2) -> int:
@@ -74,18 +75,18 @@ def run_http(
     for name, rs in results.items():
         if any(r.errors for r in rs):
             report.error(section, f"{name}: {sum(r.errors for r in rs)} failed requests (non-2xx, timeouts)")
-    _rows(report, section, results, connections, seconds, rounds)
+    _rows(report, section, results, connections, seconds, rounds, TARGETS.get(workers, TARGETS[2]))
     return connections
 
 
 def _rows(
     report: Report, section: str, results: dict[str, list[WrkResult]], connections: int, seconds: float,
-    rounds: int,
+    rounds: int, targets: tuple[float, float],
 ) -> None:  # fmt: skip
     bare = results["bare GET"]
     base_rps = statistics.median(r.rps for r in bare)
     report.info(section, "bare app GET (baseline)", _throughput(bare))
-    for name, target in (("kvbox GET", GET_TARGET), ("kvbox PUT", PUT_TARGET)):
+    for name, target in zip(("kvbox GET", "kvbox PUT"), targets, strict=True):
         rs = results[name]
         ratio = statistics.median(r.rps / b.rps for r, b in zip(rs, bare, strict=True))
         report.check(

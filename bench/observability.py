@@ -13,45 +13,17 @@ a request costs barely does. The target: metrics and logs add less than 5% to th
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from bench.compare import WARMUP_S, _getter, _prepare, _putter
-from bench.servers import BENCH_TOKEN, Server, start_bare, start_kvbox, tree_pids
-from bench.wrk import WrkResult, require_wrk
+from bench.servers import BENCH_TOKEN, costed, start_bare, start_kvbox
+from bench.wrk import require_wrk
 
 ROOT = Path(__file__).resolve().parent.parent
 OFF = {"KVBOX_METRICS": "false", "KVBOX_ACCESS_LOG": "false"}
 ON = {"KVBOX_METRICS": "true", "KVBOX_ACCESS_LOG": "true", "KVBOX_LOG_FORMAT": "json"}
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(server: Server) -> float:
-    """User and system CPU time of a server's processes so far."""
-    total = 0
-    for pid in tree_pids(server.proc.pid):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / TICKS
-
-
-def costed(server: Server, run: Callable[[float], WrkResult]) -> Callable[[float], tuple[float, float]]:
-    """A run that returns req/s and the server's CPU microseconds per request."""
-
-    def measured(seconds: float) -> tuple[float, float]:
-        before = cpu_seconds(server)
-        result = run(seconds)
-        if result.errors:
-            raise RuntimeError(f"{result.errors} failed requests")
-        return result.rps, (cpu_seconds(server) - before) / max(1, result.requests) * 1e6
-
-    return measured
 
 
 def measure(*, workers: int, rounds: int, seconds: float, connections: int) -> dict[str, list[tuple[float, float]]]:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -34,6 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("load", choices=("get", "put", "list"))
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--scale-out", action="store_true", help="profile a scale-out node (PostgreSQL + S3), get/put only")
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--keys", type=int, default=1_000_000, help="store size for `list` (cached like bench.run)")
@@ -54,7 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pop = ensure_populated(CACHE, args.keys) if args.load == "list" else None
         data_dir = pop.data_dir if pop else workdir / "data"
-        with start_kvbox(data_dir, args.workers, workdir / "logs") as server:
+        with ExitStack() as stack:
+            if args.scale_out:
+                from bench.scaleout import backing_services, scale_out_nodes
+
+                pg, s3 = stack.enter_context(backing_services())
+                (server,) = scale_out_nodes(stack, pg, s3, 1, args.workers, workdir, workdir / "logs")
+            else:
+                server = stack.enter_context(start_kvbox(data_dir, args.workers, workdir / "logs"))
             if pop:
                 load = _list_load(server, pop.store_id, args.keys, args.seconds + 1)
             else:

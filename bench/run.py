@@ -23,6 +23,7 @@ from bench.bigfile import run_bigfile
 from bench.cas import run_conditional_writes
 from bench.console import run_console
 from bench.feed import run_feed
+from bench.growth import run_growth
 from bench.httpbench import run_http
 from bench.lifecycle import run_delete_prefix, run_sweep
 from bench.listing import run_listing
@@ -37,7 +38,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 CACHE = BENCH_DIR / ".cache"
 RESULTS = BENCH_DIR / "results" / "latest.md"
 SECTIONS = (
-    "http", "observability", "list", "big", "console", "sdk", "scaleout", "conditional", "lifecycle", "feed", "soak",
+    "http", "observability", "list", "big", "console", "sdk", "scaleout", "conditional", "lifecycle", "feed",
+    "growth", "soak",
 )  # fmt: skip
 
 
@@ -56,10 +58,11 @@ class Plan:
     soak_kills: int
     expiry_window_s: float  # records of the sweep run expire over this long
     delete_keys: int
+    growth_keys: int
 
 
-FULL = Plan("full", 6, 3, None, True, 1_000_000, 100, 1 << 30, 2, 600, 3, 60.0, 100_000)
-QUICK = Plan("quick", 3, 1, 64, False, 100_000, 30, 256 << 20, 1, 40, 1, 20.0, 20_000)
+FULL = Plan("full", 6, 3, None, True, 1_000_000, 100, 1 << 30, 2, 600, 3, 60.0, 100_000, 10_000_000)
+QUICK = Plan("quick", 3, 1, 64, False, 100_000, 30, 256 << 20, 1, 40, 1, 20.0, 20_000, 100_000)
 WRITER_RATE = 200.0  # PUT/s of the writer running beside the lifecycle work
 CONSOLE_STORES = 10_000
 
@@ -118,6 +121,16 @@ def main(argv: list[str] | None = None) -> int:
         "conditional": lambda: _conditional(report, plan, args, workdir, logs),
         "lifecycle": lambda: _lifecycle(report, plan, args, workdir, logs),
         "feed": lambda: run_feed(report, quick=plan.mode == "quick", workers=args.workers, workdir=workdir, logs=logs),
+        "growth": lambda: run_growth(
+            report,
+            cache_root=CACHE,
+            keys=plan.growth_keys,
+            workers=1,
+            seconds=plan.wrk_seconds,
+            rounds=plan.rounds,
+            samples=plan.list_samples,
+            logs=logs,
+        ),
         "soak": lambda: run_soak(
             report, seconds=plan.soak_seconds, kills=plan.soak_kills, workers=args.workers, workdir=workdir, logs=logs
         ),

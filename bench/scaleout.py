@@ -20,6 +20,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
+import psycopg
 from tests.backing_services import MotoServer, PostgresServer, kvbox_migrate, scale_out_env
 
 from bench.bigfile import MIB, RSS_TARGET, Transfer, _get, _put
@@ -33,6 +34,12 @@ WARMUP_S = 1.5
 # matching setting. fsync stays on, so the cluster itself survives a crash.
 PG_SETTINGS = {"fsync": "on", "full_page_writes": "on", "synchronous_commit": "off", "max_connections": "200"}
 SETUPS = ("embedded", "scale-out, 1 node", "scale-out, 2 nodes")
+# The metadata URL of each scale-out node started here, by the node's URL.
+DATABASES: dict[str, str] = {}
+IDLE_WINDOW_S = 5.0
+STATS_SETTLE_S = 11.0  # an idle backend publishes its counters within 10 s (PGSTAT_IDLE_INTERVAL)
+ROUND_TRIP_TARGET = 1.0
+NODE_TARGET = 0.40  # one node's GET and PUT, against the embedded figure
 
 
 @contextmanager
@@ -54,7 +61,38 @@ def scale_out_nodes(stack: ExitStack, pg: PostgresServer, s3: MotoServer, nodes:
     servers = []
     for n in range(nodes):
         servers.append(stack.enter_context(start_kvbox(workdir / f"so-{n}", workers, logs, extra_env=env)))
+        DATABASES[servers[-1].url] = env["KVBOX_METADATA_URL"]
     return servers
+
+
+def transactions(database_url: str) -> int:
+    """Transactions committed or rolled back in the database so far. Nodes run every statement
+    in autocommit (a write's statements are one stored function or one pipelined transaction),
+    so this counts their round trips to it."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def round_trips_per_request(server: Server, script: tuple[str, str], *, seconds: float, connections: int) -> float:
+    """PostgreSQL round trips per request of one wrk run on one node, from the database's own
+    transaction counters. Backends publish them at most once a second while busy and within
+    10 s once idle, hence the waits; the node's background work (counter flushes, sweeps) is
+    measured over an idle window first and taken off, as are the counting queries."""
+    url = DATABASES[server.url]
+    time.sleep(STATS_SETTLE_S)
+    settled = transactions(url)
+    time.sleep(IDLE_WINDOW_S)
+    before = transactions(url)
+    background = (before - settled - 1) / IDLE_WINDOW_S  # per second
+    started = time.monotonic()
+    result = run_wrk(script[0], script[1], seconds=seconds, connections=connections)
+    time.sleep(STATS_SETTLE_S)
+    elapsed = time.monotonic() - started
+    return (transactions(url) - before - 1 - background * elapsed) / max(1, result.requests)
 
 
 def _wrk_on_all(servers: list[Server], script: Callable[[Server], tuple[str, str]], *, seconds: float,
@@ -108,6 +146,7 @@ def run_small(report: Report, *, workers: int, seconds: float, rounds: int, conn
               logs: Path) -> None:  # fmt: skip
     section = f"1 KiB records, embedded vs scale-out ({workers} worker{'s' if workers > 1 else ''} per node)"
     results: dict[tuple[str, str], list[WrkResult]] = {}
+    trips: dict[str, float] = {}
     with backing_services() as (pg, s3), ExitStack() as stack:
         setups = {
             "embedded": [stack.enter_context(start_kvbox(workdir / "embedded-small", workers, logs))],
@@ -124,6 +163,9 @@ def run_small(report: Report, *, workers: int, seconds: float, rounds: int, conn
                     script = scripts[name][0 if op == "GET" else 1]
                     run = _wrk_on_all(servers, script, seconds=seconds, connections=connections)
                     results.setdefault((op, name), []).append(run)
+            (node,) = setups["scale-out, 1 node"]
+            script = scripts["scale-out, 1 node"][0 if op == "GET" else 1]
+            trips[op] = round_trips_per_request(node, script(node), seconds=seconds, connections=connections)
     for op in ("GET", "PUT"):
         base = results[(op, "embedded")]
         base_rps = statistics.median(r.rps for r in base)
@@ -136,9 +178,25 @@ def run_small(report: Report, *, workers: int, seconds: float, rounds: int, conn
             value = f"{rps:,.0f} req/s (p50 {p50:.2f} ms, p99 {p99:.2f} ms)"
             if name == "embedded":
                 report.info(section, f"{op} {name}", value)
+            elif name == "scale-out, 1 node":
+                report.check(section, f"{op} {name}", value, baseline=f"{base_rps:,.0f} req/s (embedded)",
+                             ratio=fmt_ratio(rps, base_rps), target=f"≥ {NODE_TARGET:.2f}",
+                             passed=rps >= NODE_TARGET * base_rps)  # fmt: skip
             else:
                 report.info(section, f"{op} {name}", value, baseline=f"{base_rps:,.0f} req/s (embedded)",
                             ratio=fmt_ratio(rps, base_rps))  # fmt: skip
+    for op, per_request in trips.items():
+        report.check(
+            section, f"{op} PostgreSQL round trips per request, scale-out, 1 node", f"{per_request:.3f}",
+            baseline="—", ratio="—", target=f"≈ {ROUND_TRIP_TARGET:.0f} (at most {ROUND_TRIP_TARGET + 0.05:.2f})",
+            passed=per_request <= ROUND_TRIP_TARGET + 0.05,
+        )  # fmt: skip
+    report.note(
+        f"{section}: round trips per request are the database's transactions (pg_stat_database xact_commit + "
+        "xact_rollback; every statement of a node runs in autocommit) during one more wrk run on the one-node "
+        "setup, divided by the requests it made, less the node's background work (counter flushes, sweeps) "
+        f"at the rate measured over {IDLE_WINDOW_S:.0f} idle seconds before the run."
+    )
     report.note(
         f"{section}: wrk, 2 threads, {connections} connections in all (split over the nodes), {rounds} round(s) of "
         f"{seconds:.0f} s per figure after a {WARMUP_S:.1f} s warm-up, setups interleaved; values are medians. "

@@ -12,10 +12,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from bench.wrk import WrkResult
 
 HOST = "127.0.0.1"
 BENCH_TOKEN = "bench-token-0123456789abcdef"
@@ -172,3 +175,31 @@ def tree_rss(pid: int, pids: list[int] | None = None) -> int:
 def tree_pss(pid: int, pids: list[int] | None = None) -> int:
     """Summed PSS of a process tree: its real footprint, as forked workers share pages."""
     return sum(pss_of(p) for p in (pids if pids is not None else tree_pids(pid)))
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(server: Server) -> float:
+    """User and system CPU time of a server's processes so far."""
+    total = 0
+    for pid in tree_pids(server.proc.pid):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICKS
+
+
+def costed(server: Server, run: Callable[[float], WrkResult]) -> Callable[[float], tuple[float, float]]:
+    """A run that returns req/s and the server's CPU microseconds per request."""
+
+    def measured(seconds: float) -> tuple[float, float]:
+        before = cpu_seconds(server)
+        result = run(seconds)
+        if result.errors:
+            raise RuntimeError(f"{result.errors} failed requests")
+        return result.rps, (cpu_seconds(server) - before) / max(1, result.requests) * 1e6
+
+    return measured

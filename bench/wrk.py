@@ -90,6 +90,30 @@ def put_script(
     return _PUT.format(token=token, path_prefix=path_prefix, size=size, keys=keys, extra=extra) + _DONE
 
 
+# A random key of `keys` per request (`{path_prefix}` + the zero-padded index, as
+# bench/listing.py's `key_at` spells keys), for reads and writes spread over a big store.
+_RANDOM = """
+local body = {body}
+local headers = {{["Authorization"] = "Bearer {token}"{content_type}}}
+function init(args)
+  math.randomseed(os.time() + tonumber(tostring({{}}):sub(8), 16))
+end
+function request()
+  return wrk.format("{method}", string.format("{path_prefix}%08d", math.random(0, {keys} - 1)), headers, body)
+end
+"""
+
+
+def random_key_script(token: str, path_prefix: str, *, keys: int, method: str = "GET", size: int = 1024) -> str:
+    """GETs (or PUTs of `size` bytes) of a random key `{path_prefix}{i:08d}`, i < `keys`, each."""
+    body = f'string.rep("x", {size})' if method == "PUT" else "nil"
+    content_type = ', ["Content-Type"] = "application/octet-stream"' if method == "PUT" else ""
+    script = _RANDOM.format(
+        body=body, token=token, content_type=content_type, method=method, path_prefix=path_prefix, keys=keys
+    )
+    return script + _DONE
+
+
 def _lua_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

@@ -14,10 +14,13 @@ from kvbox.core.errors import NameNotUniqueError, StorageError
 from kvbox.core.ids import new_blob_name, new_id, new_secret
 from kvbox.core.models import (
     GeneralAccess,
+    Grant,
     KeyItem,
+    Permission,
     RecordMeta,
     StatsDelta,
     Store,
+    StorePage,
     StoreStats,
     Token,
     User,
@@ -513,3 +516,33 @@ async def test_list_keys_matches_model(
     s = await index.get_store(store.id)
     assert s is not None
     assert (s.record_count, s.stats.storage_bytes) == (len(model), sum(model.values()))
+
+
+async def test_list_stores_by_name_and_searched_by_name_prefix_or_id(index: MetadataIndex) -> None:
+    specs = [("Beta", T0), ("alpha-2", T0 + 1), (None, T0 + 2), ("ALPHA-1", T0 + 3), ("gamma", T0 + 4)]
+    ids = [(await add_store(index, name=name, created_at=created)).id for name, created in specs]
+    await add_store(index, user_id="someone-else", name="alpha-0")
+    await add_store(index, user_id="friend", name="alpha-shared")
+    await index.set_grant(Grant(store_id=(await index.list_stores("friend", include_unnamed=False, offset=0, limit=1,
+                                                                  desc=False)).items[0].id,
+                                user_id="user1", permission=Permission.READ, created_at=T0))  # fmt: skip
+
+    def names(page: StorePage) -> list[str | None]:
+        return [s.name for s in page.items]
+
+    by_name = await index.list_stores("user1", include_unnamed=True, offset=0, limit=10, desc=False, by_name=True)
+    assert names(by_name) == ["ALPHA-1", "alpha-2", "Beta", "gamma", None]
+    backwards = await index.list_stores("user1", include_unnamed=True, offset=0, limit=10, desc=True, by_name=True)
+    assert names(backwards) == [None, "gamma", "Beta", "alpha-2", "ALPHA-1"]
+    page = await index.list_stores("user1", include_unnamed=False, offset=1, limit=2, desc=False, by_name=True)
+    assert (page.total, names(page)) == (4, ["alpha-2", "Beta"])
+    found = await index.list_stores("user1", include_unnamed=True, offset=0, limit=10, desc=False, by_name=True,
+                                    search="Alpha")  # fmt: skip
+    assert (found.total, names(found)) == (2, ["ALPHA-1", "alpha-2"])
+    both = await index.list_stores("user1", include_unnamed=True, offset=0, limit=10, desc=False, by_name=True,
+                                   shared=True, search="alpha")  # fmt: skip
+    assert names(both) == ["ALPHA-1", "alpha-2", "alpha-shared"]
+    by_id = await index.list_stores("user1", include_unnamed=True, offset=0, limit=10, desc=False, search=ids[2])
+    assert [s.id for s in by_id.items] == [ids[2]]
+    assert (await index.list_stores("user1", include_unnamed=True, offset=0, limit=10, desc=False,
+                                    search="lpha")).total == 0  # a prefix, not a substring  # fmt: skip

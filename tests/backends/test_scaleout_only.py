@@ -134,7 +134,7 @@ def test_put_record_function_speaks_the_record_row_shape() -> None:
     by the position of RECORD_COLUMNS: the function's parameters and result keep that order.
     The current function (the last one defined) takes the condition and the time it is
     judged at after the record, and says first whether it refused."""
-    function = [s for m in MIGRATIONS for s in m if "CREATE FUNCTION kvbox_put_record" in s][-1]  # the latest
+    function = [s for m in MIGRATIONS for s in m if "CREATE FUNCTION kvbox_put_record(" in s][-1]  # the latest
     columns = RECORD_COLUMNS.split(", ")
     parameters = re.findall(r"\b(p_\w+) \w+", function.split(") RETURNS")[0])
     assert parameters[len(columns) + 1 :] == [

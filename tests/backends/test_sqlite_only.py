@@ -425,3 +425,20 @@ async def test_exclusive_admits_one_process_at_a_time(tmp_path: Path) -> None:
     async with index.exclusive("sweeper") as after_release:
         assert after_release is True
     await index.close()
+
+
+@pytest.mark.parametrize("search", [None, "alpha"])
+async def test_store_listing_by_name_walks_the_name_index(tmp_path: Path, search: str | None) -> None:
+    index = SqliteMetadataIndex(tmp_path / "index.sqlite3")
+    for i in range(50):
+        await index.insert_store(make_store(name=f"store-{i}"))
+    statements: list[str] = []
+    index._conn.set_trace_callback(statements.append)
+    await index.list_stores("user1", include_unnamed=False, offset=0, limit=10, desc=False, by_name=True, search=search)
+    index._conn.set_trace_callback(None)
+    plans = [" | ".join(row[3] for row in index._conn.execute("EXPLAIN QUERY PLAN " + s)) for s in statements
+             if "FROM stores" in s]  # fmt: skip
+    await index.close()
+    # The count walks an index of the owner's stores; the page walks the folded-name index in order.
+    assert plans and all("SCAN stores" not in plan and "TEMP B-TREE" not in plan for plan in plans), plans
+    assert "stores_by_owner_name" in plans[-1], plans

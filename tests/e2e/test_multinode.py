@@ -19,7 +19,7 @@ import pytest
 from backing_services import COMMAND_ENV, ScaleOut, stored_objects
 from conftest import ServerProcess, start_scale_out_servers, start_server
 
-from .conftest import create_user, new_connection_client
+from .conftest import create_user, last_line, new_connection_client, run_kvbox
 
 pytestmark = pytest.mark.slow
 
@@ -251,3 +251,77 @@ def test_expiry_rules_and_deletes_by_prefix_hold_on_every_node(
         assert time.monotonic() < deadline, data
         time.sleep(0.3)
     assert a.get(f"/v2/key-value-stores/{store}/keys").json()["data"]["items"] == []
+
+
+# --- authorization changed through one node is honoured by the other on its next request ----
+
+
+def _warm(client: httpx.Client, store: str, key: str) -> None:
+    """A GET and a PUT that succeed, so the node holds whatever it keeps for this caller."""
+    for _ in range(3):
+        put = client.put(f"/v2/key-value-stores/{store}/records/{key}", content=b"warm", headers=_BYTES)
+        assert put.status_code == 201, put.text
+        get = client.get(f"/v2/key-value-stores/{store}/records/{key}")
+        assert get.status_code == 200, get.text
+
+
+_BYTES = {"Content-Type": "application/octet-stream"}
+
+
+def test_a_revoked_token_is_refused_by_the_other_node_on_its_next_request(
+    nodes: list[ServerProcess], clients: tuple[httpx.Client, httpx.Client], token: str
+) -> None:
+    a, _ = clients
+    store = new_store(a, "revoked-token")
+    username = a.get("/v2/users/me").json()["data"]["username"]
+    extra = last_line(
+        run_kvbox("tokens", "create", username, "--name", "short-lived", data_dir=nodes[0].data_dir).stdout
+    )
+    with httpx.Client(base_url=nodes[1].url, headers={"Authorization": f"Bearer {extra}"}, timeout=30) as b:
+        _warm(b, store, "k")
+        run_kvbox("tokens", "revoke", extra, data_dir=nodes[0].data_dir)
+        assert b.get(f"/v2/key-value-stores/{store}/records/k").status_code == 401
+        assert b.put(f"/v2/key-value-stores/{store}/records/k", content=b"no", headers=_BYTES).status_code == 401
+    assert a.get(f"/v2/key-value-stores/{store}/records/k").content == b"warm"  # the refused PUT wrote nothing
+
+
+def test_a_removed_grant_is_honoured_by_the_other_node_on_its_next_request(
+    nodes: list[ServerProcess], clients: tuple[httpx.Client, httpx.Client]
+) -> None:
+    a, _ = clients
+    store = new_store(a, "removed-grant")
+    guest = create_user(nodes[0].data_dir, "guest")
+    assert (
+        a.put(f"/v2/key-value-stores/{store}/grants/{guest.username}", json={"permission": "WRITE"}).status_code == 200
+    )
+    with httpx.Client(base_url=nodes[1].url, headers={"Authorization": f"Bearer {guest.token}"}, timeout=30) as b:
+        _warm(b, store, "shared")
+        # Lowered to READ through node A: the next PUT on B is refused, a GET still served.
+        assert (
+            a.put(f"/v2/key-value-stores/{store}/grants/{guest.username}", json={"permission": "READ"}).status_code
+            == 200
+        )
+        assert b.put(f"/v2/key-value-stores/{store}/records/shared", content=b"no", headers=_BYTES).status_code == 403
+        assert b.get(f"/v2/key-value-stores/{store}/records/shared").status_code == 200
+        assert a.delete(f"/v2/key-value-stores/{store}/grants/{guest.username}").status_code in (200, 204)
+        assert b.get(f"/v2/key-value-stores/{store}/records/shared").status_code == 403
+        assert b.put(f"/v2/key-value-stores/{store}/records/shared", content=b"no", headers=_BYTES).status_code == 403
+    assert a.get(f"/v2/key-value-stores/{store}/records/shared").content == b"warm"
+
+
+def test_general_access_changed_through_one_node_is_honoured_by_the_other_at_once(
+    nodes: list[ServerProcess], clients: tuple[httpx.Client, httpx.Client]
+) -> None:
+    a, _ = clients
+    store = new_store(a, "general-access")
+    assert a.put(f"/v2/key-value-stores/{store}/records/public", content=b"hi", headers=_BYTES).status_code == 201
+    record = f"/v2/key-value-stores/{store}/records/public"
+    with httpx.Client(base_url=nodes[1].url, timeout=30) as anonymous:
+        assert anonymous.get(record).status_code in (401, 403)
+        assert (
+            a.put(f"/v2/key-value-stores/{store}", json={"generalAccess": "ANYONE_WITH_ID_CAN_READ"}).status_code == 200
+        )
+        assert anonymous.get(record).content == b"hi"
+        assert anonymous.get(record).status_code == 200
+        assert a.put(f"/v2/key-value-stores/{store}", json={"generalAccess": "RESTRICTED"}).status_code == 200
+        assert anonymous.get(record).status_code in (401, 403)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
 from kvbox.backends.memory import MemoryMetadataIndex
 from kvbox.core.models import User
 from kvbox.service import readcache
-from kvbox.service.readcache import ReadCache
+from kvbox.service.readcache import Freshness, ReadCache
 
 pytestmark = pytest.mark.anyio
 
@@ -52,3 +54,41 @@ async def test_record_bodies_stay_within_the_byte_budget(monkeypatch: pytest.Mon
     for i in range(200):  # 200 x 60 bytes cannot all fit: the cache empties itself instead
         await cache.get_record(f"k{i}", loader(f"k{i}", 60), len)
         assert cache._bytes <= 6400
+
+
+async def test_a_request_reads_the_generations_once_and_the_next_sees_a_change(tmp_path: Path) -> None:
+    from kvbox.backends.sqlite.metadata import SqliteMetadataIndex
+
+    index = SqliteMetadataIndex(tmp_path / "kvbox.db")
+    other = SqliteMetadataIndex(tmp_path / "kvbox.db")  # another process on the same file
+    reads = []
+    generation = index.read_generation
+
+    def counted() -> int:
+        reads.append(1)
+        return generation()
+
+    index.read_generation = counted  # type: ignore[method-assign]
+    freshness = Freshness(index)
+    cache = ReadCache(index, metadata_only=True, freshness=freshness)
+    loads = []
+
+    async def load() -> int:
+        loads.append(1)
+        return len(loads)
+
+    async def request() -> int:
+        freshness.begin()
+        first = await cache.get("k", load)
+        assert await cache.get("k", load) == first
+        return first
+
+    assert await asyncio.create_task(request()) == 1
+    assert len(reads) == 1  # once for the request, not once per lookup
+    assert await asyncio.create_task(request()) == 1  # nothing changed: reused
+    await other.insert_user(User(id="u1", username="ann", created_at=0))
+    assert await asyncio.create_task(request()) == 2  # the next request sees the change
+    await other.insert_user(User(id="u2", username="bob", created_at=0))
+    assert await cache.get("k", load) == 3  # outside a request: checked on every lookup
+    await index.close()
+    await other.close()

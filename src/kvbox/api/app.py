@@ -7,6 +7,7 @@ beside the console. Every endpoint is a row of `routes.ROUTES`.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable
 from urllib.parse import unquote
 
 from kvbox.api.errors import log, send_error
@@ -61,6 +62,7 @@ class ApiApp:
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.services.freshness.begin()  # the index's generations, read once for this request
         req = Request(scope, receive)
         route = self.routes.match(req.segments)
         if route is not None:
@@ -79,13 +81,14 @@ class ApiApp:
     def _with_limit_header(self, send: Send, bucket: Bucket) -> Send:
         header = self._limit_headers[bucket]
 
-        async def send_with_limit(message: Message) -> None:
+        def send_with_limit(message: Message) -> Awaitable[None]:
+            # Hands back the server's own awaitable: no coroutine of ours per message.
             if message["type"] == "http.response.start":
                 headers = message["headers"]
                 # A 429 names the limit it hit (already in its headers), which may not be the route's own.
                 if message["status"] != 429 or not any(name == b"x-ratelimit-limit" for name, _ in headers):
-                    message["headers"] = [*headers, header]
-            await send(message)
+                    headers.append(header)
+            return send(message)
 
         return send_with_limit
 
@@ -104,7 +107,8 @@ class ApiApp:
             raise MethodNotAllowedError((*route.allowed, "OPTIONS"))
         who = ANONYMOUS
         if route.authenticate:
-            who = await self.services.auth.authenticate(req.token())
+            auth = self.services.auth
+            who = await (auth.claim if method in route.confirming else auth.authenticate)(req.token())
             if who.user is not None:
                 req.scope[USER_KEY] = who.user.username
             self._limit(req, who)

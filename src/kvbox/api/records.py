@@ -15,7 +15,7 @@ from kvbox.core.conditions import ReadConditions, write_condition
 from kvbox.core.encoding import IDENTITY
 from kvbox.core.errors import InvalidParameterError
 from kvbox.core.expiry import parse_record_expiry
-from kvbox.core.models import Condition, Store
+from kvbox.core.models import Condition, RecordMeta, Store
 from kvbox.service.codecs import decode_stream
 from kvbox.service.container import Services
 from kvbox.service.principal import Principal
@@ -31,10 +31,41 @@ SANDBOX_HEADERS = [
 FIXED_RECORD_HEADERS = [(b"cache-control", b"private, no-cache"), (b"vary", b"Accept-Encoding"), *SANDBOX_HEADERS]
 
 
+# The headers of a whole record sent as stored, by etag (unique per write): a record read
+# again and again is described once.
+_PLAIN_HEADERS: dict[str, list[tuple[bytes, bytes]]] = {}
+_PLAIN_HEADERS_MAX = 4096
+
+
+def _plain_headers(meta: RecordMeta) -> list[tuple[bytes, bytes]]:
+    headers = _PLAIN_HEADERS.get(meta.etag)
+    if headers is None or headers[0][1] != meta.key.encode():
+        headers = [
+            (b"kvbox-key", meta.key.encode()),  # checked above, dropped below: an etag names one write of one key
+            (b"content-type", meta.content_type.encode("latin-1", "replace")),
+            (b"etag", f'"{meta.etag}"'.encode()),
+            (b"last-modified", http_date(meta.modified_at).encode()),
+            *FIXED_RECORD_HEADERS,
+            (b"content-length", str(meta.size).encode()),
+            (b"accept-ranges", b"bytes"),
+        ]
+        if meta.encoding != IDENTITY:
+            headers.append((b"content-encoding", meta.encoding.encode()))
+        if len(_PLAIN_HEADERS) >= _PLAIN_HEADERS_MAX:
+            _PLAIN_HEADERS.clear()
+        _PLAIN_HEADERS[meta.etag] = headers
+    return headers[1:]
+
+
 def _record_headers(req: Request, read: RecordRead) -> list[tuple[bytes, bytes]]:
     """Response headers for a record: sent as stored (whole or a span of it, with its length
     and `Accept-Ranges`), or decoded on the way out (no length known, no ranges)."""
     meta = read.meta
+    if read.expires_at is None and not read.decode and read.span is None and not read.not_modified:
+        headers = _plain_headers(meta)
+        if "attachment" in req.query and req.bool_param("attachment"):
+            headers.append(_disposition(meta))
+        return headers
     expiry = [(b"kvbox-expires-at", iso_ms(read.expires_at).encode())] if read.expires_at is not None else []
     if read.not_modified:  # a 304 describes the record but sends no body and no length
         return [
@@ -59,9 +90,13 @@ def _record_headers(req: Request, read: RecordRead) -> list[tuple[bytes, bytes]]
         if meta.encoding != IDENTITY:
             headers.append((b"content-encoding", meta.encoding.encode()))
     if req.bool_param("attachment"):
-        filename = meta.key.replace('"', "")
-        headers.append((b"content-disposition", f'attachment; filename="{filename}"'.encode()))
+        headers.append(_disposition(meta))
     return headers
+
+
+def _disposition(meta: RecordMeta) -> tuple[bytes, bytes]:
+    filename = meta.key.replace('"', "")
+    return (b"content-disposition", f'attachment; filename="{filename}"'.encode())
 
 
 def _read_options(req: Request) -> ReadOptions:

@@ -38,6 +38,9 @@ class Route:
     handlers: Mapping[str, Handler]
     bucket: Bucket
     authenticate: bool = True
+    # Methods whose handlers confirm the caller in the same round trip as their work, so the
+    # app may hand them a claimed principal (Authenticator.claim).
+    confirming: frozenset[str] = frozenset()
     # Derived from `path`: the literal segments to compare and where the parameters are.
     size: int = field(init=False)
     literals: Callable[[list[str]], Any] = field(init=False, repr=False)
@@ -99,7 +102,7 @@ ROUTES: tuple[Route, ...] = (
         "PUT": records.put_record,
         "POST": records.put_record,
         "DELETE": records.delete_record,
-    }, Bucket.RECORDS),
+    }, Bucket.RECORDS, confirming=frozenset({"GET", "HEAD", "PUT", "POST"})),
     Route(_STORE + "/keys", {"GET": records.list_keys}, Bucket.STORE),
     Route(_STORE + "/records", {"GET": records.download_records, "DELETE": records.delete_records}, Bucket.STORE),
     Route(_STORE, {"GET": stores.get_store, "PUT": stores.update_store, "DELETE": stores.delete_store}, Bucket.STORE),

@@ -20,16 +20,24 @@ from kvbox.core.models import (
     KeyPage,
     RecordExpiry,
     RecordMeta,
+    Sighting,
     StatsDelta,
     Store,
+    StoreLookup,
     StorePage,
     Token,
     Totals,
     User,
     Visibility,
+    WriteBasis,
 )
 from kvbox.core.sentinels import UNSET, Unset
 from kvbox.core.webhooks import Attempt, Delivery, Webhook
+
+
+class BasisChangedError(Exception):
+    """`put_record_as` wrote nothing: a row its `WriteBasis` names changed (or the store is
+    gone). The caller decides again from fresh rows. Never reaches a client."""
 
 
 class MetadataIndex(Protocol):
@@ -50,7 +58,11 @@ class MetadataIndex(Protocol):
     - `delete_store` hides the store and all its records at once; the rows are reclaimed
       later by `purge_deleted`, which returns the blob ids that are no longer referenced.
     - `list_stores` lists stores owned by the user (`owned`), shared with the user through a
-      grant (`shared`), or both; `total` counts all matches.
+      grant (`shared`), or both; `total` counts all matches. They come oldest first, or with
+      `by_name` by name (case-insensitive; unnamed stores after named ones, then oldest first);
+      `desc` reverses either order. `search` keeps the stores whose name starts with it
+      (case-insensitive) or whose ID is exactly it. Both are served by an index on the
+      owner and the folded name, never by reading all of the user's stores.
     - `delete_store` also removes the store's grants. With `expired_before` it deletes only an
       unnamed store last accessed before that time, checked in the same transaction.
     - `set_grant` replaces the user's grant on the store.
@@ -147,6 +159,30 @@ class MetadataIndex(Protocol):
         and the counters they move (a store's stats and record count) may leave it alone."""
         ...
 
+    @property
+    def shared_by_nodes(self) -> bool:
+        """True when other nodes change the index and only a query tells (its generations
+        change on every call): the record path then reads and writes with `read_record_as`
+        and `put_record_as`, one round trip each, instead of reusing rows."""
+        ...
+
+    # the record path in one round trip
+    async def read_record_as(
+        self, token_hash: str | None, user_id: str | None, lookup: StoreLookup, key: str
+    ) -> Sighting:
+        """The rows a record read is decided on (see `Sighting`), at one instant. The caller is
+        the user of the token with `token_hash`, or (no token) the user `user_id`, or nobody."""
+        ...
+
+    async def put_record_as(
+        self, basis: WriteBasis, store_id: str, record: RecordMeta, *, condition: Condition | None = None
+    ) -> RecordMeta | None:
+        """`put_record`, in the same atomic step as a check that `basis` still holds: the token
+        row found by its hash is `basis.token` (its user still exists), the caller's grant
+        on the store is `basis.grant`, and the store exists with `basis.name` (when given)
+        and `basis.record_expiry`. Raises `BasisChangedError` and writes nothing otherwise."""
+        ...
+
     # users and tokens
     async def insert_user(self, user: User) -> None: ...
     async def get_user(self, user_id: str) -> User | None: ...
@@ -182,6 +218,8 @@ class MetadataIndex(Protocol):
         desc: bool,
         owned: bool = True,
         shared: bool = False,
+        by_name: bool = False,
+        search: str | None = None,
     ) -> StorePage: ...
     async def list_expired_stores(self, *, accessed_before: int, limit: int) -> list[str]: ...
 

@@ -13,6 +13,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+from kvbox.backends.base import BasisChangedError
+from kvbox.backends.sighting import basis_holds, sight
 from kvbox.backends.memory_feed import MemoryFeed
 from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
 from kvbox.core.expiry import is_gone
@@ -26,13 +28,16 @@ from kvbox.core.models import (
     KeyPage,
     RecordExpiry,
     RecordMeta,
+    Sighting,
     StatsDelta,
     Store,
+    StoreLookup,
     StorePage,
     Token,
     Totals,
     User,
     Visibility,
+    WriteBasis,
 )
 from kvbox.core.sentinels import UNSET, Unset
 
@@ -128,6 +133,26 @@ class MemoryMetadataIndex(MemoryFeed):
     async def exclusive(self, name: str) -> AsyncIterator[bool]:
         """One process holds the data: every holder may run."""
         yield True
+
+    @property
+    def shared_by_nodes(self) -> bool:
+        return False
+
+    async def read_record_as(
+        self, token_hash: str | None, user_id: str | None, lookup: StoreLookup, key: str
+    ) -> Sighting:
+        return await sight(self, token_hash, user_id, lookup, key)
+
+    async def put_record_as(
+        self, basis: WriteBasis, store_id: str, record: RecordMeta, *, condition: Condition | None = None
+    ) -> RecordMeta | None:
+        # No await below suspends: the check and the write are one step for every caller.
+        token = await self.get_token_by_hash(basis.token_hash) if basis.token_hash is not None else None
+        user = await self.get_user(token.user_id) if token is not None else None
+        grant = await self.get_grant(store_id, basis.token.user_id) if basis.token is not None else None
+        if not basis_holds(basis, await self.get_store(store_id), token, user is not None, grant):
+            raise BasisChangedError()
+        return await self.put_record(store_id, record, condition=condition)
 
     def read_generation(self) -> int:
         return self._generation
@@ -245,15 +270,24 @@ class MemoryMetadataIndex(MemoryFeed):
         desc: bool,
         owned: bool = True,
         shared: bool = False,
+        by_name: bool = False,
+        search: str | None = None,
     ) -> StorePage:
         granted = {g.store_id for g in self._grants.values() if g.user_id == user_id} if shared else set()
         matching = [
             s
             for s in self._stores.values()
-            if ((owned and s.user_id == user_id) or s.id in granted) and (include_unnamed or s.name is not None)
+            if ((owned and s.user_id == user_id) or s.id in granted)
+            and (include_unnamed or s.name is not None)
+            and (search is None or s.id == search or (s.name or "").lower().startswith(search.lower()))
         ]
         order = {store_id: i for i, store_id in enumerate(self._stores)}
-        matching.sort(key=lambda s: (s.created_at, order[s.id]), reverse=desc)
+        if by_name:
+            matching.sort(
+                key=lambda s: (s.name is None, (s.name or "").lower(), s.created_at, order[s.id]), reverse=desc
+            )
+        else:
+            matching.sort(key=lambda s: (s.created_at, order[s.id]), reverse=desc)
         return StorePage(total=len(matching), items=matching[offset : offset + limit])
 
     async def list_expired_stores(self, *, accessed_before: int, limit: int) -> list[str]:

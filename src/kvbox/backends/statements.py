@@ -28,7 +28,7 @@ PREFIX_END = "\U0010ffff"
 # A row of `records` that a delete by prefix has hidden (its rows wait for purge_deleted):
 # written before the deletion (`seq`, the store's write count after the row's write, at
 # most the deletion's) under its prefix.
-_UNDER_DELETED_PREFIX = (
+UNDER_DELETED_PREFIX = (
     "EXISTS (SELECT 1 FROM deleted_prefixes AS d WHERE d.store_pk = records.store_pk "
     "AND records.key >= d.prefix AND records.key < d.prefix_end AND records.seq <= d.seq)"
 )
@@ -41,6 +41,9 @@ class Dialect:
     param: str  # the placeholder: "?" for sqlite3, "%s" for psycopg
     greatest: str  # the two-argument maximum: max() in SQLite, greatest() in PostgreSQL
     token_order: str  # the column giving tokens their insertion order: rowid (SQLite), seq (PostgreSQL)
+    # A store's name folded for listings by name and searches: lowercase, unnamed stores as the
+    # highest character (after every name). Spelled exactly as in the index that serves it.
+    folded_name: str = ""
 
     def params(self, n: int) -> str:
         return ", ".join([self.param] * n)
@@ -94,18 +97,18 @@ class Statements:
         # records
         self.get_record = (
             f"SELECT {RECORD_COLUMNS} FROM records WHERE store_pk = {self.store_pk} AND key = {p} "
-            f"AND NOT {_UNDER_DELETED_PREFIX}"
+            f"AND NOT {UNDER_DELETED_PREFIX}"
         )
         # A row as readers see it, by the store's pk (conditional writes check it in their transaction).
         self.visible_record = (
-            f"SELECT {RECORD_COLUMNS} FROM records WHERE store_pk = {p} AND key = {p} AND NOT {_UNDER_DELETED_PREFIX}"
+            f"SELECT {RECORD_COLUMNS} FROM records WHERE store_pk = {p} AND key = {p} AND NOT {UNDER_DELETED_PREFIX}"
         )
         # One lower bound (strict after a cursor) and at most one upper bound (a prefix) on `key`,
         # so the index on (store_pk, key) is entered at the right place and walked in order.
         self._list_keys = {
             (strict, bounded, hides): f"SELECT {KEY_COLUMNS} FROM records WHERE store_pk = {self.store_pk} "
             f"AND key {'>' if strict else '>='} {p}{f' AND key < {p}' if bounded else ''} "
-            f"{f'AND NOT {_UNDER_DELETED_PREFIX} ' if hides else ''}AND {{visible}} ORDER BY key LIMIT {p}"
+            f"{f'AND NOT {UNDER_DELETED_PREFIX} ' if hides else ''}AND {{visible}} ORDER BY key LIMIT {p}"
             for strict in (False, True)
             for bounded in (False, True)
             for hides in (False, True)
@@ -117,7 +120,7 @@ class Statements:
         # Rows a delete by prefix counts: under the prefix, not already hidden, visible.
         self.count_prefix = (
             f"SELECT count(*) FROM records WHERE store_pk = {p} AND key >= {p} AND key < {p} "
-            f"AND NOT {_UNDER_DELETED_PREFIX} AND {{visible}}"
+            f"AND NOT {UNDER_DELETED_PREFIX} AND {{visible}}"
         )
 
         # record lifecycle
@@ -199,9 +202,10 @@ class Statements:
         return f"id = {p} AND name IS NULL AND accessed_at < {p}", [store_id, expired_before]
 
     def listed_stores(
-        self, user_id: str, *, owned: bool, shared: bool, include_unnamed: bool
+        self, user_id: str, *, owned: bool, shared: bool, include_unnamed: bool, search: str | None = None
     ) -> tuple[str, list[Any]] | None:
-        """The WHERE clause of a store listing, or None when it can match nothing."""
+        """The WHERE clause of a store listing, or None when it can match nothing. `search`: a
+        name prefix (case-insensitive, a range of the index on the folded name) or an ID."""
         p = self.dialect.param
         who: list[str] = []
         if owned:
@@ -211,19 +215,27 @@ class Statements:
         if not who:
             return None
         where = f"({' OR '.join(who)})" + ("" if include_unnamed else " AND name IS NOT NULL")
-        return where, [user_id] * len(who)
+        params: list[Any] = [user_id] * len(who)
+        if search is not None:
+            folded = search.lower()
+            name = self.dialect.folded_name
+            where += f" AND ({name} >= {p} AND {name} < {p} OR id = {p})"
+            params += [folded, folded + PREFIX_END, search]
+        return where, params
 
     def count_stores(self, where: str) -> str:
         return f"SELECT count(*) FROM stores WHERE {where}"
 
-    def store_page(self, where: str, *, desc: bool, with_total: bool = False) -> str:
-        """One page (LIMIT, OFFSET parameters) of the stores `where` picks, oldest first unless
-        `desc`; `with_total` adds the count of all matches to every row (a window count)."""
+    def store_page(self, where: str, *, desc: bool, with_total: bool = False, by_name: bool = False) -> str:
+        """One page (LIMIT, OFFSET parameters) of the stores `where` picks, oldest first (or by
+        folded name, unnamed last) unless `desc`; `with_total` adds the count of all matches to
+        every row (a window count)."""
         order = "DESC" if desc else "ASC"
         total = ", count(*) OVER ()" if with_total else ""
+        by = f"{self.dialect.folded_name} {order}, " if by_name else ""
         return (
             f"SELECT {STORE_COLUMNS}{total} FROM stores WHERE {where} "
-            f"ORDER BY created_at {order}, pk {order} LIMIT {self.dialect.param} OFFSET {self.dialect.param}"
+            f"ORDER BY {by}created_at {order}, pk {order} LIMIT {self.dialect.param} OFFSET {self.dialect.param}"
         )
 
     def list_keys(

@@ -57,8 +57,6 @@ def page_number(value: str | None) -> int:
 
 
 def _sort_key(sort: str) -> Any:
-    if sort == "name":
-        return lambda r: (r.store.name is None, (r.store.name or "").lower(), r.store.created_at)
     if sort == "records":
         return lambda r: (r.store.record_count, r.store.created_at)
     if sort == "size":
@@ -68,10 +66,13 @@ def _sort_key(sort: str) -> Any:
     return lambda r: (r.store.created_at, r.store.id)
 
 
-async def _scan(console: Console, caller: Caller, *, unnamed: bool) -> list[Resolved]:
-    """Every store the caller may see (up to `SCAN_LIMIT`), from the same listing as the API,
-    in one call: paging by offset would sort the owner's stores once per page."""
-    page = await console.services.stores.list(caller.principal, offset=0, limit=SCAN_LIMIT, unnamed=unnamed)
+async def _scan(console: Console, caller: Caller, *, unnamed: bool, search: str | None) -> list[Resolved]:
+    """Every store the caller may see (up to `SCAN_LIMIT`) that `search` finds, for the sorts
+    no index serves (by records, size, modification), in one call: paging by offset would
+    sort the owner's stores once per page."""
+    page = await console.services.stores.list(
+        caller.principal, offset=0, limit=SCAN_LIMIT, unnamed=unnamed, search=search
+    )
     return page.items
 
 
@@ -85,19 +86,15 @@ async def store_list(console: Console, request: Request, caller: Caller) -> Resp
     per_page = _int(qp.get("per_page"), DEFAULT_PAGE_SIZE, lo=1, hi=max(PAGE_SIZES))
     page = page_number(qp.get("page"))
     offset = (page - 1) * per_page
-    if sort == "created" and not search:
-        # The index pages by creation time itself: one query for any page.
+    if sort in ("created", "name"):
+        # The index pages by creation time or by name, searched or not: one query for any page.
         result = await console.services.stores.list(
-            caller.principal, offset=offset, limit=per_page, desc=desc, unnamed=unnamed
-        )
+            caller.principal, offset=offset, limit=per_page, desc=desc, unnamed=unnamed, by_name=sort == "name",
+            search=search or None,
+        )  # fmt: skip
         total, items = result.total, result.items
     else:
-        everything = await _scan(console, caller, unnamed=unnamed)
-        if search:
-            needle = search.lower()
-            everything = [
-                r for r in everything if needle in (r.store.name or "").lower() or needle in r.store.id.lower()
-            ]
+        everything = await _scan(console, caller, unnamed=unnamed, search=search or None)
         everything.sort(key=_sort_key(sort), reverse=desc)
         total, items = len(everything), everything[offset : offset + per_page]
     now = console.now_ms()

@@ -259,3 +259,46 @@ class Totals:
     stores: int = 0
     records: int = 0
     bytes: int = 0
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class StoreLookup:
+    """How a request names a store: by ID, or by name under an owner (`owner` a username or
+    user ID; None: the user of the presented token)."""
+
+    store_id: str | None = None
+    owner: str | None = None
+    name: str | None = None
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """Everything a record read is decided on, read at one instant: the row of the presented
+    token and its user, the store named, its owner, the caller's grant on it and the record
+    as readers see it (a delete by prefix hides it; expiry is the reader's to judge). Each is
+    None when missing."""
+
+    token: Token | None
+    user: User | None
+    store: Store | None
+    owner: User | None
+    grant: Grant | None
+    record: RecordMeta | None
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class WriteBasis:
+    """What a writer decided to write on, from rows it read earlier: the index writes only if
+    all of it still holds when the write commits. `token_hash` None: no token was presented
+    (then `token` is None). `grant` is the caller's grant on the store as the writer saw it
+    (None: none). `name` is checked when the request named the store by name; the store's
+    expiry rules (conditions are judged with them) are always checked."""
+
+    token_hash: str | None
+    token: Token | None
+    grant: Grant | None
+    name: str | None
+    record_expiry: RecordExpiry

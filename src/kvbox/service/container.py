@@ -21,7 +21,7 @@ from kvbox.service.metrics import (
 )
 from kvbox.service.principal import Authenticator
 from kvbox.service.ratelimit import Limits, RateLimiter
-from kvbox.service.readcache import ReadCache
+from kvbox.service.readcache import Freshness, ReadCache
 from kvbox.service.readiness import Readiness
 from kvbox.service.records import RecordService
 from kvbox.service.retention import RetentionService
@@ -55,6 +55,7 @@ class Services:
     changes: ChangeFeed
     webhooks: WebhookService
     dispatcher: WebhookDispatcher
+    freshness: Freshness
 
     async def close(self) -> None:
         await self.changes.hub.close()
@@ -85,9 +86,11 @@ def build_services(
     )
     limiter = RateLimiter(clock, limits, processes=settings.workers)
     hub = ChangeHub(index)
-    cache = ReadCache(index, metadata_only=True)
-    record_cache = ReadCache(index)
+    freshness = Freshness(index)
+    cache = ReadCache(index, metadata_only=True, freshness=freshness)
+    record_cache = ReadCache(index, freshness=freshness)
     stores = StoreService(index, clock, stats, users, limiter, cache)
+    auth = Authenticator(index, cache)
     records = RecordService(
         index,
         blobs,
@@ -98,6 +101,7 @@ def build_services(
         inline_threshold=settings.inline_threshold,
         cache=record_cache,
         hub=hub if settings.changes else None,
+        auth=auth,
     )
     retention = RetentionService(index, clock, stats, retention_ms=parse_duration_ms(settings.unnamed_retention))
     housekeeper = Housekeeper(
@@ -117,7 +121,7 @@ def build_services(
         clock=clock,
         index=index,
         blobs=blobs,
-        auth=Authenticator(index, cache),
+        auth=auth,
         stores=stores,
         records=records,
         users=UserService(index, clock),
@@ -140,6 +144,7 @@ def build_services(
             allow_private=settings.webhook_allow_private,
             retry_delay_ms=parse_duration_ms(settings.webhook_retry_delay),
         ),
+        freshness=freshness,
     )
 
 

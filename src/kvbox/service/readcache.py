@@ -6,15 +6,17 @@ keyed to any commit at all.
 
 A record GET otherwise reads the token, its user, the store and the record: four queries.
 Indexes that can say cheaply whether anything changed (SQLite's `data_version`, the memory
-backend's counter) let the first three come from here; the check is one cheap call per
-lookup, so a revoked token or a changed store is seen at once. An index that cannot tell
+backend's counter) let them come from here. The generations are read once per request
+(`Freshness.begin`, called as a request starts), not once per lookup, so a revoked token
+or a changed store is seen by the next request that starts. An index that cannot tell
 (PostgreSQL shared by many nodes) reports a new generation on every call: every lookup
-then loads.
+then loads, and the scale-out record path confirms what it needs in its own round trip.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from kvbox.backends.base import MetadataIndex
@@ -23,11 +25,56 @@ T = TypeVar("T")
 MAX_ENTRIES = 20_000
 MAX_BYTES = 16 * 1024 * 1024  # record bodies kept per process, at most
 _MISS = object()
+# The mark of the request whose start the generations were last read for, in the context
+# (asyncio task) of that request. A context that never began a request (background work)
+# holds no mark and reads the generations on every lookup.
+_BEGUN: ContextVar[object] = ContextVar("kvbox_cache_begun", default=None)
+
+
+class Freshness:
+    """The index's generations as of the start of the current request.
+
+    `begin` reads them (one cheap call; the metadata generation only when anything changed
+    at all) and marks the current context; lookups in that context reuse the values until
+    another request begins. Lookups elsewhere read them anew every time.
+    """
+
+    def __init__(self, index: MetadataIndex) -> None:
+        self._index = index
+        self._mark: object = object()
+        self._read: int | None = None
+        self._metadata = 0
+
+    def begin(self) -> None:
+        """Read the generations for a request starting now, in its own context."""
+        self._check()
+        self._mark = mark = object()
+        _BEGUN.set(mark)
+
+    def _check(self) -> None:
+        read = self._index.read_generation()
+        if read != self._read:
+            # Any change to users, tokens, stores or grants also moves the read generation.
+            self._read = read
+            self._metadata = self._index.metadata_generation()
+
+    def read(self) -> int:
+        if _BEGUN.get() is not self._mark:
+            self._check()
+        return self._read  # type: ignore[return-value]
+
+    def metadata(self) -> int:
+        if _BEGUN.get() is not self._mark:
+            self._check()
+        return self._metadata
 
 
 class ReadCache:
-    def __init__(self, index: MetadataIndex, *, metadata_only: bool = False) -> None:
-        self._generation_of = index.metadata_generation if metadata_only else index.read_generation
+    def __init__(
+        self, index: MetadataIndex, *, metadata_only: bool = False, freshness: Freshness | None = None
+    ) -> None:
+        freshness = freshness or Freshness(index)
+        self._generation_of = freshness.metadata if metadata_only else freshness.read
         self._generation: int | None = None
         self._rows: dict[Hashable, Any] = {}
         self._bytes = 0

@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Final
 
-from kvbox.backends.base import BlobStore, BlobWriter, MetadataIndex
+from kvbox.backends.base import BasisChangedError, BlobStore, BlobWriter, MetadataIndex
 from kvbox.core.clock import Clock
 from kvbox.core.conditions import ReadConditions, if_range_holds
 from kvbox.core.content import BINARY_TYPE
@@ -23,15 +23,16 @@ from kvbox.core.errors import (
     RequestTooLargeError,
     StorageError,
     StoreNotFoundError,
+    TokenNotProvidedError,
 )
 from kvbox.core.expiry import expires_at, is_gone, stale_before
 from kvbox.core.frozen import fast_init
 from kvbox.core.keys import validate_key
-from kvbox.core.models import Condition, KeyPage, Permission, RecordMeta, Store, Visibility
+from kvbox.core.models import Condition, KeyPage, Permission, RecordMeta, Store, StoreLookup, Visibility, WriteBasis
 from kvbox.core.ranges import ByteRange, parse_range
 from kvbox.service.changes import ChangeHub
 from kvbox.service.codecs import InflationGuard, decode_bytes
-from kvbox.service.principal import Principal
+from kvbox.service.principal import Authenticator, Principal
 from kvbox.service.readcache import ReadCache
 from kvbox.service.schemas import (
     check_charset,
@@ -42,11 +43,12 @@ from kvbox.service.schemas import (
     needs_body_check,
 )
 from kvbox.service.stats import StatsBuffer
-from kvbox.service.stores import MAX_PAGE, Resolved, StoreService
+from kvbox.service.stores import MAX_PAGE, Resolved, StoreService, parse_ref
 
 ANY_RECORD: Final = Condition()  # a condition that holds for any record
 MAX_CONTENT_TYPE_LENGTH = 1024
 OPEN_ATTEMPTS = 5
+WRITE_ATTEMPTS = 3
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -111,9 +113,11 @@ class RecordService:
         inline_threshold: int,
         cache: ReadCache | None = None,
         hub: ChangeHub | None = None,
+        auth: Authenticator | None = None,
     ) -> None:
         self._cache = cache or ReadCache(index)
         self._hub = hub
+        self._auth = auth or Authenticator(index)
         self._index = index
         self._blobs = blobs
         self._stores = stores
@@ -144,7 +148,11 @@ class RecordService:
         ctype = _clean_content_type(content_type)
         if content_length is not None and content_length > self.max_record_size:
             raise RequestTooLargeError(self.max_record_size, content_length)
-        resolved = await self._stores.resolve(principal, segment, need=Permission.WRITE, record_op=True)
+        basis: WriteBasis | None = None
+        if self._index.shared_by_nodes:  # decided on rows the write confirms (one round trip)
+            resolved, basis = await self._stores.writable(principal, segment)
+        else:
+            resolved = await self._stores.resolve(principal, segment, need=Permission.WRITE, record_op=True)
         collections = collections_for_key(resolved.store.schema, key)
         check_content_type(collections, key, ctype)
         keep_for_check = needs_body_check(collections, ctype)
@@ -200,9 +208,12 @@ class RecordService:
             expires_at=expires_at,
         )
         try:
-            replaced = await self._index.put_record(
-                resolved.store.id, meta, condition=self._judged(resolved.store, key, condition, now, logged=True)
-            )
+            if basis is None:
+                replaced = await self._index.put_record(
+                    resolved.store.id, meta, condition=self._judged(resolved.store, key, condition, now, logged=True)
+                )
+            else:
+                resolved, replaced = await self._put_as(principal, segment, resolved, basis, meta, condition)
         except PreconditionFailedError:
             if blob_id is not None:
                 await self._blobs.delete(blob_id)
@@ -219,6 +230,31 @@ class RecordService:
             await self._blobs.delete(replaced.blob_id)
         return resolved, meta
 
+    async def _put_as(
+        self,
+        principal: Principal,
+        segment: str,
+        resolved: Resolved,
+        basis: WriteBasis,
+        meta: RecordMeta,
+        condition: Condition | None,
+    ) -> tuple[Resolved, RecordMeta | None]:
+        """Write `meta` if the rows the decision was made on still hold; when they changed,
+        decide again on fresh rows (raising 401, 403 or 404 as a request starting now
+        would) and write to the same store."""
+        store_id = resolved.store.id
+        for _ in range(WRITE_ATTEMPTS):
+            try:
+                judged = self._judged(resolved.store, meta.key, condition, meta.modified_at, logged=True)
+                return resolved, await self._index.put_record_as(basis, store_id, meta, condition=judged)
+            except BasisChangedError:
+                self._stores.forget_writable(principal, segment)
+                principal = await self._auth.refresh(principal)
+                # By ID: the store decided on, whatever its name names now (as a write that
+                # resolved it just before a rename would).
+                resolved, basis = await self._stores.writable(principal, store_id, fresh=True)
+        raise StorageError(f"The rights on store {store_id} kept changing while a record was being written.")
+
     async def _precheck(self, store: Store, key: str, condition: Condition) -> None:
         """Refuse a large body before reading it when its condition already fails; the check
         that counts is the index's, made in one step with the write."""
@@ -229,6 +265,8 @@ class RecordService:
         self, principal: Principal, segment: str, key: str, signature: str | None
     ) -> tuple[Resolved, RecordMeta]:
         validate_key(key)
+        if self._index.shared_by_nodes:
+            return await self._read_meta_as(principal, segment, key, signature)
         resolved = await self._stores.resolve(
             principal, segment, need=Permission.READ, signature=signature, record_key=key, record_op=True
         )
@@ -240,6 +278,29 @@ class RecordService:
                 ("record", store_id, key), lambda: self._index.get_record(store_id, key), _inline_size
             ),
         )
+        if meta is None:
+            raise RecordNotFoundError()
+        return resolved, meta
+
+    async def _read_meta_as(
+        self, principal: Principal, segment: str, key: str, signature: str | None
+    ) -> tuple[Resolved, RecordMeta]:
+        """`_read_meta` in one round trip: every row the decision needs, read with the record."""
+        ref = parse_ref(segment)
+        if ref.by_name and ref.username is None and principal.user is None:
+            raise TokenNotProvidedError()
+        token, user = principal.token, principal.user
+        lookup = StoreLookup(ref.store_id, ref.username, ref.name)
+        if token is not None:
+            seen = await self._index.read_record_as(token.token_hash, None, lookup, key)
+        else:
+            seen = await self._index.read_record_as(None, user.id if user is not None else None, lookup, key)
+        who = self._auth.confirmed(principal, seen.token, seen.user)
+        resolved = self._stores.decide(
+            who, ref, seen.store, seen.owner, seen.grant, need=Permission.READ, signature=signature, record_key=key,
+            record_op=True,
+        )  # fmt: skip
+        meta = self._live(resolved.store, seen.record)
         if meta is None:
             raise RecordNotFoundError()
         return resolved, meta

@@ -17,7 +17,7 @@ from kvbox.core.errors import (
 )
 from kvbox.core.expiry import replace_rules
 from kvbox.core.ids import new_id, new_secret
-from kvbox.core.models import ExpiryRule, GeneralAccess, Permission, Store, User
+from kvbox.core.models import ExpiryRule, GeneralAccess, Grant, Permission, Store, Token, User, WriteBasis
 from kvbox.core.names import validate_store_name
 from kvbox.core.sentinels import UNSET, Unset
 from kvbox.core.signatures import verify_record, verify_storage
@@ -29,6 +29,7 @@ from kvbox.service.schemas import validate_schema
 from kvbox.service.stats import StatsBuffer
 
 MAX_PAGE = 1000
+MAX_WRITABLE = 10_000
 MAX_TITLE_LENGTH = 1000
 OWNERSHIP_VALUES = ("ownedByMe", "sharedWithMe")
 
@@ -41,6 +42,7 @@ class Resolved:
     owner: User | None
     permission: Permission
     by_signature: bool = False  # READ came from a valid signature rather than the caller's rights
+    grant: Grant | None = None  # the caller's grant on the store, as the decision saw it
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,8 @@ class StoreService:
         self._clock = clock
         self._stats = stats
         self.users = users
+        # Record-write decisions by (store segment, token hash): see `writable`.
+        self._writable: dict[tuple[str, str | None], tuple[Resolved, Token | None]] = {}
 
     async def _find(self, principal: Principal, ref: StoreRef) -> Store | None:
         if ref.store_id is not None:
@@ -120,9 +124,7 @@ class StoreService:
         `signature` is a storage-content signature or, when `record_key` is given, that
         record's signature. A valid one grants READ only.
         """
-        if "\x00" in segment:  # no ID or name holds NUL (and PostgreSQL cannot look one up)
-            raise StoreNotFoundError()
-        ref = StoreRef.parse(segment)
+        ref = parse_ref(segment)
         store = await self._find(principal, ref)
         if store is None:
             raise StoreNotFoundError()
@@ -137,6 +139,28 @@ class StoreService:
                 grant = await self._cache.get(
                     ("grant", store.id, user_id), lambda: self._index.get_grant(store.id, user_id)
                 )
+        return self.decide(
+            principal, ref, store, owner, grant, need=need, signature=signature, record_key=record_key,
+            record_op=record_op,
+        )  # fmt: skip
+
+    def decide(
+        self,
+        principal: Principal,
+        ref: StoreRef,
+        store: Store | None,
+        owner: User | None,
+        grant: Grant | None,
+        *,
+        need: Permission,
+        signature: str | None = None,
+        record_key: str | None = None,
+        record_op: bool = False,
+    ) -> Resolved:
+        """`resolve`'s decision on rows already read: the store `ref` named (None: not found), its
+        owner and the caller's grant on it."""
+        if store is None:
+            raise StoreNotFoundError()
         signed = False
         if need is Permission.READ and signature:
             signed = (record_key is not None and verify_record(store.url_signing_secret, record_key, signature)) or (
@@ -149,7 +173,30 @@ class StoreService:
         if self._limiter is not None:
             # Keyed by the store's ID however it was addressed, and only for allowed requests.
             self._limiter.check_store(store.id, record_op=record_op)
-        return Resolved(store=store, owner=owner, permission=permission, by_signature=by_signature)
+        return Resolved(store=store, owner=owner, permission=permission, by_signature=by_signature, grant=grant)
+
+    async def writable(self, principal: Principal, segment: str, *, fresh: bool = False) -> tuple[Resolved, WriteBasis]:
+        """A record write's decision (WRITE on the store) and the rows it was made on, for
+        `put_record_as` to confirm. A store named by ID is decided from a process-local
+        map (its ID and owner never change; everything else the basis covers) unless
+        `fresh`; a store named by name is looked up every time."""
+        memo = (segment, principal.token.token_hash if principal.token is not None else None)
+        kept = None if fresh else self._writable.get(memo)
+        if kept is None:
+            # The token the decision is made on goes into the basis with it.
+            kept = (await self.resolve(principal, segment, need=Permission.WRITE, record_op=True), principal.token)
+            if not parse_ref(segment).by_name:
+                if len(self._writable) >= MAX_WRITABLE:
+                    self._writable.clear()
+                self._writable[memo] = kept
+        elif self._limiter is not None:
+            self._limiter.check_store(kept[0].store.id, record_op=True)
+        resolved, token = kept
+        return resolved, WriteBasis(memo[1], token, resolved.grant, None, resolved.store.record_expiry)
+
+    def forget_writable(self, principal: Principal, segment: str) -> None:
+        """Drop the decision `writable` keeps for the caller and `segment` (its rows changed)."""
+        self._writable.pop((segment, principal.token.token_hash if principal.token is not None else None), None)
 
     async def _with_permission(self, principal: Principal, store: Store) -> Resolved:
         owner = await self.users.get(store.user_id)
@@ -176,13 +223,18 @@ class StoreService:
         desc: bool = False,
         unnamed: bool = False,
         ownership: str | None = None,
+        by_name: bool = False,
+        search: str | None = None,
     ) -> ResolvedPage:
-        """The stores the caller may see: owned, shared with them, or both (`ownership=None`)."""
+        """The stores the caller may see: owned, shared with them, or both (`ownership=None`);
+        `by_name` and `search` as `MetadataIndex.list_stores` takes them."""
         user = _require_user(principal)
         if ownership is not None and ownership not in OWNERSHIP_VALUES:
             raise InvalidParameterError(
                 f"Invalid value for parameter 'ownership': {ownership!r} (use ownedByMe or sharedWithMe)."
             )
+        if search is not None and "\x00" in search:
+            return ResolvedPage(total=0, items=[])  # no name or ID holds NUL (and PostgreSQL cannot compare one)
         owned = ownership in (None, "ownedByMe")
         shared = ownership in (None, "sharedWithMe")
         await self._stats.try_flush()
@@ -192,17 +244,22 @@ class StoreService:
             found: list[Resolved] = []
             for store_id in token.store_ids:
                 store = await self._index.get_store(store_id)
-                if store is None or (store.name is None and not unnamed):
+                if store is None or (store.name is None and not unnamed) or not _matches(store, search):
                     continue
                 r = await self._with_permission(principal, store)
                 is_owner = store.user_id == user.id
                 if r.permission >= Permission.READ and ((owned and is_owner) or (shared and not is_owner)):
                     found.append(r)
-            found.sort(key=lambda r: (r.store.created_at, r.store.id), reverse=desc)
+            if by_name:
+                found.sort(key=lambda r: (r.store.name is None, (r.store.name or "").lower(), r.store.created_at),
+                           reverse=desc)  # fmt: skip
+            else:
+                found.sort(key=lambda r: (r.store.created_at, r.store.id), reverse=desc)
             return ResolvedPage(total=len(found), items=found[offset : offset + limit])
         page = await self._index.list_stores(
-            user.id, include_unnamed=unnamed, offset=offset, limit=limit, desc=desc, owned=owned, shared=shared
-        )
+            user.id, include_unnamed=unnamed, offset=offset, limit=limit, desc=desc, owned=owned, shared=shared,
+            by_name=by_name, search=search,
+        )  # fmt: skip
         return ResolvedPage(total=page.total, items=[await self._with_permission(principal, s) for s in page.items])
 
     async def get_or_create(
@@ -300,6 +357,18 @@ class StoreService:
         resolved = await self.resolve(principal, segment, need=Permission.MANAGE)
         if not await self._index.delete_store(resolved.store.id):
             raise StoreNotFoundError()
+
+
+def _matches(store: Store, search: str | None) -> bool:
+    """`MetadataIndex.list_stores`'s search, for the few stores a scoped token lists."""
+    return search is None or store.id == search or (store.name or "").lower().startswith(search.lower())
+
+
+def parse_ref(segment: str) -> StoreRef:
+    """How a path segment names a store; a segment holding NUL names none (404)."""
+    if "\x00" in segment:  # no ID or name holds NUL (and PostgreSQL cannot look one up)
+        raise StoreNotFoundError()
+    return StoreRef.parse(segment)
 
 
 def _require_user(principal: Principal) -> User:

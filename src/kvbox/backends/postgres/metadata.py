@@ -22,11 +22,17 @@ from psycopg import AsyncConnection, errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
+from kvbox.backends.base import BasisChangedError
 from kvbox.backends.failures import storage_failure
+from kvbox.backends.postgres.connections import HeldConnections
 from kvbox.backends.postgres.feed import PostgresFeed
-from kvbox.backends.postgres.schema import LOCK_KEY_SQL, SCHEMA_VERSION, check_version, migrate
+from kvbox.backends.postgres.schema import FOLDED_NAME, LOCK_KEY_SQL, SCHEMA_VERSION, check_version, migrate
 from kvbox.backends.rows import RECORD_COLUMNS as _RECORD
 from kvbox.backends.rows import (
+    GRANT_COLUMNS,
+    STORE_COLUMNS,
+    TOKEN_COLUMNS,
+    USER_COLUMNS,
     expiry_from_json,
     expiry_json,
     grant_values,
@@ -36,12 +42,13 @@ from kvbox.backends.rows import (
     token_values,
     user_values,
 )
+from kvbox.backends.rows import RECORD_COLUMNS as _RECORD
 from kvbox.backends.rows import grant_from_row as _grant
 from kvbox.backends.rows import record_from_row as _record
 from kvbox.backends.rows import store_from_row as _store
 from kvbox.backends.rows import token_from_row as _token
 from kvbox.backends.rows import user_from_row as _user
-from kvbox.backends.statements import PREFIX_END, Dialect, Statements
+from kvbox.backends.statements import PREFIX_END, UNDER_DELETED_PREFIX, Dialect, Statements
 from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
 from kvbox.core.feed import EventType
 from kvbox.core.models import (
@@ -52,13 +59,16 @@ from kvbox.core.models import (
     KeyPage,
     RecordExpiry,
     RecordMeta,
+    Sighting,
     StatsDelta,
     Store,
+    StoreLookup,
     StorePage,
     Token,
     Totals,
     User,
     Visibility,
+    WriteBasis,
 )
 from kvbox.core.sentinels import UNSET, Unset
 
@@ -67,7 +77,7 @@ CONNECT_TIMEOUT_S = 10
 # overloaded: the request is answered 503 (retry later) rather than left hanging.
 POOL_WAIT_S = 5
 
-_SQL = Statements(Dialect(param="%s", greatest="greatest", token_order="seq"))
+_SQL = Statements(Dialect(param="%s", greatest="greatest", token_order="seq", folded_name=FOLDED_NAME))
 # Record writes are one round trip each: a stored function (schema.py) for a put, one
 # statement with data-modifying CTEs for a delete. Both lock the store row first.
 _PUT_RECORD = (
@@ -129,6 +139,69 @@ upd AS (
 ){_LOG_DELETE}
 SELECT ok.ok, {", ".join("d." + c for c in _RECORD.split(", "))} FROM ok LEFT JOIN d ON true
 """
+
+
+# The rows a record read is decided on (see `Sighting`), in one statement: the presented
+# token and its user, the store named (`{store}`: by ID, by the token user's name, or by an
+# owner's username or ID and name), its owner, the caller's grant, and the record.
+_READ_AS = f"""
+SELECT {", ".join(
+    f"{alias}.{c}"
+    for alias, columns in (("t", TOKEN_COLUMNS), ("u", USER_COLUMNS), ("s", STORE_COLUMNS), ("o", USER_COLUMNS),
+                           ("g", GRANT_COLUMNS), ("records", _RECORD))
+    for c in columns.split(", ")
+)}
+FROM (SELECT) AS one
+LEFT JOIN LATERAL (
+    SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_hash = %(hash)s ORDER BY seq LIMIT 1
+) AS t ON true
+LEFT JOIN users AS u ON u.id = coalesce(t.user_id, %(user)s)
+LEFT JOIN stores AS s ON {{store}}
+LEFT JOIN users AS o ON o.id = s.user_id
+LEFT JOIN grants AS g ON g.store_id = s.id AND g.user_id = u.id AND u.id <> s.user_id
+LEFT JOIN records ON records.store_pk = s.pk AND records.key = %(key)s AND NOT {UNDER_DELETED_PREFIX}
+"""  # fmt: skip
+_READ_AS_BY_ID = _READ_AS.format(store="s.id = %(store)s")
+_READ_AS_BY_OWN_NAME = _READ_AS.format(store="s.user_id = u.id AND s.name = %(name)s")
+_READ_AS_BY_OWNER = _READ_AS.format(
+    store="s.user_id = coalesce((SELECT id FROM users WHERE username = %(owner)s), "
+    "(SELECT id FROM users WHERE id = %(owner)s)) AND s.name = %(name)s"
+)
+# Where each row's columns sit in a `_READ_AS` row.
+_SPANS = tuple(
+    itertools.accumulate(
+        (len(c.split(", ")) for c in (TOKEN_COLUMNS, USER_COLUMNS, STORE_COLUMNS, USER_COLUMNS, GRANT_COLUMNS)),
+        initial=0,
+    )
+)
+_PUT_RECORD_AS = (
+    "SELECT * FROM kvbox_put_record_as(%s, %s::text[], %s, %s, %s, %s, %s, "
+    "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::text[], %s::text[], %s, %s, %s, %s)"
+)
+
+
+def _sighting(row: Any) -> Sighting:
+    """A `_READ_AS` row as the rows it joins (None for each one missing)."""
+    t, u, s, o, g, r = _SPANS
+    return Sighting(
+        _token(row[t:u]) if row[t] is not None else None,
+        _user(row[u:s]) if row[u] is not None else None,
+        _store(row[s:o]) if row[s] is not None else None,
+        _user(row[o:g]) if row[o] is not None else None,
+        _grant(row[g:r]) if row[g] is not None else None,
+        _record(row[r:]) if row[r] is not None else None,
+    )
+
+
+def _basis_values(basis: WriteBasis) -> tuple[Any, ...]:
+    """A basis as the seven leading arguments of kvbox_put_record_as."""
+    token, grant = basis.token, basis.grant
+    token_row = [token.id, token.user_id, token.name, str(token.created_at)] if token is not None else None
+    store_ids = token_values(token)[6] if token is not None else None
+    return (
+        basis.token_hash, token_row, token.read_only if token is not None else False, store_ids,
+        grant.permission.name if grant is not None else None, basis.name, expiry_json(basis.record_expiry),
+    )  # fmt: skip
 
 
 def _condition_values(condition: Condition | None) -> tuple[Any, ...]:
@@ -212,6 +285,8 @@ class PostgresMetadataIndex(PostgresFeed):
         self._ready = False
         self._opening: asyncio.Lock | None = None
         self._generations = itertools.count()
+        # Connections kept for the record path (`_hot`); the pool keeps two for everything else.
+        self._held = HeldConnections(pool_size - 2, POOL_WAIT_S)
 
     async def _open(self) -> AsyncConnectionPool:
         """The pool, opened on first use once a first connection found the schema current.
@@ -239,6 +314,36 @@ class PostgresMetadataIndex(PostgresFeed):
                 found = await migrate(conn)
         return found, SCHEMA_VERSION
 
+    @property
+    def shared_by_nodes(self) -> bool:
+        return True
+
+    async def read_record_as(
+        self, token_hash: str | None, user_id: str | None, lookup: StoreLookup, key: str
+    ) -> Sighting:
+        params: dict[str, Any] = {"hash": token_hash, "user": None if token_hash is not None else user_id, "key": key}
+        if lookup.store_id is not None:
+            sql, params["store"] = _READ_AS_BY_ID, lookup.store_id
+        elif lookup.owner is None:
+            sql, params["name"] = _READ_AS_BY_OWN_NAME, lookup.name or ""
+        else:
+            sql, params["owner"], params["name"] = _READ_AS_BY_OWNER, lookup.owner, lookup.name or ""
+        row = await self._hot("read a record", sql, params)
+        with _storage_errors("read a record"):
+            return _sighting(row)
+
+    async def put_record_as(
+        self, basis: WriteBasis, store_id: str, record: RecordMeta, *, condition: Condition | None = None
+    ) -> RecordMeta | None:
+        params = (*_basis_values(basis), store_id, *record_values(record), *_condition_values(condition))
+        row = await self._hot("write a record", _PUT_RECORD_AS, params)
+        if row is None or row[0]:
+            raise BasisChangedError()
+        if row[1]:
+            raise PreconditionFailedError()
+        with _storage_errors("write a record"):
+            return _record((record.key, *row[3:])) if row[2] else None
+
     def read_generation(self) -> int:
         """A new value on every call: other nodes commit to the same database and nothing
         cheaper than a query tells whether they did, so readers never reuse rows."""
@@ -260,12 +365,31 @@ class PostgresMetadataIndex(PostgresFeed):
             cur = await conn.execute(query, params)
             return await cur.fetchone()
 
+    async def _hot(self, action: str, query: str, params: Any) -> Any:
+        """`_one` for the record path, on a connection this process keeps between requests
+        (see connections.py)."""
+        pool = await self._open()
+        with _storage_errors(action):
+            conn = await self._held.take(pool)
+        try:
+            cur = await conn.execute(query, params)
+            row = await cur.fetchone()
+        except BaseException as e:
+            # A waiter handed the connection is left to its own timeout; the pool replaces a broken one.
+            await self._held.drop(conn, pool)
+            if isinstance(e, psycopg.Error):
+                raise storage_failure(f"The PostgreSQL index failed to {action}: {e}", e) from e
+            raise
+        self._held.give_back(conn)
+        return row
+
     async def _all(self, action: str, query: str, params: Any = None) -> list[Any]:
         async with self._conn(action) as conn:
             cur = await conn.execute(query, params)
             return await cur.fetchall()
 
     async def close(self) -> None:
+        await self._held.close(self._pool)
         await self._pool.close()
 
     @asynccontextmanager
@@ -399,14 +523,16 @@ class PostgresMetadataIndex(PostgresFeed):
         desc: bool,
         owned: bool = True,
         shared: bool = False,
+        by_name: bool = False,
+        search: str | None = None,
     ) -> StorePage:
-        listed = _SQL.listed_stores(user_id, owned=owned, shared=shared, include_unnamed=include_unnamed)
+        listed = _SQL.listed_stores(user_id, owned=owned, shared=shared, include_unnamed=include_unnamed, search=search)
         if listed is None:
             return StorePage(total=0, items=[])
         where, params = listed
         # The window count is taken before LIMIT, so one query (one round trip, where SQLite
         # makes two cheap calls) gives the page and the total.
-        page_sql = _SQL.store_page(where, desc=desc, with_total=True)
+        page_sql = _SQL.store_page(where, desc=desc, with_total=True, by_name=by_name)
         rows = await self._all("list stores", page_sql, (*params, max(limit, 0), max(offset, 0)))
         if rows:
             total = rows[0][-1]

@@ -472,8 +472,66 @@ _V4: tuple[str, ...] = (
     """,
 )
 
+# The folded name is spelled here once: queries must use the index's very expression.
+FOLDED_NAME = "coalesce(lower(name), chr(1114111))"
+
+# Version 5. A record write in one round trip with the check of what the node decided it on (its
+# `WriteBasis`, read earlier and possibly cached): kvbox_put_record_as locks the store row,
+# checks the basis (kvbox_basis_holds) and, if it holds, writes through kvbox_put_record,
+# which keeps all of the record-row logic. A token revoked, a grant changed or removed,
+# a store renamed or its expiry rules replaced before the write commits make it refuse
+# (`stale`), and the node decides again from fresh rows.
+_V5: tuple[str, ...] = (
+    # Store listings by name and name searches (the console's) walk this index instead of
+    # reading every store of the owner.
+    f"CREATE INDEX stores_by_owner_name ON stores (user_id, {FOLDED_NAME}, created_at, pk)",
+    """
+    CREATE FUNCTION kvbox_basis_holds(
+        p_store text, p_token_hash text, p_token text[], p_read_only boolean, p_store_ids text, p_grant text,
+        p_name text, p_expiry text
+    ) RETURNS boolean LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+        SELECT EXISTS (SELECT 1 FROM stores AS s WHERE s.id = p_store
+                AND (p_name IS NULL OR s.name = p_name) AND s.record_expiry IS NOT DISTINCT FROM p_expiry)
+            AND (p_token_hash IS NULL OR EXISTS (
+                SELECT 1 FROM (SELECT * FROM tokens WHERE token_hash = p_token_hash ORDER BY seq LIMIT 1) AS t
+                WHERE ARRAY[t.id, t.user_id, t.name, t.created_at::text] = p_token
+                    AND t.read_only = p_read_only AND t.store_ids IS NOT DISTINCT FROM p_store_ids
+                    AND EXISTS (SELECT 1 FROM users AS u WHERE u.id = t.user_id)))
+            AND (p_token IS NULL OR (SELECT g.permission FROM grants AS g
+                WHERE g.store_id = p_store AND g.user_id = p_token[2]) IS NOT DISTINCT FROM p_grant)
+    $$
+    """,
+    """
+    CREATE FUNCTION kvbox_put_record_as(
+        p_token_hash text, p_token text[], p_read_only boolean, p_store_ids text, p_grant text, p_name text,
+        p_expiry text,
+        p_store text, p_key text, p_content_type text, p_encoding text, p_size bigint, p_etag text,
+        p_modified_at bigint, p_inline bytea, p_blob_id text, p_expires_at bigint,
+        p_if_match text[], p_if_none_match text[], p_must_exist boolean, p_must_not_exist boolean,
+        p_now bigint, p_stale_before bigint
+    ) RETURNS TABLE (
+        stale boolean, refused boolean, replaced boolean, o_content_type text, o_encoding text, o_size bigint,
+        o_etag text, o_modified_at bigint, o_inline bytea, o_blob_id text, o_expires_at bigint
+    ) LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+    BEGIN
+        -- The lock kvbox_put_record takes first anyway: the basis is checked under it.
+        PERFORM 1 FROM stores WHERE id = p_store FOR NO KEY UPDATE;
+        IF NOT kvbox_basis_holds(p_store, p_token_hash, p_token, p_read_only, p_store_ids, p_grant, p_name,
+                p_expiry) THEN
+            RETURN QUERY SELECT true, NULL::boolean, NULL::boolean, NULL::text, NULL::text, NULL::bigint,
+                NULL::text, NULL::bigint, NULL::bytea, NULL::text, NULL::bigint;
+            RETURN;
+        END IF;
+        RETURN QUERY SELECT false, w.* FROM kvbox_put_record(p_store, p_key, p_content_type, p_encoding, p_size,
+            p_etag, p_modified_at, p_inline, p_blob_id, p_expires_at, p_if_match, p_if_none_match, p_must_exist,
+            p_must_not_exist, p_now, p_stale_before) AS w;
+    END
+    $$
+    """,
+)
+
 # Index i holds the statements that take a schema from version i to version i + 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 VERSION_TABLE = "kvbox_schema"

@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager, asynccontextmanager, contextmanag
 from pathlib import Path
 from typing import cast
 
+from kvbox.backends.base import BasisChangedError
 from kvbox.backends.failures import storage_failure
 from kvbox.backends.rows import RECORD_COLUMNS as _RECORD
 from kvbox.backends.rows import (
@@ -36,8 +37,9 @@ from kvbox.backends.rows import record_from_row as _record
 from kvbox.backends.rows import store_from_row as _store
 from kvbox.backends.rows import token_from_row as _token
 from kvbox.backends.rows import user_from_row as _user
+from kvbox.backends.sighting import basis_holds, sight
 from kvbox.backends.sqlite.feed import SqliteFeed, append_change, apply_change_seqs, drop_store_feed
-from kvbox.backends.sqlite.schema import SCHEMA_VERSION, migrate
+from kvbox.backends.sqlite.schema import FOLDED_NAME, SCHEMA_VERSION, migrate
 from kvbox.backends.sqlite.writer import Batch, LoopWriter, Refused
 from kvbox.backends.statements import PREFIX_END, Dialect, Statements
 from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
@@ -50,13 +52,16 @@ from kvbox.core.models import (
     KeyPage,
     RecordExpiry,
     RecordMeta,
+    Sighting,
     StatsDelta,
     Store,
+    StoreLookup,
     StorePage,
     Token,
     Totals,
     User,
     Visibility,
+    WriteBasis,
 )
 from kvbox.core.sentinels import UNSET, Unset
 
@@ -64,7 +69,7 @@ BUSY_TIMEOUT_S = 30.0
 _IN_CHUNK = 500  # well below SQLite's bound-parameter limit
 _PURGE_STEP = 100  # rows of deleted prefixes per write transaction
 
-_SQL = Statements(Dialect(param="?", greatest="max", token_order="rowid"))
+_SQL = Statements(Dialect(param="?", greatest="max", token_order="rowid", folded_name=FOLDED_NAME))
 # Record writes run on the group-commit writer as separate statements: SQLite has no
 # stored functions, and the writer's transaction already serializes them.
 _INSERT_RECORD = (
@@ -198,6 +203,10 @@ class SqliteMetadataIndex(SqliteFeed):
             yield got
         finally:
             os.close(fd)  # closing the descriptor drops the lock
+
+    @property
+    def shared_by_nodes(self) -> bool:
+        return False
 
     def read_generation(self) -> int:
         """Changes whenever any process commits to the database (readers reuse rows until then)."""
@@ -348,15 +357,17 @@ class SqliteMetadataIndex(SqliteFeed):
         desc: bool,
         owned: bool = True,
         shared: bool = False,
+        by_name: bool = False,
+        search: str | None = None,
     ) -> StorePage:
-        listed = _SQL.listed_stores(user_id, owned=owned, shared=shared, include_unnamed=include_unnamed)
+        listed = _SQL.listed_stores(user_id, owned=owned, shared=shared, include_unnamed=include_unnamed, search=search)
         if listed is None:
             return StorePage(total=0, items=[])
         where, params = listed
         # The count and the page come from one read transaction, so they agree.
         with self._snapshot("list stores") as conn:
             total = conn.execute(_SQL.count_stores(where), params).fetchone()[0]
-            page_sql = _SQL.store_page(where, desc=desc)
+            page_sql = _SQL.store_page(where, desc=desc, by_name=by_name)
             rows = conn.execute(page_sql, (*params, max(limit, 0), max(offset, 0))).fetchall()
             return StorePage(total=total, items=[_store(r) for r in rows])
 
@@ -407,9 +418,48 @@ class SqliteMetadataIndex(SqliteFeed):
     async def put_record(
         self, store_id: str, record: RecordMeta, *, condition: Condition | None = None
     ) -> RecordMeta | None:
+        return await self._put(store_id, record, condition, None)
+
+    async def read_record_as(
+        self, token_hash: str | None, user_id: str | None, lookup: StoreLookup, key: str
+    ) -> Sighting:
+        return await sight(self, token_hash, user_id, lookup, key)
+
+    async def put_record_as(
+        self, basis: WriteBasis, store_id: str, record: RecordMeta, *, condition: Condition | None = None
+    ) -> RecordMeta | None:
+        def holds(conn: sqlite3.Connection) -> bool:
+            # Read inside the writer's transaction, which holds the database's write lock.
+            store = conn.execute(_SQL.get_store, (store_id,)).fetchone()
+            token = user = grant = None
+            if basis.token_hash is not None:
+                token = conn.execute(_SQL.get_token_by_hash, (basis.token_hash,)).fetchone()
+            if token is not None:
+                user = conn.execute(_SQL.get_user, (token[1],)).fetchone()
+            if basis.token is not None:
+                grant = conn.execute(_SQL.get_grant, (store_id, basis.token.user_id)).fetchone()
+            return basis_holds(
+                basis,
+                _store(store) if store else None,
+                _token(token) if token else None,
+                user is not None,
+                _grant(grant) if grant else None,
+            )
+
+        return await self._put(store_id, record, condition, holds)
+
+    async def _put(
+        self,
+        store_id: str,
+        record: RecordMeta,
+        condition: Condition | None,
+        holds: Callable[[sqlite3.Connection], bool] | None,
+    ) -> RecordMeta | None:
         r = record
 
         def op(conn: sqlite3.Connection, batch: Batch) -> RecordMeta | Refused | None:
+            if holds is not None and not holds(conn):
+                return Refused(BasisChangedError())
             found = conn.execute("SELECT pk, write_count, change_seq FROM stores WHERE id = ?", (store_id,)).fetchone()
             if found is None:
                 raise StorageError(f"Store {store_id} does not exist.")

@@ -34,7 +34,7 @@ class Refused:
 
     __slots__ = ("error",)
 
-    def __init__(self, error: KvboxError) -> None:
+    def __init__(self, error: Exception) -> None:
         self.error = error
 
 
