@@ -14,8 +14,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from kvbox.backends.base import BasisChangedError
-from kvbox.backends.sighting import basis_holds, sight
 from kvbox.backends.memory_feed import MemoryFeed
+from kvbox.backends.sighting import basis_holds, sight
 from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
 from kvbox.core.expiry import is_gone
 from kvbox.core.feed import EventType, expired_at, write_events

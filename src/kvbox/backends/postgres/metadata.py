@@ -27,7 +27,6 @@ from kvbox.backends.failures import storage_failure
 from kvbox.backends.postgres.connections import HeldConnections
 from kvbox.backends.postgres.feed import PostgresFeed
 from kvbox.backends.postgres.schema import FOLDED_NAME, LOCK_KEY_SQL, SCHEMA_VERSION, check_version, migrate
-from kvbox.backends.rows import RECORD_COLUMNS as _RECORD
 from kvbox.backends.rows import (
     GRANT_COLUMNS,
     STORE_COLUMNS,
