@@ -468,7 +468,8 @@ class SqliteMetadataIndex(SqliteFeed):
                 f"SELECT {_RECORD} FROM records WHERE store_pk = ? AND key = ?", (pk, r.key)
             ).fetchone()
             old = _record(old_row) if old_row else None
-            hides = condition is not None or (self._changes_on and _hides(conn, batch, pk))
+            # Only a pending delete by prefix can hide the row (looked up once per batch).
+            hides = (condition is not None or self._changes_on) and _hides(conn, batch, pk)
             seen = old and (_visible_record(conn, pk, r.key) if hides else old)
             # Checked inside the writer's transaction, which holds the database's write lock.
             if condition is not None and not condition.holds(seen):
