@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import shutil
 import statistics
 import sys
 import time
@@ -29,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.listing import PAGE, _check_page, _lat, _timed, key_at, positions
+from bench.listing import PAGE, _check_page, _lat, _timed, cached_store, key_at, positions
 from bench.report import Report
 from bench.servers import BENCH_TOKEN, auth_headers, start_kvbox
 from bench.wrk import WrkResult, random_key_script, run_wrk
@@ -44,7 +42,6 @@ POPULATE_LIMIT_S = 7200.0
 RATE_TARGET = 0.80
 LIST_TARGET_MS = 20.0
 WARMUP_S = 2.0
-READY = "ready.json"
 
 
 @dataclass(frozen=True)
@@ -65,20 +62,7 @@ def ensure_grown(cache_root: Path, keys: int) -> Grown:
     from kvbox.backends.sqlite.schema import SCHEMA_VERSION
 
     final = cache_root / f"growth-v{CACHE_VERSION}-schema{SCHEMA_VERSION}-{keys}"
-    ready = final / READY
-    if ready.exists():
-        meta = json.loads(ready.read_text())
-        return Grown(final / "data", meta["store_id"], keys, meta["populate_s"], reused=True)
-    partial = final.with_name(final.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.rmtree(final, ignore_errors=True)
-    partial.mkdir(parents=True)
-    started = time.perf_counter()
-    store_id = asyncio.run(_populate(partial / "data", keys))
-    populate_s = time.perf_counter() - started
-    (partial / READY).write_text(json.dumps({"store_id": store_id, "keys": keys, "populate_s": populate_s}))
-    partial.rename(final)  # only a complete store ever sits under the final name
-    return Grown(final / "data", store_id, keys, populate_s, reused=False)
+    return Grown(*cached_store(final, keys, _populate))
 
 
 async def _populate(data_dir: Path, keys: int) -> str:

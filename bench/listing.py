@@ -12,8 +12,10 @@ import json
 import shutil
 import statistics
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -47,20 +49,29 @@ def ensure_populated(cache_root: Path, keys: int) -> Populated:
     from kvbox.backends.sqlite.schema import SCHEMA_VERSION
 
     final = cache_root / f"listing-v{CACHE_VERSION}-schema{SCHEMA_VERSION}-{keys}"
+    return Populated(*cached_store(final, keys, _populate))
+
+
+def cached_store(
+    final: Path, keys: int, populate: Callable[[Path, int], Coroutine[Any, Any, str]]
+) -> tuple[Path, str, int, float, bool]:
+    """The data dir under `final` (made by `populate(data_dir, keys)`, which returns the
+    store's ID, unless a complete one is there): data dir, store ID, keys, seconds it took
+    to populate, and whether it was reused."""
     ready = final / READY
     if ready.exists():
         meta = json.loads(ready.read_text())
-        return Populated(final / "data", meta["store_id"], keys, meta["populate_s"], reused=True)
+        return final / "data", meta["store_id"], keys, meta["populate_s"], True
     partial = final.with_name(final.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(final, ignore_errors=True)
     partial.mkdir(parents=True)
     started = time.perf_counter()
-    store_id = asyncio.run(_populate(partial / "data", keys))
+    store_id = asyncio.run(populate(partial / "data", keys))
     populate_s = time.perf_counter() - started
     (partial / READY).write_text(json.dumps({"store_id": store_id, "keys": keys, "populate_s": populate_s}))
     partial.rename(final)  # only a complete store ever sits under the final name
-    return Populated(final / "data", store_id, keys, populate_s, reused=False)
+    return final / "data", store_id, keys, populate_s, False
 
 
 async def _populate(data_dir: Path, keys: int) -> str:
