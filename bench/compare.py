@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.servers import BENCH_TOKEN, auth_headers, costed, start_bare, start_kvbox
+from bench.servers import BENCH_TOKEN, Server, auth_headers, costed, start_bare, start_kvbox
 from bench.wrk import WrkResult, get_script, put_script, require_wrk, run_wrk
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -76,17 +76,26 @@ def compare(
             start_kvbox(work / "this", workers, work, {"PYTHONPATH": str(ROOT / "src")}) as this,
             start_kvbox(work / "other", workers, work, {"PYTHONPATH": str(other / "src")}) as that,
         ):
-            runs = {"bare GET": costed(bare, _getter(bare.url + "/", None, connections))}
-            for label, server in (("this", this), ("rev", that)):
-                record, put_prefix = _prepare(server.url)
-                runs[f"{label} GET"] = costed(server, _getter(record, BENCH_TOKEN, connections))
-                runs[f"{label} PUT"] = costed(server, _putter(server.url, put_prefix, connections))
-            for run in runs.values():
-                run(WARMUP_S)
-            results: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
-            for _ in range(rounds):
-                for name, run in runs.items():
-                    results[name].append(run(seconds))
+            return measure_rounds(bare, {"this": this, "rev": that}, rounds=rounds, seconds=seconds,
+                                  connections=connections)  # fmt: skip
+
+
+def measure_rounds(
+    bare: Server, servers: dict[str, Server], *, rounds: int, seconds: float, connections: int
+) -> dict[str, list[tuple[float, float]]]:
+    """Record GET and PUT of each labelled server and the bare app's GET, in alternating
+    rounds after a warm-up: (req/s, server CPU microseconds per request) by run name."""
+    runs = {"bare GET": costed(bare, _getter(bare.url + "/", None, connections))}
+    for label, server in servers.items():
+        record, put_prefix = _prepare(server.url)
+        runs[f"{label} GET"] = costed(server, _getter(record, BENCH_TOKEN, connections))
+        runs[f"{label} PUT"] = costed(server, _putter(server.url, put_prefix, connections))
+    for run in runs.values():
+        run(WARMUP_S)
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            results[name].append(run(seconds))
     return results
 
 

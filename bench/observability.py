@@ -17,8 +17,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench.compare import WARMUP_S, _getter, _prepare, _putter
-from bench.servers import BENCH_TOKEN, costed, start_bare, start_kvbox
+from bench.compare import measure_rounds
+from bench.servers import start_bare, start_kvbox
 from bench.wrk import require_wrk
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,17 +36,8 @@ def measure(*, workers: int, rounds: int, seconds: float, connections: int) -> d
             start_kvbox(work / "on", workers, work, {**src, **ON}) as on,
             start_kvbox(work / "off", workers, work, {**src, **OFF}) as off,
         ):
-            runs = {"bare GET": costed(bare, _getter(bare.url + "/", None, connections))}
-            for label, server in (("on", on), ("off", off)):
-                record, put_prefix = _prepare(server.url)
-                runs[f"{label} GET"] = costed(server, _getter(record, BENCH_TOKEN, connections))
-                runs[f"{label} PUT"] = costed(server, _putter(server.url, put_prefix, connections))
-            for run in runs.values():
-                run(WARMUP_S)
-            results: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
-            for _ in range(rounds):
-                for name, run in runs.items():
-                    results[name].append(run(seconds))
+            results = measure_rounds(bare, {"on": on, "off": off}, rounds=rounds, seconds=seconds,
+                                     connections=connections)  # fmt: skip
             if "request_id" not in on.log_path.read_text(errors="replace"):
                 raise RuntimeError("the server with logs on wrote no access log lines")
     return results
