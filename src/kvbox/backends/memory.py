@@ -18,7 +18,7 @@ from kvbox.backends.memory_feed import MemoryFeed
 from kvbox.backends.sighting import basis_holds, sight
 from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
 from kvbox.core.expiry import is_gone
-from kvbox.core.feed import EventType, expired_at, write_events
+from kvbox.core.feed import EventType, write_events
 from kvbox.core.ids import new_blob_name
 from kvbox.core.models import (
     Condition,
@@ -38,6 +38,7 @@ from kvbox.core.models import (
     User,
     Visibility,
     WriteBasis,
+    expired_at,
 )
 from kvbox.core.sentinels import UNSET, Unset
 

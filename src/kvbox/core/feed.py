@@ -67,11 +67,3 @@ def write_events(*, replaced: bool, hidden: bool, expired: bool) -> tuple[str, .
     if expired:
         return (EventType.EXPIRED, EventType.CREATED)
     return (EventType.UPDATED,)
-
-
-def expired_at(expires_at: int | None, modified_at: int, now_ms: int, stale_before: int | None) -> bool:
-    """Whether a row had expired at `now_ms` (its own expiry, or a store rule: written at or
-    before `stale_before`)."""
-    if expires_at is not None:
-        return expires_at <= now_ms
-    return stale_before is not None and modified_at <= stale_before

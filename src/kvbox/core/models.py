@@ -235,9 +235,8 @@ class Condition:
         """`current`, or None when it has expired at `now_ms`."""
         if current is None or self.now_ms is None:
             return current
-        if current.expires_at is not None:
-            return None if current.expires_at <= self.now_ms else current
-        return None if self.stale_before is not None and current.modified_at <= self.stale_before else current
+        gone = expired_at(current.expires_at, current.modified_at, self.now_ms, self.stale_before)
+        return None if gone else current
 
     def holds(self, current: RecordMeta | None) -> bool:
         """Whether the condition holds for the record as it is now (None: there is none)."""
@@ -302,3 +301,11 @@ class WriteBasis:
     grant: Grant | None
     name: str | None
     record_expiry: RecordExpiry
+
+
+def expired_at(expires_at: int | None, modified_at: int, now_ms: int, stale_before: int | None) -> bool:
+    """Whether a row had expired at `now_ms` (its own expiry, or a store rule: written at or
+    before `stale_before`)."""
+    if expires_at is not None:
+        return expires_at <= now_ms
+    return stale_before is not None and modified_at <= stale_before

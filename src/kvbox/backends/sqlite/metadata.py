@@ -43,7 +43,7 @@ from kvbox.backends.sqlite.schema import FOLDED_NAME, SCHEMA_VERSION, migrate
 from kvbox.backends.sqlite.writer import Batch, LoopWriter, Refused
 from kvbox.backends.statements import PREFIX_END, Dialect, Statements
 from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
-from kvbox.core.feed import EventType, expired_at, write_events
+from kvbox.core.feed import EventType, write_events
 from kvbox.core.models import (
     NO_EXPIRY,
     Condition,
@@ -62,6 +62,7 @@ from kvbox.core.models import (
     User,
     Visibility,
     WriteBasis,
+    expired_at,
 )
 from kvbox.core.sentinels import UNSET, Unset
 
