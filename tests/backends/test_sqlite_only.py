@@ -99,6 +99,46 @@ async def test_two_instances_see_each_others_commits(tmp_path: Path) -> None:
         await b.close()
 
 
+async def test_read_generation_moves_with_commits_of_other_processes_only(tmp_path: Path) -> None:
+    """The generation is read from the WAL index in shared memory, not by a statement: a
+    commit in another process moves it, reads and idle time do not."""
+    path = tmp_path / "index.sqlite3"
+    index = SqliteMetadataIndex(path)
+    try:
+        assert index._wal_watch is not None  # the in-memory path is the one under test
+        store = make_store("watched")
+        await index.insert_store(store)
+        before = index.read_generation()
+        assert await index.get_store(store.id) is not None
+        assert index.read_generation() == before
+        script = textwrap.dedent("""
+            import sqlite3, sys
+            conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+            conn.execute("UPDATE stores SET title = 'changed' WHERE id = ?", (sys.argv[2],))
+        """)
+        subprocess.run([sys.executable, "-c", script, str(path), store.id], check=True, timeout=60)
+        after = index.read_generation()
+        assert after != before
+        assert index.read_generation() == after
+        seen = await index.get_store(store.id)
+        assert seen is not None and seen.title == "changed"
+    finally:
+        await index.close()
+
+
+async def test_read_generation_without_a_mappable_wal_index_asks_sqlite(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    index, other = SqliteMetadataIndex(path), SqliteMetadataIndex(path)
+    try:
+        index._wal_watch = None
+        before = index.read_generation()
+        await other.insert_store(make_store("elsewhere"))
+        assert index.read_generation() != before
+    finally:
+        await index.close()
+        await other.close()
+
+
 def test_processes_opening_a_new_file_at_once(tmp_path: Path) -> None:
     """Several processes racing to create and migrate the same file all succeed."""
     path = tmp_path / "index.sqlite3"

@@ -72,20 +72,23 @@ class CuttingProxy:
         while data := _recv(client):
             with self._lock:
                 self.requests.append(data.decode("latin-1"))
-            server.sendall(data)
+            if not _send(server, data):
+                break
         _close(server)
 
     def _responses(self, server: socket.socket, client: socket.socket, cut: bool) -> None:
         sent = 0
         while data := _recv(server):
             if cut and sent + len(data) > CUT:
-                client.sendall(data[: CUT - sent])
+                _send(client, data[: CUT - sent])
                 with self._lock:
                     self.forwarded += CUT - sent
                 if self._on_cut is not None:
                     self._on_cut()
                 break
-            client.sendall(data)
+            # The client may hang up first (it stops reading a body it no longer wants).
+            if not _send(client, data):
+                break
             sent += len(data)
             with self._lock:
                 self.forwarded += len(data)
@@ -107,6 +110,14 @@ def _recv(sock: socket.socket) -> bytes:
         return sock.recv(256 * 1024)
     except OSError:
         return b""
+
+
+def _send(sock: socket.socket, data: bytes) -> bool:
+    try:
+        sock.sendall(data)
+    except OSError:
+        return False
+    return True
 
 
 def _close(sock: socket.socket) -> None:

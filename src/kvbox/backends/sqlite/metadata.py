@@ -40,6 +40,7 @@ from kvbox.backends.rows import user_from_row as _user
 from kvbox.backends.sighting import basis_holds, sight
 from kvbox.backends.sqlite.feed import SqliteFeed, append_change, apply_change_seqs, drop_store_feed
 from kvbox.backends.sqlite.schema import FOLDED_NAME, SCHEMA_VERSION, migrate
+from kvbox.backends.sqlite.walindex import WalIndexWatch
 from kvbox.backends.sqlite.writer import Batch, LoopWriter, Refused
 from kvbox.backends.statements import PREFIX_END, Dialect, Statements
 from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
@@ -173,6 +174,7 @@ class SqliteMetadataIndex(SqliteFeed):
                 raise
         self._conn = conn
         self._local_writes = 0
+        self._wal_watch = WalIndexWatch.open(path)
         # Hot writes are group-committed on the event loop without blocking it (see writer.py).
         self._writer = LoopWriter(path, durable=durable, busy_timeout_s=BUSY_TIMEOUT_S, before_commit=_before_commit)
 
@@ -181,6 +183,8 @@ class SqliteMetadataIndex(SqliteFeed):
 
     async def close(self) -> None:
         self._writer.close()
+        if self._wal_watch is not None:
+            self._wal_watch.close()
         self._conn.close()
 
     async def migrate(self) -> tuple[int, int]:
@@ -210,7 +214,10 @@ class SqliteMetadataIndex(SqliteFeed):
         return False
 
     def read_generation(self) -> int:
-        """Changes whenever any process commits to the database (readers reuse rows until then)."""
+        """Changes whenever any process commits to the database (readers reuse rows until then).
+        Read from the WAL index's header in memory, on every request: see walindex.py."""
+        if self._wal_watch is not None:
+            return self._wal_watch.changes() << 32 | self._local_writes
         version = self._conn.execute("PRAGMA data_version").fetchone()[0]
         return int(version) << 32 | self._local_writes
 
