@@ -3,6 +3,8 @@ from trusted proxies."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import logging
@@ -15,7 +17,7 @@ import httpx
 import pytest
 
 from conftest import ALICE_TOKEN
-from kvbox.api.logs import AccessLog, LogFormatter
+from kvbox.api.logs import PIPE_BUF, AccessLog, LogFormatter
 from kvbox.api.middleware import Observer
 from kvbox.api.proxies import TrustedProxies
 from kvbox.server import KvboxApp
@@ -25,6 +27,7 @@ from kvbox.service.ratelimit import Limits
 pytestmark = pytest.mark.anyio
 AUTH = {"Authorization": f"Bearer {ALICE_TOKEN}"}
 RECORD_ROUTE = "/v2/key-value-stores/{store}/records/{key}"
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 class Served:
@@ -122,6 +125,67 @@ async def test_one_json_access_line_per_request(served: Served) -> None:
     assert put_line["duration_ms"] >= 0
     assert (get_line["status"], get_line["bytes_out"], get_line["request_id"]) == (200, 5, get.headers["x-request-id"])
     assert (anon_line["status"], anon_line["user"]) == (anonymous.status_code, None)
+
+
+def _scope(n: int) -> dict[str, Any]:
+    path = f"/v2/key-value-stores/s{n % 7}/records/key-{n}-" + "x" * 200
+    return {"type": "http", "method": "GET", "path": path, "client": ("192.0.2.1", 1), "kvbox.user": "alice"}
+
+
+def _spy_writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every write the access log hands the system, as sent (and still written)."""
+    writes: list[bytes] = []
+    real = os.write
+
+    def write(fd: int, data: bytes) -> int:
+        writes.append(bytes(data))
+        return real(fd, data)
+
+    monkeypatch.setattr("kvbox.api.logs.os.write", write)
+    return writes
+
+
+async def test_a_pipe_gets_writes_of_whole_lines_within_pipe_buf(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several workers share a pipe (a container's standard output): a write is atomic only
+    up to PIPE_BUF, so no write is longer, and every write ends on a line."""
+    writes = _spy_writes(monkeypatch)
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, F_SETPIPE_SZ, 1 << 20)  # room for every line: nothing reads during a flush
+    os.set_blocking(read_end, False)
+    log = AccessLog("json", fd=write_end)
+    received = bytearray()
+    try:
+        for n in range(300):  # past FLUSH_LINES: flushed while logging
+            log.request(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001)
+            with contextlib.suppress(BlockingIOError):
+                received += os.read(read_end, 1 << 20)
+        log.flush()
+        with contextlib.suppress(BlockingIOError):
+            received += os.read(read_end, 1 << 20)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert len(writes) > 1
+    assert all(len(w) <= PIPE_BUF and w.endswith(b"\n") for w in writes)
+    lines = received.decode().splitlines()
+    assert [json.loads(line)["request_id"] for line in lines] == [f"id-{n}" for n in range(300)]
+
+
+async def test_a_file_gets_a_batch_in_one_write(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    writes = _spy_writes(monkeypatch)
+    path = tmp_path / "access.log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    log = AccessLog("json", fd=fd)
+    try:
+        for n in range(50):
+            log.request(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001)
+        assert path.read_bytes() == b""  # the batch waits (up to FLUSH_AFTER_S)
+        log.flush()
+    finally:
+        os.close(fd)
+    assert len(writes) == 1 and len(writes[0]) > PIPE_BUF
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["request_id"] for line in lines] == [f"id-{n}" for n in range(50)]
 
 
 async def test_text_access_lines(services: Services, tmp_path: Path) -> None:

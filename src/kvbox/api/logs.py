@@ -3,8 +3,11 @@
 Lines are JSON objects or plain text (`--log-format`; `auto` means JSON unless standard
 output is a terminal). Access lines are built without the `logging` machinery and handed to
 the operating system in batches, every `FLUSH_AFTER_S` or `FLUSH_LINES` lines and at
-shutdown, in writes of at most `PIPE_BUF` bytes that end on a line, so the lines of several
-worker processes never interleave. Error logs go through `logging` to standard error, in the
+shutdown, in writes that end on a line, so the lines of several worker processes never
+interleave: at most `PIPE_BUF` bytes to a pipe or socket (the most the system writes to
+one at once), whole batches to a file (whose writes the system never interleaves). Few
+writes matter beyond the system calls: a write lets go of the interpreter's lock, and a
+busy worker then waits for the server's threads to hand it back. Error logs go through `logging` to standard error, in the
 same format, with the request's id, at once.
 """
 
@@ -15,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import stat
 import sys
 import time
 import traceback
@@ -29,9 +33,10 @@ REQUEST_ID: ContextVar[str] = ContextVar("kvbox_request_id", default="-")
 """The id of the request being served, for log lines written while serving it."""
 
 PIPE_BUF = 4096
+FILE_CHUNK = 1 << 16
 # A system call per request would cost more than the line: lines wait this long, or for this many.
 FLUSH_AFTER_S = 0.1
-FLUSH_LINES = 64
+FLUSH_LINES = 256
 MAX_ENCODED = 256
 _STORE_PREFIX = "/v2/key-value-stores/"
 _STORE_ROUTE = _STORE_PREFIX + "{store}"
@@ -70,11 +75,13 @@ class AccessLog:
     def __init__(self, fmt: str, *, fd: int = 1) -> None:
         self.format = resolve_log_format(fmt)
         self._fd = fd
+        self._chunk = chunk_size(fd)
         self._stamp = _Stamp()
         self._line = self._json if self.format == "json" else self._text
         self._pending: list[str] = []
         self._scheduled = False
         self._encoded: dict[str, str] = {}
+        self._tails: dict[tuple[str, str | None, str | None, str | None], str] = {}
 
     def request(
         self, scope: Scope, request_id: str, route: str, status: int, received: int, sent: int, seconds: float
@@ -97,20 +104,33 @@ class AccessLog:
     ) -> str:
         path = scope.get("path", "")
         client = scope.get("client")
-        user = scope.get("kvbox.user")
-        store = store_of(path) if route.startswith(_STORE_ROUTE) else None
-        text = self._json_text
+        what = (
+            route,
+            client[0] if client else None,
+            store_of(path) if route.startswith(_STORE_ROUTE) else None,
+            scope.get("kvbox.user"),
+        )
+        tail = self._tails.get(what)
+        if tail is None:
+            tail = self._tail(what)
         return (
             f'{{"time":"{self._stamp(time.time())}","level":"info","type":"access","request_id":"{request_id}",'
-            f'"method":{text(scope.get("method", ""))},"path":{encode_basestring(path)},'
-            f'"route":{text(route)},"status":{status},"bytes_in":{received},"bytes_out":{sent},'
-            f'"duration_ms":{seconds * 1000:.3f},"client":{text(client[0]) if client else "null"},'
-            f'"store":{text(store) if store else "null"},"user":{text(user) if user else "null"}}}\n'
+            f'"method":{self._json_text(scope.get("method", ""))},"path":{encode_basestring(path)},"status":{status},'
+            f'"bytes_in":{received},"bytes_out":{sent},"duration_ms":{seconds * 1000:.3f},{tail}}}\n'
         )
 
+    def _tail(self, what: tuple[str, str | None, str | None, str | None]) -> str:
+        """The end of a line: route, client, store and user, which recur together. The first
+        `MAX_ENCODED` combinations are kept encoded."""
+        route, client, store, user = (encode_basestring(v) if v else "null" for v in what)
+        tail = f'"route":{route},"client":{client},"store":{store},"user":{user}'
+        if len(self._tails) < MAX_ENCODED:
+            self._tails[what] = tail
+        return tail
+
     def _json_text(self, value: str) -> str:
-        """A JSON string for a value that recurs (methods, route patterns, clients, stores, users),
-        made once for the first `MAX_ENCODED` of them."""
+        """A JSON string for a value that recurs (the method), made once for the first
+        `MAX_ENCODED` of them."""
         encoded = self._encoded.get(value)
         if encoded is None:
             encoded = encode_basestring(value)
@@ -142,7 +162,7 @@ class AccessLog:
         size = 0
         for line in pending:
             data = line.encode("utf-8", "replace")
-            if chunk and size + len(data) > PIPE_BUF:
+            if chunk and size + len(data) > self._chunk:
                 self._write(b"".join(chunk))
                 chunk, size = [], 0
             chunk.append(data)
@@ -155,6 +175,14 @@ class AccessLog:
         with contextlib.suppress(OSError):  # a closed or full log stream must never fail a request
             while view:
                 view = view[os.write(self._fd, view) :]
+
+
+def chunk_size(fd: int) -> int:
+    """The most bytes one write of whole lines may carry to `fd` without interleaving."""
+    try:
+        return FILE_CHUNK if stat.S_ISREG(os.fstat(fd).st_mode) else PIPE_BUF
+    except OSError:
+        return PIPE_BUF
 
 
 def _printable(value: str) -> str:
