@@ -7,8 +7,10 @@ shutdown, in writes that end on a line, so the lines of several worker processes
 interleave: at most `PIPE_BUF` bytes to a pipe or socket (the most the system writes to
 one at once), whole batches to a file (whose writes the system never interleaves). Few
 writes matter beyond the system calls: a write lets go of the interpreter's lock, and a
-busy worker then waits for the server's threads to hand it back. Error logs go through `logging` to standard error, in the
-same format, with the request's id, at once.
+busy worker then waits for the server's threads to hand it back.
+
+Error logs go through `logging` to standard error, in the same format, with the request's
+id, at once.
 """
 
 from __future__ import annotations
