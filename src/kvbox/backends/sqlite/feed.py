@@ -2,8 +2,9 @@
 
 Changes are appended by the record writes' own operations on the group-commit writer
 (`append_change`), so each lands in the same transaction as its record change; a batch
-numbers its changes from the store's `change_seq` as it was when the batch began and
-moves `change_seq` once before it commits (`apply_change_seqs`). Other processes' changes
+numbers its changes from the store's `change_seq` as it was when the batch began, and
+before it commits inserts them all in one statement and moves `change_seq` once
+(`apply_change_seqs`). Other processes' changes
 are noticed through `PRAGMA data_version`, read a few times a second.
 """
 
@@ -63,11 +64,16 @@ def append_change(
     """Append one change of store `pk` in this batch's transaction (`row`: the record's etag,
     size and content type after it; None for a deletion)."""
     etag, size, ctype = row if row is not None else (None, None, None)
-    conn.execute(_FEED.insert_change, (pk, next_seq(conn, batch, pk, base), event, key, etag, size, ctype, now_ms))
+    seq = next_seq(conn, batch, pk, base)
+    batch.setdefault("change_rows", []).append((pk, seq, event, key, etag, size, ctype, now_ms))
 
 
 def apply_change_seqs(conn: sqlite3.Connection, batch: Batch) -> None:
-    """Move each store's `change_seq` past the changes this batch appended."""
+    """Insert the changes this batch appended, in one statement, and move each store's
+    `change_seq` past them."""
+    changes = batch.get("change_rows")
+    if changes:
+        conn.executemany(_FEED.insert_change, changes)
     rows = [(n, pk) for pk, n in batch.get("changes", {}).items()]
     if rows:
         conn.executemany("UPDATE stores SET change_seq = change_seq + ? WHERE pk = ?", rows)

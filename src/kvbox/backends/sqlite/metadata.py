@@ -468,10 +468,7 @@ class SqliteMetadataIndex(SqliteFeed):
         def op(conn: sqlite3.Connection, batch: Batch) -> RecordMeta | Refused | None:
             if holds is not None and not holds(conn):
                 return Refused(BasisChangedError())
-            found = conn.execute("SELECT pk, write_count, change_seq FROM stores WHERE id = ?", (store_id,)).fetchone()
-            if found is None:
-                raise StorageError(f"Store {store_id} does not exist.")
-            pk, written, change_seq = found
+            pk, written, change_seq = _store_row(conn, batch, store_id)
             old_row = conn.execute(
                 f"SELECT {_RECORD} FROM records WHERE store_pk = ? AND key = ?", (pk, r.key)
             ).fetchone()
@@ -758,6 +755,19 @@ def _log_write(
     for event in events[:-1]:
         append_change(conn, batch, pk, event, r.key, r.modified_at, base=change_seq)
     append_change(conn, batch, pk, events[-1], r.key, r.modified_at, (r.etag, r.size, r.content_type), base=change_seq)
+
+
+def _store_row(conn: sqlite3.Connection, batch: Batch, store_id: str) -> tuple[int, int, int]:
+    """The store's pk, write count and change sequence as the batch began (read once per
+    batch: the batch's own writes are added up in it and applied before it commits)."""
+    rows = batch.setdefault("store_rows", {})
+    found = rows.get(store_id)
+    if found is None:
+        found = conn.execute("SELECT pk, write_count, change_seq FROM stores WHERE id = ?", (store_id,)).fetchone()
+        if found is None:
+            raise StorageError(f"Store {store_id} does not exist.")
+        rows[store_id] = found
+    return cast(tuple[int, int, int], found)
 
 
 def _hides(conn: sqlite3.Connection, batch: Batch, pk: int) -> bool:
