@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import sqlite3
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from kvbox.backends.sqlite.blobs import FileBlobStore
@@ -202,6 +204,32 @@ async def test_connection_settings(tmp_path: Path, durable: bool, synchronous: i
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == synchronous  # 1 NORMAL, 2 FULL
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # never inline on a commit
+    finally:
+        await index.close()
+
+
+def wal_frames(path: Path) -> tuple[int, int]:
+    """(frames in the WAL, frames already copied back into the database), from the WAL index
+    header in the -shm file (https://sqlite.org/walformat.html)."""
+    shm = Path(f"{path}-shm").read_bytes()
+    return struct.unpack_from("=I", shm, 16)[0], struct.unpack_from("=I", shm, 96)[0]
+
+
+async def test_a_thread_checkpoints_the_wal_that_commits_leave_alone(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    index = SqliteMetadataIndex(path)
+    try:
+        store = make_store("big")
+        await index.insert_store(store)
+        for n in range(600):  # about 1,500 WAL pages: past SQLite's inline threshold of 1,000
+            await index.put_record(store.id, rec(f"k{n:04d}", os.urandom(2048)))
+        deadline = time.monotonic() + 20
+        frames, copied = wal_frames(path)
+        while (frames == 0 or copied < frames) and time.monotonic() < deadline:
+            await anyio.sleep(0.05)
+            frames, copied = wal_frames(path)
+        assert frames > 1000 and copied == frames
     finally:
         await index.close()
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from kvbox.backends.base import BlobStore, MetadataIndex
 from kvbox.core.clock import Clock
 from kvbox.core.errors import InsufficientStorageError, StorageUnavailableError
+from kvbox.core.pacing import Pacer
 from kvbox.service.retention import RetentionService
 from kvbox.service.stats import StatsBuffer
 from kvbox.service.sweeper import RecordSweeper
@@ -104,12 +105,13 @@ class Housekeeper:
             return 0
         before = self._clock.now_ms() - self._changes_retention_ms
         total = 0
+        pacer = Pacer()
         for _ in range(TRIMS_PER_SWEEP):
             trimmed = await self._index.trim_changes(before_ms=before, max_rows=TRIM_BATCH)
             total += trimmed
             if trimmed < TRIM_BATCH:
                 break
-            await asyncio.sleep(0)
+            await pacer.pause()
         self.work["trimmed_changes"] += total
         return total
 
@@ -169,9 +171,10 @@ class Housekeeper:
         async with self._index.exclusive(SWEEPER_LOCK) as leader:
             if not leader:
                 return False
+            pacer = Pacer()
             while (expired := await self._retention.sweep()) > 0:
                 self.work["expired_stores"] += expired
-                await asyncio.sleep(0)
+                await pacer.pause()
             await self.sweeper.drop_freed()  # left by a node that died mid-way
             await self.trim_changes()
             if orphans_due:
@@ -179,11 +182,12 @@ class Housekeeper:
             return orphans_due
 
     async def _purge(self) -> None:
+        pacer = Pacer()
         for _ in range(PURGES_PER_TICK):
             await self.reclaim()
             if not await self._index.purge_pending():
                 return
-            await asyncio.sleep(0)
+            await pacer.pause()
 
 
 class _FailureLog:

@@ -18,7 +18,6 @@ finishes what a crash interrupted), and the next pass goes on.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from kvbox.backends.base import BlobStore, MetadataIndex
 from kvbox.core.clock import Clock
 from kvbox.core.expiry import forget_retired
 from kvbox.core.models import Visibility
+from kvbox.core.pacing import Pacer
 
 # Rows per transaction: small enough that a record write sharing the transaction (SQLite's
 # group commit) or waiting for the store's row lock (PostgreSQL) is hardly delayed.
@@ -58,19 +58,21 @@ class RecordSweeper:
         (at least one batch). Returns how many went."""
         deadline = time.monotonic() + budget_s
         total = 0
+        pacer = Pacer()
         while True:
             count, blob_ids = await self._index.reclaim_expired(now_ms=self._clock.now_ms(), max_rows=EXPIRED_BATCH)
             await self._drop(blob_ids)
             total += count
             if count < EXPIRED_BATCH or time.monotonic() >= deadline:
                 return total
-            await asyncio.sleep(0)
+            await pacer.pause()
 
     async def walk_stores(self, *, max_windows: int = 20, now: bool = False) -> int:
         """Walk up to `max_windows` key windows of stores with expiry rules, one window per store
         in turn, and reclaim what the rules have expired. A store's next walk starts `rewalk_ms`
         after its last one started, or at once with `now`. Returns how many records went."""
         total = windows = 0
+        pacer = Pacer()
         while windows < max_windows:
             progressed = False
             async for store_id in self._expiring_stores():
@@ -79,7 +81,7 @@ class RecordSweeper:
                 reclaimed = await self._step(store_id, now=now)
                 if reclaimed is not None:
                     total, windows, progressed = total + reclaimed, windows + 1, True
-                    await asyncio.sleep(0)
+                    await pacer.pause()
             if not progressed:
                 break
         return total

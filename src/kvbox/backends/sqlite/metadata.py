@@ -38,6 +38,7 @@ from kvbox.backends.rows import store_from_row as _store
 from kvbox.backends.rows import token_from_row as _token
 from kvbox.backends.rows import user_from_row as _user
 from kvbox.backends.sighting import basis_holds, sight
+from kvbox.backends.sqlite.checkpoint import Checkpointer
 from kvbox.backends.sqlite.feed import SqliteFeed, append_change, apply_change_seqs, drop_store_feed
 from kvbox.backends.sqlite.schema import FOLDED_NAME, SCHEMA_VERSION, migrate
 from kvbox.backends.sqlite.walindex import WalIndexWatch
@@ -65,6 +66,7 @@ from kvbox.core.models import (
     WriteBasis,
     expired_at,
 )
+from kvbox.core.pacing import Pacer
 from kvbox.core.sentinels import UNSET, Unset
 
 BUSY_TIMEOUT_S = 30.0
@@ -168,6 +170,7 @@ class SqliteMetadataIndex(SqliteFeed):
                     raise StorageError(f"SQLite refused WAL mode for {path} (got {mode!r}).")
                 # NORMAL in WAL loses nothing on a process crash; FULL also survives power loss.
                 conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer's thread does it
                 migrate(conn)
             except BaseException:
                 conn.close()
@@ -175,6 +178,7 @@ class SqliteMetadataIndex(SqliteFeed):
         self._conn = conn
         self._local_writes = 0
         self._wal_watch = WalIndexWatch.open(path)
+        self._checkpointer = Checkpointer(path)
         # Hot writes are group-committed on the event loop without blocking it (see writer.py).
         self._writer = LoopWriter(path, durable=durable, busy_timeout_s=BUSY_TIMEOUT_S, before_commit=_before_commit)
 
@@ -183,6 +187,7 @@ class SqliteMetadataIndex(SqliteFeed):
 
     async def close(self) -> None:
         self._writer.close()
+        self._checkpointer.close()
         if self._wal_watch is not None:
             self._wal_watch.close()
         self._conn.close()
@@ -666,13 +671,14 @@ class SqliteMetadataIndex(SqliteFeed):
         write sharing the transaction is hardly delayed; return their blob ids."""
         freed: list[str] = []
         left = max_rows
+        pacer = Pacer()
         while left > 0:
             count, blob_ids = await self._purge_some_prefixes(min(left, _PURGE_STEP))
             freed += blob_ids
             left -= count
             if count < min(left + count, _PURGE_STEP):
                 break
-            await asyncio.sleep(0)
+            await pacer.pause()
         return freed
 
     async def _purge_some_prefixes(self, max_rows: int) -> tuple[int, list[str]]:

@@ -60,7 +60,7 @@ def _as_error(action: str, error: BaseException) -> BaseException:
 
 
 _FIRST_BACKOFF_S = 0.0005
-_MAX_BACKOFF_S = 0.02
+_MAX_BACKOFF_S = 0.004
 
 
 class LoopWriter:
@@ -109,6 +109,7 @@ class LoopWriter:
             conn = sqlite3.connect(self._path, timeout=0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 0")
             conn.execute(f"PRAGMA synchronous = {'FULL' if self._durable else 'NORMAL'}")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # never on the loop: see checkpoint.py
             self._conn = conn
         return self._conn
 
