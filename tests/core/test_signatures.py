@@ -11,7 +11,16 @@ from apify_client._utils.crypto import create_hmac_signature, create_storage_con
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvbox.core.signatures import BASE62, base62, hmac_base62, sign_record, sign_storage, verify_record, verify_storage
+from kvbox.core.signatures import (
+    BASE62,
+    RecordSigner,
+    base62,
+    hmac_base62,
+    sign_record,
+    sign_storage,
+    verify_record,
+    verify_storage,
+)
 
 VECTOR_NO_EXPIRY = "MC4wLjNUd2ZFRTY1OXVmU05zbVM0N2xS"
 VECTOR_EXPIRING = "MC4xNzY3MjI1NjAwMDAwLjFSRUVoWjJzVjd6ZGxrWm92RlFIUw=="
@@ -151,3 +160,10 @@ def test_expiring_client_signatures_verify_until_they_expire(secret: str, store_
     assert verify_storage(secret, store_id, client_sig, now_ms=expires_at - 1)
     assert not verify_storage(secret, store_id, client_sig, now_ms=expires_at)
     assert not verify_storage(secret, store_id + "x", client_sig, now_ms=before)
+
+
+@given(secret=st.text(alphabet=st.characters(exclude_categories=["Cs"]), min_size=1, max_size=200), key=text)
+def test_the_listing_signer_agrees_with_the_client_for_any_secret_and_key(secret: str, key: str) -> None:
+    """Key listings sign with `RecordSigner` (HMAC built from hash states); secrets longer
+    than a hash block are hashed first, as HMAC says."""
+    assert RecordSigner(secret).sign(key) == create_hmac_signature(secret, key) == sign_record(secret, key)
