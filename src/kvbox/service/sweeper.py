@@ -28,8 +28,9 @@ from kvbox.core.expiry import forget_retired
 from kvbox.core.models import Visibility
 from kvbox.core.pacing import Pacer
 
-# Rows per transaction: small enough that a record write sharing the transaction (SQLite's
-# group commit) or waiting for the store's row lock (PostgreSQL) is hardly delayed.
+# Rows of the first transaction; then the pacer sizes them to take about half a millisecond,
+# so that a record write sharing the transaction (SQLite's group commit) or waiting for the
+# store's row lock (PostgreSQL) is hardly delayed.
 EXPIRED_BATCH = 100
 # Keys walked per transaction in a store with expiry rules.
 WALK_WINDOW = 500
@@ -52,20 +53,23 @@ class RecordSweeper:
         self._rewalk_ms = rewalk_ms  # a store's walks start at most this often
         self._walks: dict[str, _Walk] = {}
         self._last_walk: dict[str, int] = {}
+        self._pacer = Pacer(EXPIRED_BATCH)
 
     async def reclaim_due(self, *, budget_s: float = 0.5) -> int:
         """Reclaim records whose own expiry has passed, batch by batch, for about `budget_s`
         (at least one batch). Returns how many went."""
         deadline = time.monotonic() + budget_s
         total = 0
-        pacer = Pacer()
+        pacer = self._pacer
+        pacer.start()
         while True:
-            count, blob_ids = await self._index.reclaim_expired(now_ms=self._clock.now_ms(), max_rows=EXPIRED_BATCH)
+            size = pacer.size
+            count, blob_ids = await self._index.reclaim_expired(now_ms=self._clock.now_ms(), max_rows=size)
             await self._drop(blob_ids)
             total += count
-            if count < EXPIRED_BATCH or time.monotonic() >= deadline:
+            if count < size or time.monotonic() >= deadline:
                 return total
-            await pacer.pause()
+            await pacer.pause(count)
 
     async def walk_stores(self, *, max_windows: int = 20, now: bool = False) -> int:
         """Walk up to `max_windows` key windows of stores with expiry rules, one window per store

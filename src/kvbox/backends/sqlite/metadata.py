@@ -179,6 +179,7 @@ class SqliteMetadataIndex(SqliteFeed):
         self._local_writes = 0
         self._wal_watch = WalIndexWatch.open(path)
         self._checkpointer = Checkpointer(path)
+        self._purge_pacer = Pacer(_PURGE_STEP)
         # Hot writes are group-committed on the event loop without blocking it (see writer.py).
         self._writer = LoopWriter(path, durable=durable, busy_timeout_s=BUSY_TIMEOUT_S, before_commit=_before_commit)
 
@@ -671,14 +672,16 @@ class SqliteMetadataIndex(SqliteFeed):
         write sharing the transaction is hardly delayed; return their blob ids."""
         freed: list[str] = []
         left = max_rows
-        pacer = Pacer()
+        pacer = self._purge_pacer
+        pacer.start()
         while left > 0:
-            count, blob_ids = await self._purge_some_prefixes(min(left, _PURGE_STEP))
+            step = min(left, pacer.size)
+            count, blob_ids = await self._purge_some_prefixes(step)
             freed += blob_ids
             left -= count
-            if count < min(left + count, _PURGE_STEP):
+            if count < step:
                 break
-            await pacer.pause()
+            await pacer.pause(count if step == pacer.size else None)
         return freed
 
     async def _purge_some_prefixes(self, max_rows: int) -> tuple[int, list[str]]:

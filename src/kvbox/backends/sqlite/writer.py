@@ -59,8 +59,8 @@ def _as_error(action: str, error: BaseException) -> BaseException:
     return error
 
 
-_FIRST_BACKOFF_S = 0.0005
-_MAX_BACKOFF_S = 0.004
+_FIRST_BACKOFF_S = 0.00025
+_MAX_BACKOFF_S = 0.002
 
 
 class LoopWriter:
