@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from kvbox.core import pacing
 from kvbox.core.pacing import MIN_PAUSE_S, TARGET_BATCH_S, Pacer
 
 pytestmark = pytest.mark.anyio
@@ -26,8 +25,8 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     c = Clock()
-    monkeypatch.setattr(pacing.time, "monotonic", c.monotonic)
-    monkeypatch.setattr(pacing.asyncio, "sleep", c.sleep)
+    monkeypatch.setattr("kvbox.core.pacing.time.monotonic", c.monotonic)
+    monkeypatch.setattr("kvbox.core.pacing.asyncio.sleep", c.sleep)
     return c
 
 
