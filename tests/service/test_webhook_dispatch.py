@@ -18,7 +18,7 @@ from kvbox.core.errors import ChangesDisabledError
 from kvbox.core.webhooks import verify
 from kvbox.server import create_app, webhook_resource
 from kvbox.service.container import Services, build_services
-from kvbox.service.dispatcher import WebhookDispatcher
+from kvbox.service.dispatcher import LEASE_MS, WebhookDispatcher
 from kvbox.service.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -147,3 +147,54 @@ async def test_the_feed_can_be_off(tmp_path: Path, clock: FakeClock) -> None:
             assert page is not None and page.items == [] and page.latest == 0
     finally:
         await services.close()
+
+
+class Killed(BaseException):
+    """The process dies: nothing after this point of its work happens."""
+
+
+class DyingIndex:
+    """A node's view of the shared index while it is killed: a dead process never releases
+    its lease (everything else reaches the shared index as it would)."""
+
+    def __init__(self, index: Any) -> None:
+        self._index = index
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._index, name)
+
+    async def release_webhook(self, webhook_id: str, *, owner: str) -> None:
+        return None
+
+
+async def test_a_node_killed_mid_delivery_passes_the_delivery_to_another_once_its_lease_lapses(
+    api: Api, clock: FakeClock
+) -> None:
+    store = (await api.create_store("hooked"))["id"]
+    created = await hook(api, store)
+    await put(api, store, "k")
+    services = api.services
+    a = WebhookDispatcher(DyingIndex(services.index), services.changes.hub, services.clock, services.metrics,
+                          allow_private=True, retry_delay_ms=5000, render=webhook_resource(services))  # fmt: skip
+    seen_by_a: list[httpx.Request] = []
+
+    def dies_while_posting(request: httpx.Request) -> httpx.Response:
+        seen_by_a.append(request)
+        raise Killed()
+
+    await run_once(a, dies_while_posting)
+    assert len(seen_by_a) == 1  # the delivery was persisted, then attempted, then the node died
+    b = dispatcher_for(services)
+    receiver = Receiver([])
+    await run_once(b, receiver)
+    assert receiver.got == []  # the dead node's lease still holds
+    clock.advance(ms=LEASE_MS + 1)
+    await run_once(b, receiver)
+    assert len(receiver.got) == 1
+    assert receiver.got[0].headers["kvbox-delivery-id"] == seen_by_a[0].headers["kvbox-delivery-id"]
+    assert receiver.got[0].content == seen_by_a[0].content
+    r = await api.client.get(f"{STORES}/{store}/webhooks/{created['id']}/deliveries", headers=api.auth())
+    log = r.json()["data"]["items"]
+    assert [(a["status"], a["responseStatus"]) for a in log] == [("SUCCEEDED", 200)]
+    await run_once(b, receiver)
+    assert len(receiver.got) == 1  # delivered once, not again

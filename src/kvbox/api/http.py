@@ -42,9 +42,14 @@ class Request:
         self.method: str = scope["method"]
         raw = scope.get("raw_path")
         path = raw.decode("latin-1") if raw else scope["path"]
-        path = path.split("?", 1)[0]
-        # Split before percent-decoding so an encoded "/" stays inside its segment.
-        self.segments = [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
+        path = path.split("?", 1)[0].strip("/")
+        if not path:
+            self.segments: list[str] = []
+        elif "%" in path:
+            # Split before percent-decoding so an encoded "/" stays inside its segment.
+            self.segments = [unquote(s) for s in path.split("/")]
+        else:
+            self.segments = path.split("/")
         self._query: dict[str, str] | None = None
         self._headers: dict[str, str] | None = None
         self.body_done = False
