@@ -4,11 +4,13 @@ and a deployment with the feed off."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -198,3 +200,37 @@ async def test_a_node_killed_mid_delivery_passes_the_delivery_to_another_once_it
     assert [(a["status"], a["responseStatus"]) for a in log] == [("SUCCEEDED", 200)]
     await run_once(b, receiver)
     assert len(receiver.got) == 1  # delivered once, not again
+
+
+async def test_a_hanging_receiver_holds_up_neither_writes_nor_other_webhooks(api: Api) -> None:
+    store = (await api.create_store("hooked"))["id"]
+    await hook(api, store, requestUrl="http://hangs.test/hook")
+    await hook(api, store, requestUrl="http://answers.test/hook")
+    hanging = asyncio.Event()
+    answered: list[httpx.Request] = []
+
+    async def receivers(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "hangs.test":
+            hanging.set()
+            await asyncio.Event().wait()  # never answers (until the attempt times out)
+        answered.append(request)
+        return httpx.Response(204)
+
+    d = dispatcher_for(api.services)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(receivers)) as client:
+        await put(api, store, "k1")
+        await d.dispatch_due(client)
+        with anyio.fail_after(30):
+            await hanging.wait()
+            while not answered:
+                await asyncio.sleep(0.01)
+        # While the first receiver hangs: writes go on, and so do the other webhook's deliveries.
+        await put(api, store, "k2")
+        with anyio.fail_after(30):
+            while len(answered) < 2:
+                await d.dispatch_due(client)
+                await asyncio.sleep(0.01)
+        assert [json.loads(r.content)["eventData"]["key"] for r in answered] == ["k1", "k2"]
+        for task in list(d._active.values()):
+            task.cancel()
+        await d.settle()
