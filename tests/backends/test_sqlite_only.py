@@ -128,6 +128,34 @@ async def test_read_generation_moves_with_commits_of_other_processes_only(tmp_pa
         await index.close()
 
 
+def _dms_lock_seen_from_another_process(path: Path) -> str:
+    """What another process sees of SQLite's "a connection is open" lock on the WAL index (a
+    read lock on byte 128 of the -shm file, https://sqlite.org/walformat.html)."""
+    script = textwrap.dedent("""
+        import fcntl, os, struct, sys
+        fd = os.open(sys.argv[1] + "-shm", os.O_RDWR)
+        probe = struct.pack("hh4xqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 128, 1, 0)
+        kind = struct.unpack("hh4xqqi4x", fcntl.fcntl(fd, fcntl.F_GETLK, probe))[0]
+        print({fcntl.F_RDLCK: "read", fcntl.F_WRLCK: "write", fcntl.F_UNLCK: "none"}[kind])
+    """)
+    done = subprocess.run([sys.executable, "-c", script, str(path)], check=True, timeout=60, capture_output=True)
+    return done.stdout.decode().strip()
+
+
+async def test_watching_the_wal_index_keeps_sqlites_locks(tmp_path: Path) -> None:
+    """POSIX locks go when a process closes any descriptor of the file: the watch must not
+    open (and close) one, or another process would think the index unused and reset it."""
+    path = tmp_path / "index.sqlite3"
+    index = SqliteMetadataIndex(path)
+    try:
+        assert index._wal_watch is not None
+        await index.insert_store(make_store("locked"))
+        index.read_generation()
+        assert _dms_lock_seen_from_another_process(path) == "read"
+    finally:
+        await index.close()
+
+
 async def test_read_generation_without_a_mappable_wal_index_asks_sqlite(tmp_path: Path) -> None:
     path = tmp_path / "index.sqlite3"
     index, other = SqliteMetadataIndex(path), SqliteMetadataIndex(path)

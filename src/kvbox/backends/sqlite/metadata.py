@@ -187,10 +187,9 @@ class SqliteMetadataIndex(SqliteFeed):
         return _storage_errors(action)
 
     async def close(self) -> None:
+        self._wal_watch = None  # SQLite's mapping it reads goes with the connection
         self._writer.close()
         self._checkpointer.close()
-        if self._wal_watch is not None:
-            self._wal_watch.close()
         self._conn.close()
 
     async def migrate(self) -> tuple[int, int]:
