@@ -131,4 +131,4 @@ def key_page(rows: list[Any], limit: int) -> KeyPage:
     """A page of keys from `KEY_COLUMNS` rows fetched with one row past `limit`, which only
     tells that more follow."""
     limit = max(limit, 0)
-    return KeyPage(items=[KeyItem(*row) for row in rows[:limit]], is_truncated=len(rows) > limit)
+    return KeyPage(items=list(map(KeyItem._make, rows[:limit])), is_truncated=len(rows) > limit)
