@@ -106,27 +106,25 @@ def keys_body(
     `validate_key`); the other strings are escaped once per distinct value.
     """
     signer = RecordSigner(store.url_signing_secret) if permission >= Permission.WRITE or by_signature else None
+    sign = signer.sign if signer is not None else None
     prefix = _json_inner(base_url + records_path(store.id) + "/")
     expiry = store.record_expiry
     ruled = bool(expiry.rules)
     types: dict[str, str] = {}
     parts = []
-    for item in page.items:
-        key = item.key
+    for key, size, content_type, modified_at, etag, expires in page.items:
         url = prefix + key_segment(key)
-        if signer is not None:
-            url += "?signature=" + signer.sign(key)
-        ctype = types.get(item.content_type)
+        if sign is not None:
+            url += "?signature=" + sign(key)
+        ctype = types.get(content_type)
         if ctype is None:
-            ctype = types[item.content_type] = _json(item.content_type)
-        expires = item.expires_at
+            ctype = types[content_type] = _json(content_type)
         if expires is None and ruled:
-            expires = record_expires_at(expiry, key, item.modified_at, None)
-        etag = item.etag
+            expires = record_expires_at(expiry, key, modified_at, None)
         quoted = f'"\\"{etag}\\""' if etag.isalnum() else _json(f'"{etag}"')
         parts.append(
-            f'{{"key":"{key}","size":{item.size},"recordPublicUrl":"{url}","contentType":{ctype},'
-            f'"modifiedAt":"{iso_ms(item.modified_at)}","etag":{quoted},'
+            f'{{"key":"{key}","size":{size},"recordPublicUrl":"{url}","contentType":{ctype},'
+            f'"modifiedAt":"{iso_ms(modified_at)}","etag":{quoted},'
             f'"expiresAt":{"null" if expires is None else chr(34) + iso_ms(expires) + chr(34)}}}'
         )
     return (

@@ -33,7 +33,11 @@ class FakeClock:
 
 def iso_ms(ms: int) -> str:
     """ISO-8601 UTC with milliseconds and `Z`, as the platform writes timestamps."""
-    return f"{_iso_of_second(ms // 1000)}{ms % 1000:03d}Z"
+    second, milli = divmod(ms, 1000)
+    return _iso_of_second(second) + _MILLIS[milli]
+
+
+_MILLIS = [f"{n:03d}Z" for n in range(1000)]
 
 
 @lru_cache(maxsize=4096)
