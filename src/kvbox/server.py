@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,6 +27,10 @@ from kvbox.service.settings import Settings
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # How often each worker writes its metrics for the scrapes other workers answer.
 METRICS_PUBLISH_S = 1.0
+# Container allocations (net) between two collections of the youngest generation. Python's
+# default, 700, is less than what 64 requests in flight hold at once: under load it collected
+# every few requests, each time walking the state of every request in flight.
+GC_YOUNG_THRESHOLD = 10_000
 log = logging.getLogger("kvbox.server")
 
 
@@ -34,8 +39,9 @@ class KvboxApp:
     to the console. The console is built on first use, so API-only servers never load it.
     Every request passes the observer (request id, trusted proxies, metrics, access log)."""
 
-    def __init__(self, services: Services, *, observer: Observer | None = None) -> None:
+    def __init__(self, services: Services, *, observer: Observer | None = None, settle_heap: bool = False) -> None:
         self.services = services
+        self._settle_heap = settle_heap
         self.api = ApiApp(services)
         self.observer = observer if observer is not None else observer_for(services)
         self._console: ASGIApp | None = None
@@ -67,6 +73,8 @@ class KvboxApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.start_background()
+                if self._settle_heap:
+                    settle_heap()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
@@ -116,6 +124,19 @@ def webhook_resource(services: Services) -> StoreRenderer:
     return render
 
 
+def settle_heap() -> None:
+    """Tune the garbage collector of a worker process that has just started.
+
+    What start-up made (modules, routes, services, caches) lives as long as the process: it is
+    frozen out of the collector's walks, which otherwise visit it on every full collection.
+    The youngest generation is collected after GC_YOUNG_THRESHOLD allocations rather than 700.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
+
+
 async def _ignored() -> None:
     """Scope types kvbox does not serve (websocket): nothing is accepted."""
 
@@ -138,7 +159,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
 
 
 def app_from_env() -> KvboxApp:
-    """Factory for server worker processes: settings come from KVBOX_* variables."""
+    """Factory for server worker processes: settings come from KVBOX_* variables. The worker
+    settles its heap once started (see `settle_heap`)."""
     settings = Settings.from_env()
     configure_logging(settings.log_format)
-    return create_app(settings)
+    return KvboxApp(build_services(settings), settle_heap=True)
