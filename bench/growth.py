@@ -146,15 +146,13 @@ def _runner(url: str, script: str, connections: int, warm: Path | None = None) -
     return run
 
 
-def read_through(data_dir: Path) -> float:
+def read_through(data_dir: Path) -> None:
     """Read the index file once, so that it is in the OS page cache as on a server in steady use
-    (this machine's VM hands idle page cache back to its host within minutes). Returns seconds."""
-    began = time.perf_counter()
+    (this machine's VM hands idle page cache back to its host within minutes)."""
     for path in data_dir.glob("*.sqlite3*"):
         with path.open("rb", buffering=0) as f:
             while f.read(WARM_CHUNK):
                 pass
-    return time.perf_counter() - began
 
 
 def _rates(report: Report, section: str, results: dict[tuple[str, str], list[WrkResult]]) -> None:

@@ -151,11 +151,14 @@ def observer_for(services: Services) -> Observer:
     )
 
 
-def create_app(settings: Settings | None = None, *, services: Services | None = None) -> KvboxApp:
-    """Build the app. Tests pass their own services; servers build them from settings."""
+def create_app(
+    settings: Settings | None = None, *, services: Services | None = None, settle_heap: bool = False
+) -> KvboxApp:
+    """Build the app. Tests pass their own services; servers build them from settings, and
+    their workers settle their heap once started (see `settle_heap`)."""
     if services is None:
         services = build_services(settings or Settings.from_env())
-    return KvboxApp(services)
+    return KvboxApp(services, settle_heap=settle_heap)
 
 
 def app_from_env() -> KvboxApp:
@@ -163,4 +166,4 @@ def app_from_env() -> KvboxApp:
     settles its heap once started (see `settle_heap`)."""
     settings = Settings.from_env()
     configure_logging(settings.log_format)
-    return KvboxApp(build_services(settings), settle_heap=True)
+    return create_app(settings, settle_heap=True)
