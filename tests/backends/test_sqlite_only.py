@@ -188,15 +188,14 @@ def test_processes_opening_a_new_file_at_once(tmp_path: Path) -> None:
         """
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", script, str(path), str(n)], stderr=subprocess.PIPE) for n in range(4)
+        subprocess.Popen([sys.executable, "-c", script, str(path), str(n)], stderr=subprocess.PIPE) for n in range(8)
     ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err.decode()
+    errors = [proc.communicate(timeout=60)[1].decode() for proc in procs]  # every pipe read and closed
+    assert [proc.returncode for proc in procs] == [0] * len(procs), errors
     conn = sqlite3.connect(path)
     try:
         assert user_version(conn) == SCHEMA_VERSION
-        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 4
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 8
     finally:
         conn.close()
 

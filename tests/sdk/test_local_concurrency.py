@@ -55,15 +55,19 @@ def test_two_writer_processes_never_leave_torn_files(tmp_path: Path) -> None:
         for n in (1, 2)
     ]
     reads = 0
-    # Read while both writers run (the loop ends when they do): every read is one whole value.
-    while any(w.poll() is None for w in writers) or reads < 50:
-        for key in KEYS:
-            value = reader.get_value(key)
-            assert whole(value), (key, type(value), str(value)[:80])
-            reads += 1
-    for w in writers:
-        _, err = w.communicate(timeout=60)
-        assert w.returncode == 0, err.decode()
+    try:
+        # Read while both writers run (the loop ends when they do): every read is one whole value.
+        while any(w.poll() is None for w in writers) or reads < 50:
+            for key in KEYS:
+                value = reader.get_value(key)
+                assert whole(value), (key, type(value), str(value)[:80])
+                reads += 1
+    finally:
+        for w in writers:
+            if w.poll() is None:
+                w.kill()
+        errors = [w.communicate(timeout=60)[1].decode() for w in writers]
+    assert [w.returncode for w in writers] == [0, 0], errors
     KeyValueStoreSync.close_all()
 
     # Afterwards each key holds one whole value, and no temporary file is left behind.

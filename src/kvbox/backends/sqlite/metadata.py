@@ -109,6 +109,25 @@ def _storage_errors(action: str) -> Iterator[None]:
         raise storage_failure(f"The SQLite index failed to {action}: {e}", e) from e
 
 
+def _enter_wal(conn: sqlite3.Connection) -> str:
+    """Switch the file to WAL and return the journal mode it is in.
+
+    Processes opening a new file at once each hold a shared lock while one of them asks for
+    the exclusive lock the switch needs. SQLite answers such a deadlock with "database is
+    locked" at once, without its busy handler, so the switch is retried here until the
+    busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    pause = 0.001
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
 def _count(
     batch: Batch,
     pk: int,
@@ -165,7 +184,7 @@ class SqliteMetadataIndex(SqliteFeed):
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
             try:
                 conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                mode = _enter_wal(conn)
                 if str(mode).lower() != "wal":
                     raise StorageError(f"SQLite refused WAL mode for {path} (got {mode!r}).")
                 # NORMAL in WAL loses nothing on a process crash; FULL also survives power loss.
