@@ -4,7 +4,7 @@ as it was before them, on the same data, in one run.
 The store is populated by the earlier revision's own code (its `bench.listing`, cached under
 bench/.cache by its schema version); this checkout opens a copy of it, which migrates the
 schema as an upgrade would. Both versions then serve side by side and are timed in
-alternating rounds at the same positions of the store, so drift in the machine's load falls
+turns, request by request, at the same positions of the store, so drift in the machine's load falls
 on both alike.
 """
 
@@ -15,12 +15,13 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 
 from bench.compare import worktree
-from bench.listing import PAGE, _check_page, _timed, key_at, positions
+from bench.listing import PAGE, _check_page, key_at, positions
 from bench.report import Report
 from bench.servers import auth_headers, start_kvbox
 
@@ -59,6 +60,26 @@ def _upgraded(old: Path, cache_root: Path) -> Path:
     return final / "data"
 
 
+def _interleaved(client: httpx.Client, urls: dict[str, str], params: dict[str, str], samples: int,
+                 budget_s: float) -> dict[str, list[float]]:  # fmt: skip
+    """Request times in ms per server, the servers taking turns request by request, so that a
+    change in the machine's load falls on both alike."""
+    for url in urls.values():
+        for _ in range(3):
+            client.get(url, params=params).raise_for_status()
+    times: dict[str, list[float]] = {name: [] for name in urls}
+    deadline = time.monotonic() + budget_s
+    for _ in range(samples):
+        if time.monotonic() >= deadline:
+            break
+        for name, url in urls.items():
+            t = time.perf_counter()
+            r = client.get(url, params=params)
+            times[name].append((time.perf_counter() - t) * 1000)
+            r.raise_for_status()
+    return times
+
+
 def run_listing_fields(report: Report, *, cache_root: Path, keys: int, workers: int, samples: int, rounds: int,
                        logs: Path, rev: str = BASELINE_REV) -> None:  # fmt: skip
     section = f"list keys with record fields, {keys:,}-key store"
@@ -85,14 +106,13 @@ def run_listing_fields(report: Report, *, cache_root: Path, keys: int, workers: 
                                               first, keys)  # fmt: skip
                         if problem:
                             report.error(section, f"{name} listing wrong at {label}: {problem}")
+                    urls = {name: f"{server.url}/v2/key-value-stores/{store_id}/keys"
+                            for name, server in (("old", old), ("new", new))}  # fmt: skip
                     for _ in range(rounds):
-                        pair = {}
-                        for name, server in (("old", old), ("new", new)):
-                            url = f"{server.url}/v2/key-value-stores/{store_id}/keys"
-                            got = _timed(client, url, params, samples, 30.0)
+                        pair = _interleaved(client, urls, params, samples, 30.0)
+                        for name, got in pair.items():
                             times[name].setdefault(label, []).extend(got)
-                            pair[name] = statistics.median(got)
-                        ratios[label].append(pair["new"] / pair["old"])
+                        ratios[label].append(statistics.median(pair["new"]) / statistics.median(pair["old"]))
             for label, _ in positions(keys):
                 ratio = statistics.median(ratios[label])
                 old_p50 = statistics.median(times["old"][label])
@@ -107,6 +127,6 @@ def run_listing_fields(report: Report, *, cache_root: Path, keys: int, workers: 
     report.note(
         f"{section}: GET /keys?limit={PAGE} on the same {keys:,}-key store served by commit {rev} (before the "
         f"record fields) and by this checkout (its copy migrated by opening it), {workers} worker(s) each, in "
-        f"{rounds} alternating rounds of {samples} sequential requests per position over one keep-alive "
-        "connection; the ratio is the median of per-round p50 ratios."
+        f"{rounds} rounds of {samples} sequential requests per position and server, the two taking turns "
+        "request by request over keep-alive connections; the ratio is the median of per-round p50 ratios."
     )
