@@ -83,8 +83,12 @@ def compare(
 def measure_rounds(
     bare: Server, servers: dict[str, Server], *, rounds: int, seconds: float, connections: int
 ) -> dict[str, list[tuple[float, float]]]:
-    """Record GET and PUT of each labelled server and the bare app's GET, in alternating
-    rounds after a warm-up: (req/s, server CPU microseconds per request) by run name."""
+    """Record GET and PUT of each labelled server and the bare app's GET, in rounds after a
+    warm-up: (req/s, server CPU microseconds per request) by run name.
+
+    In each round the servers' GET runs follow one another, then their PUT runs, and every
+    other round takes the servers in reverse order: the runs compared with one another are
+    next to each other in time, and neither is always first."""
     runs = {"bare GET": costed(bare, _getter(bare.url + "/", None, connections))}
     for label, server in servers.items():
         record, put_prefix = _prepare(server.url)
@@ -93,9 +97,11 @@ def measure_rounds(
     for run in runs.values():
         run(WARMUP_S)
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            results[name].append(run(seconds))
+    labels = list(servers)
+    for n in range(rounds):
+        order = labels if n % 2 == 0 else labels[::-1]
+        for name in ["bare GET", *(f"{label} GET" for label in order), *(f"{label} PUT" for label in order)]:
+            results[name].append(runs[name](seconds))
     return results
 
 
