@@ -3,6 +3,7 @@ from trusted proxies."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import io
@@ -17,11 +18,13 @@ import httpx
 import pytest
 
 from conftest import ALICE_TOKEN
+from kvbox.api.http import Message, Receive, Scope, Send
 from kvbox.api.logs import PIPE_BUF, AccessLog, LogFormatter
 from kvbox.api.middleware import Observer
 from kvbox.api.proxies import TrustedProxies
 from kvbox.server import KvboxApp
 from kvbox.service.container import Services
+from kvbox.service.metrics import HTTP_REQUESTS
 from kvbox.service.ratelimit import Limits
 
 pytestmark = pytest.mark.anyio
@@ -125,6 +128,48 @@ async def test_one_json_access_line_per_request(served: Served) -> None:
     assert put_line["duration_ms"] >= 0
     assert (get_line["status"], get_line["bytes_out"], get_line["request_id"]) == (200, 5, get.headers["x-request-id"])
     assert (anon_line["status"], anon_line["user"]) == (anonymous.status_code, None)
+
+
+async def test_requests_are_counted_and_logged_once_each_after_the_turn_that_answered_them(
+    services: Services, tmp_path: Path
+) -> None:
+    """Counting and logging wait for the end of the event loop's turn, all requests of the
+    turn together; a snapshot taken before that (a scrape) counts them first."""
+    fd = os.open(tmp_path / "access.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    observer = Observer(metrics=services.metrics, access_log=AccessLog("json", fd=fd))
+
+    async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["kvbox.route"] = "/observed"
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def ignore(message: Message) -> None:
+        pass
+
+    def requested() -> float:
+        return services.metrics.snapshot().values.get(HTTP_REQUESTS.name, {}).get(("/observed", "GET", "204"), 0)
+
+    try:
+        for n in range(3):  # three requests answered within one turn of the loop
+            scope = {
+                "type": "http",
+                "method": "GET",
+                "path": "/observed",
+                "headers": [(b"x-request-id", f"given-{n}".encode())],
+            }
+            await observer(answer, scope, _no_body, ignore, "unmatched")
+        assert requested() == 3  # counted before the snapshot, though the turn has not ended
+        await asyncio.sleep(0)  # the turn ends: nothing is counted twice
+        assert requested() == 3
+        observer.flush()
+        lines = (tmp_path / "access.log").read_text().splitlines()
+        assert [json.loads(line)["request_id"] for line in lines] == [f"given-{n}" for n in range(3)]
+    finally:
+        os.close(fd)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 def _scope(n: int) -> dict[str, Any]:

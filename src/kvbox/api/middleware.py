@@ -5,10 +5,17 @@ trusted proxies' forwarding headers, metrics and the access log.
 every response carries it, and so do the request's access log line and any error logged
 while serving it. The route a request is counted under is its route table pattern (set in
 the scope by the API, by Starlette for the console), never the raw path.
+
+A request is counted and logged once the event loop is done with the turn that answered it,
+together with the others answered in that turn, rather than on the request's own path. Under
+load that keeps the response's hand-over to the server apart from the bookkeeping: served
+through granian, counting and logging on the request's path cost a worker about 10% of its
+GET rate, where in a batch after the turn they cost half as much.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import secrets
@@ -49,11 +56,27 @@ class Observer:
         # New ids: a random per-process prefix and a counter, unique without a syscall per request.
         self._prefix = secrets.token_hex(6) + "-"
         self._counter = itertools.count(1)
+        self._records = metrics is not None or access_log is not None
+        self._answered: list[tuple[Scope, str, str, int, int, int, float]] = []
+        if metrics is not None:
+            metrics.settle_with(self.record)  # a scrape sees every request answered before it
 
     def flush(self) -> None:
-        """Write the access log lines not yet written (at shutdown)."""
+        """Count and log every request answered so far, and write the access log lines not yet
+        written (at shutdown)."""
+        self.record()
         if self._log is not None:
             self._log.flush()
+
+    def record(self) -> None:
+        """Count and log the requests answered since the last call."""
+        answered, self._answered = self._answered, []
+        metrics, log = self._metrics, self._log
+        for scope, request_id, route, status, received, sent, seconds in answered:
+            if metrics is not None:
+                metrics.request(route, scope["method"], status, seconds, received, sent)
+            if log is not None:
+                log.request(scope, request_id, route, status, received, sent, seconds)
 
     def request_id(self, scope: Scope) -> str:
         for name, value in scope["headers"]:
@@ -103,10 +126,10 @@ class Observer:
             seconds = perf_counter() - start
             # A response never started is answered 500 by the server.
             status = status or 500
-            if self._metrics is not None:
-                self._metrics.request(route, scope["method"], status, seconds, received, sent)
-            if self._log is not None:
-                self._log.request(scope, request_id, route, status, received, sent, seconds)
+            if self._records:
+                self._answered.append((scope, request_id, route, status, received, sent, seconds))
+                if len(self._answered) == 1:  # the first of this turn: count them all after it
+                    asyncio.get_running_loop().call_soon(self.record)
 
 
 def _starlette_route(scope: Scope) -> str | None:

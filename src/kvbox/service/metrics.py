@@ -175,6 +175,7 @@ class Metrics:
         self._http: dict[tuple[str, str, int], list[float]] = {}
         self._counters: dict[str, Counter] = {}
         self._sources: list[Source] = []
+        self._settlers: list[Callable[[], None]] = []
         self._written: str | None = None
 
     def request(self, route: str, method: str, status: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
@@ -197,8 +198,14 @@ class Metrics:
     def watch(self, source: Source) -> None:
         self._sources.append(source)
 
+    def settle_with(self, hook: Callable[[], None]) -> None:
+        """Run `hook` before every snapshot: it counts what is waiting to be counted."""
+        self._settlers.append(hook)
+
     def snapshot(self) -> Snapshot:
         """This process's counts so far."""
+        for settle in self._settlers:
+            settle()
         snap = Snapshot()
         for (route, method, status), cell in list(self._http.items()):
             snap.add(HTTP_REQUESTS, (route, method, str(status)), sum(cell[:_BUCKETS]))
