@@ -40,6 +40,7 @@ from kvbox.backends.rows import user_from_row as _user
 from kvbox.backends.sighting import basis_holds, sight
 from kvbox.backends.sqlite.checkpoint import Checkpointer
 from kvbox.backends.sqlite.feed import SqliteFeed, append_change, apply_change_seqs, drop_store_feed
+from kvbox.backends.sqlite.reads import TurnReads
 from kvbox.backends.sqlite.schema import FOLDED_NAME, SCHEMA_VERSION, migrate
 from kvbox.backends.sqlite.walindex import WalIndexWatch
 from kvbox.backends.sqlite.writer import Batch, LoopWriter, Refused
@@ -199,6 +200,7 @@ class SqliteMetadataIndex(SqliteFeed):
         self._wal_watch = WalIndexWatch.open(path)
         self._checkpointer = Checkpointer(path)
         self._purge_pacer = Pacer(_PURGE_STEP)
+        self._point_reads = TurnReads()
         # Hot writes are group-committed on the event loop without blocking it (see writer.py).
         self._writer = LoopWriter(path, durable=durable, busy_timeout_s=BUSY_TIMEOUT_S, before_commit=_before_commit)
 
@@ -443,6 +445,10 @@ class SqliteMetadataIndex(SqliteFeed):
 
     # records
     async def get_record(self, store_id: str, key: str) -> RecordMeta | None:
+        # A miss of the read cache on a request's path: read after the loop's turn (reads.py).
+        return await self._point_reads.run(lambda: self._read_record(store_id, key))
+
+    def _read_record(self, store_id: str, key: str) -> RecordMeta | None:
         with _storage_errors("read a record"):
             row = self._conn.execute(_SQL.get_record, (store_id, key)).fetchone()
             return _record(row) if row else None
