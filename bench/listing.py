@@ -164,15 +164,27 @@ def _check_page(client: httpx.Client, url: str, params: dict[str, str], first: i
 
 
 def _timed(client: httpx.Client, url: str, params: dict[str, str], samples: int, budget_s: float) -> list[float]:
-    for _ in range(3):
-        client.get(url, params=params).raise_for_status()
-    times: list[float] = []
+    """Times in ms of `samples` sequential requests to `url`, after three untimed ones."""
+    return timed_in_turns(client, {url: url}, params, samples, budget_s)[url]
+
+
+def timed_in_turns(client: httpx.Client, urls: dict[str, str], params: dict[str, str], samples: int,
+                   budget_s: float) -> dict[str, list[float]]:  # fmt: skip
+    """Request times in ms by name, after three untimed requests to each URL. The URLs take
+    turns request by request, so that a change in the machine's load falls on all alike."""
+    for url in urls.values():
+        for _ in range(3):
+            client.get(url, params=params).raise_for_status()
+    times: dict[str, list[float]] = {name: [] for name in urls}
     deadline = time.monotonic() + budget_s
-    while len(times) < samples and time.monotonic() < deadline:
-        t = time.perf_counter()
-        r = client.get(url, params=params)
-        times.append((time.perf_counter() - t) * 1000)
-        r.raise_for_status()
+    for _ in range(samples):
+        if time.monotonic() >= deadline:
+            break
+        for name, url in urls.items():
+            t = time.perf_counter()
+            r = client.get(url, params=params)
+            times[name].append((time.perf_counter() - t) * 1000)
+            r.raise_for_status()
     return times
 
 

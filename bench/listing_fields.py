@@ -15,13 +15,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from bench.compare import worktree
-from bench.listing import PAGE, _check_page, key_at, positions
+from bench.listing import PAGE, _check_page, key_at, positions, timed_in_turns
 from bench.report import Report
 from bench.servers import auth_headers, start_kvbox
 
@@ -60,26 +59,6 @@ def _upgraded(old: Path, cache_root: Path) -> Path:
     return final / "data"
 
 
-def _interleaved(client: httpx.Client, urls: dict[str, str], params: dict[str, str], samples: int,
-                 budget_s: float) -> dict[str, list[float]]:  # fmt: skip
-    """Request times in ms per server, the servers taking turns request by request, so that a
-    change in the machine's load falls on both alike."""
-    for url in urls.values():
-        for _ in range(3):
-            client.get(url, params=params).raise_for_status()
-    times: dict[str, list[float]] = {name: [] for name in urls}
-    deadline = time.monotonic() + budget_s
-    for _ in range(samples):
-        if time.monotonic() >= deadline:
-            break
-        for name, url in urls.items():
-            t = time.perf_counter()
-            r = client.get(url, params=params)
-            times[name].append((time.perf_counter() - t) * 1000)
-            r.raise_for_status()
-    return times
-
-
 def run_listing_fields(report: Report, *, cache_root: Path, keys: int, workers: int, samples: int, rounds: int,
                        logs: Path, rev: str = BASELINE_REV) -> None:  # fmt: skip
     section = f"list keys with record fields, {keys:,}-key store"
@@ -109,7 +88,7 @@ def run_listing_fields(report: Report, *, cache_root: Path, keys: int, workers: 
                     urls = {name: f"{server.url}/v2/key-value-stores/{store_id}/keys"
                             for name, server in (("old", old), ("new", new))}  # fmt: skip
                     for _ in range(rounds):
-                        pair = _interleaved(client, urls, params, samples, 30.0)
+                        pair = timed_in_turns(client, urls, params, samples, 30.0)
                         for name, got in pair.items():
                             times[name].setdefault(label, []).extend(got)
                         ratios[label].append(statistics.median(pair["new"]) / statistics.median(pair["old"]))
