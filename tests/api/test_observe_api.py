@@ -201,7 +201,7 @@ async def test_a_pipe_gets_writes_of_whole_lines_within_pipe_buf(monkeypatch: py
     received = bytearray()
     try:
         for n in range(300):  # past FLUSH_LINES: flushed while logging
-            log.request(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001)
+            log.requests([(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001)])
             with contextlib.suppress(BlockingIOError):
                 received += os.read(read_end, 1 << 20)
         log.flush()
@@ -216,6 +216,30 @@ async def test_a_pipe_gets_writes_of_whole_lines_within_pipe_buf(monkeypatch: py
     assert [json.loads(line)["request_id"] for line in lines] == [f"id-{n}" for n in range(300)]
 
 
+async def test_a_line_longer_than_pipe_buf_goes_alone_and_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    writes = _spy_writes(monkeypatch)
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, F_SETPIPE_SZ, 1 << 20)
+    long = {**_scope(1), "path": "/v2/key-value-stores/s/records/" + "y" * (PIPE_BUF + 500)}
+    log = AccessLog("json", fd=write_end)
+    try:
+        log.requests([(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001) for n in range(10)])
+        log.requests([(long, "id-long", RECORD_ROUTE, 200, 0, 10, 0.001)])
+        log.requests([(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001) for n in range(10, 20)])
+        log.flush()
+        received = os.read(read_end, 1 << 20)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    (alone,) = (w for w in writes if len(w) > PIPE_BUF)
+    assert alone.count(b"\n") == 1 and b"id-long" in alone
+    assert all(w.endswith(b"\n") for w in writes)
+    entries = [json.loads(line) for line in received.decode().splitlines()]
+    assert [e["request_id"] for e in entries] == [*(f"id-{n}" for n in range(10)), "id-long",
+                                                  *(f"id-{n}" for n in range(10, 20))]  # fmt: skip
+    assert entries[10]["path"] == long["path"]
+
+
 async def test_a_file_gets_a_batch_in_one_write(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     writes = _spy_writes(monkeypatch)
     path = tmp_path / "access.log"
@@ -223,7 +247,7 @@ async def test_a_file_gets_a_batch_in_one_write(monkeypatch: pytest.MonkeyPatch,
     log = AccessLog("json", fd=fd)
     try:
         for n in range(50):
-            log.request(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001)
+            log.requests([(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001)])
         assert path.read_bytes() == b""  # the batch waits (up to FLUSH_AFTER_S)
         log.flush()
     finally:

@@ -12,7 +12,8 @@ from urllib.parse import unquote
 
 from kvbox.api.errors import log, send_error
 from kvbox.api.http import ClientDisconnectedError, Message, Receive, Request, Scope, Send, send_empty
-from kvbox.api.middleware import ROUTE_KEY, USER_KEY
+from kvbox.api.logs import USER_KEY
+from kvbox.api.middleware import ROUTE_KEY
 from kvbox.api.routes import API_ROOTS, Bucket, Route, RouteTable
 from kvbox.core.errors import InvalidRequestError, MethodNotAllowedError, PageNotFoundError, UriTooLongError
 from kvbox.service.container import Services

@@ -24,12 +24,18 @@ import stat
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from contextvars import ContextVar
 from json.encoder import encode_basestring
 from typing import Any
 
 from kvbox.api.http import Scope
 from kvbox.service.settings import resolve_log_format
+
+USER_KEY = "kvbox.user"
+"""Scope key under which the API leaves the authenticated user's name."""
+Answered = tuple[Scope, str, str, int, int, int, float]
+"""An answered request: scope, request id, route, status, bytes in, bytes out, seconds taken."""
 
 REQUEST_ID: ContextVar[str] = ContextVar("kvbox_request_id", default="-")
 """The id of the request being served, for log lines written while serving it."""
@@ -41,6 +47,7 @@ FLUSH_AFTER_S = 0.1
 FLUSH_LINES = 256
 MAX_ENCODED = 256
 _STORE_PREFIX = "/v2/key-value-stores/"
+_STORE_START = len(_STORE_PREFIX)
 _STORE_ROUTE = _STORE_PREFIX + "{store}"
 
 
@@ -70,7 +77,7 @@ def store_of(path: str) -> str | None:
     """The store segment (ID, `~name` or `owner~name`) of a path under a store, if any."""
     if not path.startswith(_STORE_PREFIX):
         return None
-    return path[len(_STORE_PREFIX) :].split("/", 1)[0] or None
+    return path[_STORE_START:].partition("/")[0] or None
 
 
 class AccessLog:
@@ -79,18 +86,16 @@ class AccessLog:
         self._fd = fd
         self._chunk = chunk_size(fd)
         self._stamp = _Stamp()
-        self._line = self._json if self.format == "json" else self._text
+        self._lines = self._json if self.format == "json" else self._text
         self._pending: list[str] = []
         self._scheduled = False
-        self._encoded: dict[str, str] = {}
-        self._tails: dict[tuple[str, str | None, str | None, str | None], str] = {}
+        self._tails: dict[tuple[str, str, str | None, str | None, str | None], str] = {}
 
-    def request(
-        self, scope: Scope, request_id: str, route: str, status: int, received: int, sent: int, seconds: float
-    ) -> None:
-        """Log one answered request (written within `FLUSH_AFTER_S`)."""
+    def requests(self, answered: Sequence[Answered]) -> None:
+        """Log requests answered just now (one loop turn's), all stamped with this moment;
+        written within `FLUSH_AFTER_S`."""
         pending = self._pending
-        pending.append(self._line(scope, request_id, route, status, received, sent, seconds))
+        pending += self._lines(answered, self._stamp(time.time()))
         if len(pending) >= FLUSH_LINES:
             self.flush()
         elif not self._scheduled:
@@ -101,57 +106,50 @@ class AccessLog:
                 self._scheduled = False
                 self.flush()
 
-    def _json(
-        self, scope: Scope, request_id: str, route: str, status: int, received: int, sent: int, seconds: float
-    ) -> str:
-        path = scope.get("path", "")
-        client = scope.get("client")
-        what = (
-            route,
-            client[0] if client else None,
-            store_of(path) if route.startswith(_STORE_ROUTE) else None,
-            scope.get("kvbox.user"),
-        )
-        tail = self._tails.get(what)
-        if tail is None:
-            tail = self._tail(what)
-        return (
-            f'{{"time":"{self._stamp(time.time())}","level":"info","type":"access","request_id":"{request_id}",'
-            f'"method":{self._json_text(scope.get("method", ""))},"path":{encode_basestring(path)},"status":{status},'
-            f'"bytes_in":{received},"bytes_out":{sent},"duration_ms":{seconds * 1000:.3f},{tail}}}\n'
-        )
+    def _json(self, answered: Sequence[Answered], stamp: str) -> list[str]:
+        head = f'{{"time":"{stamp}","level":"info","type":"access","request_id":"'
+        tails, tail_of = self._tails, self._tail
+        lines = []
+        for scope, request_id, route, status, received, sent, seconds in answered:
+            path = scope.get("path", "")
+            client = scope.get("client")
+            what = (
+                scope.get("method", ""),
+                route,
+                client[0] if client else None,
+                store_of(path) if route.startswith(_STORE_ROUTE) else None,
+                scope.get(USER_KEY),
+            )
+            tail = tails.get(what) or tail_of(what)
+            # The request id is the caller's only when it needs no escaping (see middleware.py).
+            lines.append(
+                f'{head}{request_id}","status":{status},"bytes_in":{received},"bytes_out":{sent},'
+                f'"duration_ms":{seconds * 1000:.3f},"path":{encode_basestring(path)},{tail}}}\n'
+            )
+        return lines
 
-    def _tail(self, what: tuple[str, str | None, str | None, str | None]) -> str:
-        """The end of a line: route, client, store and user, which recur together. The first
-        `MAX_ENCODED` combinations are kept encoded."""
-        route, client, store, user = (encode_basestring(v) if v else "null" for v in what)
-        tail = f'"route":{route},"client":{client},"store":{store},"user":{user}'
+    def _tail(self, what: tuple[str, str, str | None, str | None, str | None]) -> str:
+        """The end of a line: method, route, client, store and user, which recur together. The
+        first `MAX_ENCODED` combinations are kept encoded."""
+        method, route, client, store, user = (encode_basestring(v) if v else "null" for v in what)
+        tail = f'"method":{method},"route":{route},"client":{client},"store":{store},"user":{user}'
         if len(self._tails) < MAX_ENCODED:
             self._tails[what] = tail
         return tail
 
-    def _json_text(self, value: str) -> str:
-        """A JSON string for a value that recurs (the method), made once for the first
-        `MAX_ENCODED` of them."""
-        encoded = self._encoded.get(value)
-        if encoded is None:
-            encoded = encode_basestring(value)
-            if len(self._encoded) < MAX_ENCODED:
-                self._encoded[value] = encoded
-        return encoded
-
-    def _text(
-        self, scope: Scope, request_id: str, route: str, status: int, received: int, sent: int, seconds: float
-    ) -> str:
-        client = scope.get("client")
-        path = scope.get("path", "")
-        store = _printable(store_of(path) or "-")
-        user = _printable(scope.get("kvbox.user") or "-")
-        return (
-            f"{self._stamp(time.time())} {client[0] if client else '-'} {request_id} "
-            f'"{scope.get("method", "")} {_printable(path)}" {status} '
-            f"in={received} out={sent} {seconds * 1000:.3f}ms route={route} store={store} user={user}\n"
-        )
+    def _text(self, answered: Sequence[Answered], stamp: str) -> list[str]:
+        lines = []
+        for scope, request_id, route, status, received, sent, seconds in answered:
+            client = scope.get("client")
+            path = scope.get("path", "")
+            store = _printable(store_of(path) or "-")
+            user = _printable(scope.get(USER_KEY) or "-")
+            lines.append(
+                f"{stamp} {client[0] if client else '-'} {request_id} "
+                f'"{scope.get("method", "")} {_printable(path)}" {status} '
+                f"in={received} out={sent} {seconds * 1000:.3f}ms route={route} store={store} user={user}\n"
+            )
+        return lines
 
     def _flush_later(self) -> None:
         self._scheduled = False
@@ -160,20 +158,20 @@ class AccessLog:
     def flush(self) -> None:
         """Write the lines logged so far."""
         pending, self._pending = self._pending, []
-        chunk: list[bytes] = []
-        size = 0
-        for line in pending:
-            data = line.encode("utf-8", "replace")
-            if chunk and size + len(data) > self._chunk:
-                self._write(b"".join(chunk))
-                chunk, size = [], 0
-            chunk.append(data)
-            size += len(data)
-        if chunk:
-            self._write(b"".join(chunk))
-
-    def _write(self, data: bytes) -> None:
+        if not pending:
+            return
+        data = "".join(pending).encode("utf-8", "replace")
         view = memoryview(data)
+        start, end = 0, len(data)
+        while start < end:
+            stop = start + self._chunk
+            if stop < end:  # end the write on the last line that fits; a longer line goes alone
+                cut = data.rfind(b"\n", start, stop)
+                stop = cut + 1 if cut >= 0 else (data.find(b"\n", stop) + 1 or end)
+            self._write(view[start:stop])
+            start = stop
+
+    def _write(self, view: memoryview) -> None:
         with contextlib.suppress(OSError):  # a closed or full log stream must never fail a request
             while view:
                 view = view[os.write(self._fd, view) :]

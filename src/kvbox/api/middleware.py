@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter
 
 from kvbox.api.http import Message, Receive, Scope, Send
-from kvbox.api.logs import REQUEST_ID, AccessLog
+from kvbox.api.logs import REQUEST_ID, AccessLog, Answered
 from kvbox.api.proxies import TrustedProxies
 from kvbox.service.metrics import Metrics
 
@@ -31,8 +31,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ROUTE_KEY = "kvbox.route"
 """Scope key under which the API leaves the matched route's pattern."""
-USER_KEY = "kvbox.user"
-"""Scope key under which the API leaves the authenticated user's name."""
 UNMATCHED = "unmatched"
 CONSOLE = "console"
 
@@ -57,7 +55,7 @@ class Observer:
         self._prefix = secrets.token_hex(6) + "-"
         self._counter = itertools.count(1)
         self._records = metrics is not None or access_log is not None
-        self._answered: list[tuple[Scope, str, str, int, int, int, float]] = []
+        self._answered: list[Answered] = []
         if metrics is not None:
             metrics.settle_with(self.record)  # a scrape sees every request answered before it
 
@@ -71,12 +69,14 @@ class Observer:
     def record(self) -> None:
         """Count and log the requests answered since the last call."""
         answered, self._answered = self._answered, []
-        metrics, log = self._metrics, self._log
-        for scope, request_id, route, status, received, sent, seconds in answered:
-            if metrics is not None:
-                metrics.request(route, scope["method"], status, seconds, received, sent)
-            if log is not None:
-                log.request(scope, request_id, route, status, received, sent, seconds)
+        if not answered:
+            return
+        if self._metrics is not None:
+            count = self._metrics.request
+            for scope, _, route, status, received, sent, seconds in answered:
+                count(route, scope["method"], status, seconds, received, sent)
+        if self._log is not None:
+            self._log.requests(answered)
 
     def request_id(self, scope: Scope) -> str:
         for name, value in scope["headers"]:
