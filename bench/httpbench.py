@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.cpus import pin_one_core, unpin
 from bench.report import Report
 from bench.servers import BENCH_TOKEN, auth_headers, create_store, start_bare, start_kvbox
 from bench.wrk import WrkResult, get_script, put_script, run_wrk
@@ -42,10 +43,25 @@ def tune_connections(report: Report, bare_url: str, *, seconds: float, reps: int
 
 def run_http(
     report: Report, *, workers: int, seconds: float, rounds: int, connections: int | None, workdir: Path,
-    logs: Path,
+    logs: Path, pinned: bool = False,
 ) -> int:  # fmt: skip
-    """Measure one worker count; returns the connection count used (tuned when None)."""
+    """Measure one worker count; returns the connection count used (tuned when None). `pinned`
+    (one worker): each server on one CPU, wrk on the others (see bench/cpus.py)."""
     section = f"1 KiB records, {workers} worker{'s' if workers > 1 else ''}"
+    if pinned:
+        section += " on one CPU (servers pinned, wrk on the other CPUs)"
+        pin_one_core()
+    try:
+        return _measure(report, section, workers=workers, seconds=seconds, rounds=rounds, connections=connections,
+                        workdir=workdir, logs=logs)  # fmt: skip
+    finally:
+        unpin()
+
+
+def _measure(
+    report: Report, section: str, *, workers: int, seconds: float, rounds: int, connections: int | None,
+    workdir: Path, logs: Path,
+) -> int:  # fmt: skip
     with start_bare(workers, logs) as bare, start_kvbox(workdir / f"http-w{workers}", workers, logs) as kv:
         store_id = create_store(kv, "bench")
         record_url = f"{kv.url}/v2/key-value-stores/{store_id}/records/{RECORD_KEY}"
@@ -100,7 +116,8 @@ def _rows(
         f"after a {WARMUP_S:.1f} s warm-up; values are medians over rounds, ratio = median of per-round "
         "ratios. Latency is wrk's (no coordinated-omission correction). kvbox GET reads one 1 KiB record "
         "with `Authorization: Bearer`; PUT cycles through 1000 keys with 1 KiB bodies. wrk, the server "
-        "workers and the bench share the machine's 2 cores, for the baseline and kvbox alike."
+        "workers and the bench share the machine's cores, for the baseline and kvbox alike, unless the section "
+        "says the servers are pinned to one CPU."
     )
 
 

@@ -113,9 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         "console": lambda: run_console(
             report, stores=CONSOLE_STORES, records=plan.keys, samples=20 if plan.mode == "full" else 8
         ),
-        "observability": lambda: _script(
-            report, "bench.observability", "--rounds", str(max(3, plan.rounds)), "--seconds", str(plan.wrk_seconds)
-        ),
+        "observability": lambda: _observability(report, plan),
         "sdk": lambda: _scripts(report, "bench.sdk_local", "bench.sdk_remote"),
         "scaleout": lambda: run_scaleout(report, quick=plan.mode == "quick", workers=1, workdir=workdir, logs=logs),
         "conditional": lambda: _conditional(report, plan, args, workdir, logs),
@@ -162,6 +160,13 @@ def _conditional(report: Report, plan: Plan, args: argparse.Namespace, workdir: 
                logs=logs)  # fmt: skip
 
 
+def _observability(report: Report, plan: Plan) -> None:
+    """Metrics and logs on against off: as the workers share the cores, then per core."""
+    for pin in ((), ("--pin",)):
+        _script(report, "bench.observability", "--rounds", str(max(3, plan.rounds)), "--seconds",
+                str(plan.wrk_seconds), *pin)  # fmt: skip
+
+
 def _http(report: Report, plan: Plan, args: argparse.Namespace, workdir: Path, logs: Path) -> None:
     connections = args.connections or plan.connections
     connections = run_http(
@@ -172,6 +177,11 @@ def _http(report: Report, plan: Plan, args: argparse.Namespace, workdir: Path, l
         run_http(
             report, workers=1, seconds=plan.wrk_seconds, rounds=plan.rounds, connections=connections,
             workdir=workdir, logs=logs,
+        )  # fmt: skip
+    if plan.one_worker:  # the per-core figure
+        run_http(
+            report, workers=1, seconds=plan.wrk_seconds, rounds=plan.rounds, connections=connections,
+            workdir=workdir, logs=logs, pinned=True,
         )  # fmt: skip
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.cpus import server_argv
 from bench.wrk import WrkResult
 
 HOST = "127.0.0.1"
@@ -66,7 +67,7 @@ def _launch(name: str, argv: list[str], env: dict[str, str], log_dir: Path, port
     log_path = log_dir / f"{name}-{port}.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            argv, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            server_argv(argv), env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     server = Server(name=name, url=f"http://{HOST}:{port}", proc=proc, log_path=log_path)
     deadline = time.monotonic() + START_TIMEOUT_S

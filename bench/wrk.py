@@ -13,6 +13,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.cpus import load_argv
+
 INSTALL_HINT = (
     "wrk is not installed. Install it with `apt-get install -y wrk` (Debian package 'wrk'), "
     "or run `sh bench/ensure_tools.sh`, which `make bench` calls."
@@ -129,7 +131,7 @@ def run_wrk(url: str, script: str, *, seconds: float, connections: int) -> WrkRe
             wrk, f"-t{THREADS}", f"-c{max(connections, THREADS)}", f"-d{max(1, round(seconds))}s",
             "--timeout", "5s", "-s", str(script_path), url,
         ]  # fmt: skip
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
+        out = subprocess.run(load_argv(argv), capture_output=True, text=True, timeout=seconds + 60, check=False)
     finally:
         script_path.unlink(missing_ok=True)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith(MARKER)), None)
