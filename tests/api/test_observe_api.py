@@ -10,8 +10,11 @@ import io
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 import httpx
@@ -130,40 +133,79 @@ async def test_one_json_access_line_per_request(served: Served) -> None:
     assert (anon_line["status"], anon_line["user"]) == (anonymous.status_code, None)
 
 
-async def test_requests_are_counted_and_logged_once_each_after_the_turn_that_answered_them(
+async def _answer(scope: Scope, receive: Receive, send: Send) -> None:
+    scope["kvbox.route"] = "/observed"
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _ignore(message: Message) -> None:
+    pass
+
+
+def _observed(n: int) -> dict[str, Any]:
+    return {"type": "http", "method": "GET", "path": "/observed", "headers": [(b"x-request-id", f"given-{n}".encode())]}
+
+
+def _logged(path: Path, count: int) -> list[str]:
+    """The request ids of the log's lines, once `count` are there (waiting at most 5 s)."""
+    deadline = time.monotonic() + 5
+    while True:
+        lines = path.read_text().splitlines()
+        if len(lines) >= count or time.monotonic() > deadline:
+            return [json.loads(line)["request_id"] for line in lines]
+        time.sleep(0.02)
+
+
+async def test_requests_are_counted_and_logged_once_each_in_a_batch_after_them(
     services: Services, tmp_path: Path
 ) -> None:
-    """Counting and logging wait for the end of the event loop's turn, all requests of the
-    turn together; a snapshot taken before that (a scrape) counts them first."""
-    fd = os.open(tmp_path / "access.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    """Counting and logging wait for the batch's timer, all requests of the batch together; a
+    snapshot taken before that (a scrape) counts them first."""
+    path = tmp_path / "access.log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     observer = Observer(metrics=services.metrics, access_log=AccessLog("json", fd=fd))
-
-    async def answer(scope: Scope, receive: Receive, send: Send) -> None:
-        scope["kvbox.route"] = "/observed"
-        await send({"type": "http.response.start", "status": 204, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-    async def ignore(message: Message) -> None:
-        pass
 
     def requested() -> float:
         return services.metrics.snapshot().values.get(HTTP_REQUESTS.name, {}).get(("/observed", "GET", "204"), 0)
 
     try:
-        for n in range(3):  # three requests answered within one turn of the loop
-            scope = {
-                "type": "http",
-                "method": "GET",
-                "path": "/observed",
-                "headers": [(b"x-request-id", f"given-{n}".encode())],
-            }
-            await observer(answer, scope, _no_body, ignore, "unmatched")
-        assert requested() == 3  # counted before the snapshot, though the turn has not ended
-        await asyncio.sleep(0)  # the turn ends: nothing is counted twice
-        assert requested() == 3
-        observer.flush()
-        lines = (tmp_path / "access.log").read_text().splitlines()
-        assert [json.loads(line)["request_id"] for line in lines] == [f"given-{n}" for n in range(3)]
+        for n in range(3):
+            await observer(_answer, _observed(n), _no_body, _ignore, "unmatched")
+        assert path.read_text() == ""  # nothing written on the requests' path
+        assert requested() == 3  # counted before the snapshot, though the batch is still waiting
+        deadline = time.monotonic() + 5
+        while path.read_text().count("\n") < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # the batch's timer, then the log's, without a flush
+        assert [json.loads(line)["request_id"] for line in path.read_text().splitlines()] == [
+            f"given-{n}" for n in range(3)
+        ]
+        assert requested() == 3  # nothing counted twice
+    finally:
+        os.close(fd)
+
+
+def test_a_batch_left_by_a_closed_loop_is_recorded_by_the_next_one(tmp_path: Path) -> None:
+    """An app used from one `asyncio.run` after another: the first loop closes before its
+    timers fire, and the next loop's requests still get everything counted and written."""
+    path = tmp_path / "access.log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    observer = Observer(access_log=AccessLog("json", fd=fd))
+
+    async def one(n: int) -> None:
+        await observer(_answer, _observed(n), _no_body, _ignore, "unmatched")
+
+    async def one_then_wait(n: int) -> None:
+        await one(n)
+        deadline = time.monotonic() + 5
+        while path.read_text().count("\n") < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    try:
+        asyncio.run(one(0))  # the loop is gone before RECORD_AFTER_S
+        assert path.read_text() == ""
+        asyncio.run(one_then_wait(1))
+        assert _logged(path, 2) == ["given-0", "given-1"]
     finally:
         os.close(fd)
 
@@ -201,7 +243,7 @@ async def test_a_pipe_gets_writes_of_whole_lines_within_pipe_buf(monkeypatch: py
     received = bytearray()
     try:
         for n in range(300):  # past FLUSH_LINES: flushed while logging
-            log.requests([(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001)])
+            log.requests([(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001, perf_counter())])
             with contextlib.suppress(BlockingIOError):
                 received += os.read(read_end, 1 << 20)
         log.flush()
@@ -223,9 +265,9 @@ async def test_a_line_longer_than_pipe_buf_goes_alone_and_whole(monkeypatch: pyt
     long = {**_scope(1), "path": "/v2/key-value-stores/s/records/" + "y" * (PIPE_BUF + 500)}
     log = AccessLog("json", fd=write_end)
     try:
-        log.requests([(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001) for n in range(10)])
-        log.requests([(long, "id-long", RECORD_ROUTE, 200, 0, 10, 0.001)])
-        log.requests([(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001) for n in range(10, 20)])
+        log.requests([(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001, perf_counter()) for n in range(10)])
+        log.requests([(long, "id-long", RECORD_ROUTE, 200, 0, 10, 0.001, perf_counter())])
+        log.requests([(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001, perf_counter()) for n in range(10, 20)])
         log.flush()
         received = os.read(read_end, 1 << 20)
     finally:
@@ -240,6 +282,23 @@ async def test_a_line_longer_than_pipe_buf_goes_alone_and_whole(monkeypatch: pyt
     assert entries[10]["path"] == long["path"]
 
 
+async def test_a_line_carries_the_time_its_request_ended(tmp_path: Path) -> None:
+    """Lines are built in batches, after the fact: each still says when its request ended."""
+    path = tmp_path / "access.log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    log = AccessLog("json", fd=fd)
+    now = perf_counter()
+    try:
+        log.requests([(_scope(1), "id-early", RECORD_ROUTE, 200, 0, 10, 0.001, now - 3.0),
+                      (_scope(2), "id-late", RECORD_ROUTE, 200, 0, 10, 0.001, now)])  # fmt: skip
+        log.flush()
+    finally:
+        os.close(fd)
+    early, late = (json.loads(line) for line in path.read_text().splitlines())
+    gap = datetime.fromisoformat(late["time"]) - datetime.fromisoformat(early["time"])
+    assert 2.99 <= gap.total_seconds() <= 3.01
+
+
 async def test_a_file_gets_a_batch_in_one_write(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     writes = _spy_writes(monkeypatch)
     path = tmp_path / "access.log"
@@ -247,7 +306,7 @@ async def test_a_file_gets_a_batch_in_one_write(monkeypatch: pytest.MonkeyPatch,
     log = AccessLog("json", fd=fd)
     try:
         for n in range(50):
-            log.requests([(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001)])
+            log.requests([(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001, perf_counter())])
         assert path.read_bytes() == b""  # the batch waits (up to FLUSH_AFTER_S)
         log.flush()
     finally:

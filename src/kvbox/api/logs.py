@@ -34,8 +34,9 @@ from kvbox.service.settings import resolve_log_format
 
 USER_KEY = "kvbox.user"
 """Scope key under which the API leaves the authenticated user's name."""
-Answered = tuple[Scope, str, str, int, int, int, float]
-"""An answered request: scope, request id, route, status, bytes in, bytes out, seconds taken."""
+Answered = tuple[Scope, str, str, int, int, int, float, float]
+"""An answered request: scope, request id, route, status, bytes in, bytes out, seconds taken,
+and when it ended (`time.perf_counter()`)."""
 
 REQUEST_ID: ContextVar[str] = ContextVar("kvbox_request_id", default="-")
 """The id of the request being served, for log lines written while serving it."""
@@ -88,29 +89,30 @@ class AccessLog:
         self._stamp = _Stamp()
         self._lines = self._json if self.format == "json" else self._text
         self._pending: list[str] = []
-        self._scheduled = False
+        self._due_on: asyncio.AbstractEventLoop | None = None  # the loop whose timer writes the lines
         self._tails: dict[tuple[str, str, str | None, str | None, str | None], str] = {}
 
     def requests(self, answered: Sequence[Answered]) -> None:
-        """Log requests answered just now (one loop turn's), all stamped with this moment;
-        written within `FLUSH_AFTER_S`."""
+        """Log answered requests; written within `FLUSH_AFTER_S`."""
         pending = self._pending
-        pending += self._lines(answered, self._stamp(time.time()))
+        pending += self._lines(answered, time.time() - time.perf_counter())
         if len(pending) >= FLUSH_LINES:
             self.flush()
-        elif not self._scheduled:
-            self._scheduled = True
-            try:
-                asyncio.get_running_loop().call_later(FLUSH_AFTER_S, self._flush_later)
-            except RuntimeError:  # no loop: write at once
-                self._scheduled = False
-                self.flush()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: write at once
+            self.flush()
+            return
+        if self._due_on is not loop:  # the first lines since a write (or their loop is gone)
+            self._due_on = loop
+            loop.call_later(FLUSH_AFTER_S, self.flush)
 
-    def _json(self, answered: Sequence[Answered], stamp: str) -> list[str]:
-        head = f'{{"time":"{stamp}","level":"info","type":"access","request_id":"'
-        tails, tail_of = self._tails, self._tail
+    def _json(self, answered: Sequence[Answered], wall: float) -> list[str]:
+        """JSON lines; `wall` turns `perf_counter` times into wall-clock times."""
+        stamp, tails, tail_of = self._stamp, self._tails, self._tail
         lines = []
-        for scope, request_id, route, status, received, sent, seconds in answered:
+        for scope, request_id, route, status, received, sent, seconds, ended in answered:
             path = scope.get("path", "")
             client = scope.get("client")
             what = (
@@ -123,7 +125,8 @@ class AccessLog:
             tail = tails.get(what) or tail_of(what)
             # The request id is the caller's only when it needs no escaping (see middleware.py).
             lines.append(
-                f'{head}{request_id}","status":{status},"bytes_in":{received},"bytes_out":{sent},'
+                f'{{"time":"{stamp(ended + wall)}","level":"info","type":"access","request_id":"{request_id}",'
+                f'"status":{status},"bytes_in":{received},"bytes_out":{sent},'
                 f'"duration_ms":{seconds * 1000:.3f},"path":{encode_basestring(path)},{tail}}}\n'
             )
         return lines
@@ -137,27 +140,24 @@ class AccessLog:
             self._tails[what] = tail
         return tail
 
-    def _text(self, answered: Sequence[Answered], stamp: str) -> list[str]:
+    def _text(self, answered: Sequence[Answered], wall: float) -> list[str]:
         lines = []
-        for scope, request_id, route, status, received, sent, seconds in answered:
+        for scope, request_id, route, status, received, sent, seconds, ended in answered:
             client = scope.get("client")
             path = scope.get("path", "")
             store = _printable(store_of(path) or "-")
             user = _printable(scope.get(USER_KEY) or "-")
             lines.append(
-                f"{stamp} {client[0] if client else '-'} {request_id} "
+                f"{self._stamp(ended + wall)} {client[0] if client else '-'} {request_id} "
                 f'"{scope.get("method", "")} {_printable(path)}" {status} '
                 f"in={received} out={sent} {seconds * 1000:.3f}ms route={route} store={store} user={user}\n"
             )
         return lines
 
-    def _flush_later(self) -> None:
-        self._scheduled = False
-        self.flush()
-
     def flush(self) -> None:
         """Write the lines logged so far."""
         pending, self._pending = self._pending, []
+        self._due_on = None
         if not pending:
             return
         data = "".join(pending).encode("utf-8", "replace")

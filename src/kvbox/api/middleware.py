@@ -6,11 +6,13 @@ every response carries it, and so do the request's access log line and any error
 while serving it. The route a request is counted under is its route table pattern (set in
 the scope by the API, by Starlette for the console), never the raw path.
 
-A request is counted and logged once the event loop is done with the turn that answered it,
-together with the others answered in that turn, rather than on the request's own path. Under
-load that keeps the response's hand-over to the server apart from the bookkeeping: served
-through granian, counting and logging on the request's path cost a worker about 10% of its
-GET rate, where in a batch after the turn they cost half as much.
+Requests are counted and logged in batches, every `RECORD_AFTER_S`, rather than each on its
+own path: a request only leaves its figures in a list. Served through granian, counting and
+logging on the request's path cost a worker about 10% of its GET rate more than in a batch
+after the loop's turn, and batches of a few dozen milliseconds cost about 5% less again (the
+same code runs many times over, with the processor's caches warm). A metrics snapshot counts
+the waiting requests first, so a scrape misses none; log lines carry the time each request
+ended, and reach the log stream within `RECORD_AFTER_S` plus the log's own `FLUSH_AFTER_S`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ ROUTE_KEY = "kvbox.route"
 UNMATCHED = "unmatched"
 CONSOLE = "console"
 
+RECORD_AFTER_S = 0.05
+RECORD_AT_MOST = 4096
+"""A batch is counted and logged at once when it reaches this many requests."""
+
 _VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _WITH_BODY = frozenset({"PUT", "POST", "PATCH"})
 
@@ -56,6 +62,7 @@ class Observer:
         self._counter = itertools.count(1)
         self._records = metrics is not None or access_log is not None
         self._answered: list[Answered] = []
+        self._due_on: asyncio.AbstractEventLoop | None = None  # the loop whose timer records the batch
         if metrics is not None:
             metrics.settle_with(self.record)  # a scrape sees every request answered before it
 
@@ -69,11 +76,12 @@ class Observer:
     def record(self) -> None:
         """Count and log the requests answered since the last call."""
         answered, self._answered = self._answered, []
+        self._due_on = None
         if not answered:
             return
         if self._metrics is not None:
             count = self._metrics.request
-            for scope, _, route, status, received, sent, seconds in answered:
+            for scope, _, route, status, received, sent, seconds, _ in answered:
                 count(route, scope["method"], status, seconds, received, sent)
         if self._log is not None:
             self._log.requests(answered)
@@ -123,13 +131,19 @@ class Observer:
             await app(scope, observed_receive, send_observed)
         finally:
             route = scope.get(ROUTE_KEY) or _starlette_route(scope) or fallback
-            seconds = perf_counter() - start
+            ended = perf_counter()
             # A response never started is answered 500 by the server.
             status = status or 500
             if self._records:
-                self._answered.append((scope, request_id, route, status, received, sent, seconds))
-                if len(self._answered) == 1:  # the first of this turn: count them all after it
-                    asyncio.get_running_loop().call_soon(self.record)
+                answered = self._answered
+                answered.append((scope, request_id, route, status, received, sent, ended - start, ended))
+                if len(answered) >= RECORD_AT_MOST:
+                    self.record()
+                else:
+                    loop = asyncio.get_running_loop()
+                    if self._due_on is not loop:  # the batch's first request (or its loop is gone)
+                        self._due_on = loop
+                        loop.call_later(RECORD_AFTER_S, self.record)
 
 
 def _starlette_route(scope: Scope) -> str | None:
