@@ -157,11 +157,11 @@ def _logged(path: Path, count: int) -> list[str]:
         time.sleep(0.02)
 
 
-async def test_requests_are_counted_and_logged_once_each_in_a_batch_after_them(
+async def test_requests_are_counted_and_logged_once_each_after_the_turn_that_answered_them(
     services: Services, tmp_path: Path
 ) -> None:
-    """Counting and logging wait for the batch's timer, all requests of the batch together; a
-    snapshot taken before that (a scrape) counts them first."""
+    """Counting and logging wait for the end of the loop's turn, all requests of the turn
+    together; a snapshot taken before that (a scrape) counts them first."""
     path = tmp_path / "access.log"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     observer = Observer(metrics=services.metrics, access_log=AccessLog("json", fd=fd))
@@ -173,10 +173,10 @@ async def test_requests_are_counted_and_logged_once_each_in_a_batch_after_them(
         for n in range(3):
             await observer(_answer, _observed(n), _no_body, _ignore, "unmatched")
         assert path.read_text() == ""  # nothing written on the requests' path
-        assert requested() == 3  # counted before the snapshot, though the batch is still waiting
+        assert requested() == 3  # counted before the snapshot, though the turn has not ended
         deadline = time.monotonic() + 5
         while path.read_text().count("\n") < 3 and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)  # the batch's timer, then the log's, without a flush
+            await asyncio.sleep(0.02)  # the turn's end, then the log's timer, without a flush
         assert [json.loads(line)["request_id"] for line in path.read_text().splitlines()] == [
             f"given-{n}" for n in range(3)
         ]
@@ -186,8 +186,8 @@ async def test_requests_are_counted_and_logged_once_each_in_a_batch_after_them(
 
 
 def test_a_batch_left_by_a_closed_loop_is_recorded_by_the_next_one(tmp_path: Path) -> None:
-    """An app used from one `asyncio.run` after another: the first loop closes before its
-    timers fire, and the next loop's requests still get everything counted and written."""
+    """An app used from one `asyncio.run` after another: the first loop closes before the log's
+    timer fires, and the next loop's requests still get everything written."""
     path = tmp_path / "access.log"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     observer = Observer(access_log=AccessLog("json", fd=fd))
@@ -202,7 +202,7 @@ def test_a_batch_left_by_a_closed_loop_is_recorded_by_the_next_one(tmp_path: Pat
             await asyncio.sleep(0.02)
 
     try:
-        asyncio.run(one(0))  # the loop is gone before RECORD_AFTER_S
+        asyncio.run(one(0))  # the loop is gone before FLUSH_AFTER_S
         assert path.read_text() == ""
         asyncio.run(one_then_wait(1))
         assert _logged(path, 2) == ["given-0", "given-1"]
