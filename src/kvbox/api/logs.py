@@ -15,7 +15,6 @@ id, at once.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -30,6 +29,7 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from kvbox.api.http import Scope
+from kvbox.api.later import Later
 from kvbox.service.settings import resolve_log_format
 
 USER_KEY = "kvbox.user"
@@ -89,7 +89,7 @@ class AccessLog:
         self._stamp = _Stamp()
         self._lines = self._json if self.format == "json" else self._text
         self._pending: list[str] = []
-        self._due_on: asyncio.AbstractEventLoop | None = None  # the loop whose timer writes the lines
+        self._write_later = Later(self.flush, FLUSH_AFTER_S)
         self._tails: dict[tuple[str, str, str | None, str | None, str | None], str] = {}
 
     def requests(self, answered: Sequence[Answered]) -> None:
@@ -100,13 +100,9 @@ class AccessLog:
             self.flush()
             return
         try:
-            loop = asyncio.get_running_loop()
+            self._write_later.ask()
         except RuntimeError:  # no loop: write at once
             self.flush()
-            return
-        if self._due_on is not loop:  # the first lines since a write (or their loop is gone)
-            self._due_on = loop
-            loop.call_later(FLUSH_AFTER_S, self.flush)
 
     def _json(self, answered: Sequence[Answered], wall: float) -> list[str]:
         """JSON lines; `wall` turns `perf_counter` times into wall-clock times."""
@@ -157,7 +153,6 @@ class AccessLog:
     def flush(self) -> None:
         """Write the lines logged so far."""
         pending, self._pending = self._pending, []
-        self._due_on = None
         if not pending:
             return
         data = "".join(pending).encode("utf-8", "replace")

@@ -18,7 +18,6 @@ scrape misses none; log lines carry the time each request ended.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import re
 import secrets
@@ -26,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter
 
 from kvbox.api.http import Message, Receive, Scope, Send
+from kvbox.api.later import Later
 from kvbox.api.logs import REQUEST_ID, AccessLog, Answered
 from kvbox.api.proxies import TrustedProxies
 from kvbox.service.metrics import Metrics
@@ -59,7 +59,7 @@ class Observer:
         self._counter = itertools.count(1)
         self._records = metrics is not None or access_log is not None
         self._answered: list[Answered] = []
-        self._due_on: asyncio.AbstractEventLoop | None = None  # the loop that records the batch
+        self._record_later = Later(self.record)  # once the loop's turn is over
         if metrics is not None:
             metrics.settle_with(self.record)  # a scrape sees every request answered before it
 
@@ -73,7 +73,6 @@ class Observer:
     def record(self) -> None:
         """Count and log the requests answered since the last call."""
         answered, self._answered = self._answered, []
-        self._due_on = None
         if not answered:
             return
         if self._metrics is not None:
@@ -133,10 +132,7 @@ class Observer:
             status = status or 500
             if self._records:
                 self._answered.append((scope, request_id, route, status, received, sent, ended - start, ended))
-                loop = asyncio.get_running_loop()
-                if self._due_on is not loop:  # the turn's first request (or the batch's loop is gone)
-                    self._due_on = loop
-                    loop.call_soon(self.record)
+                self._record_later.ask()
 
 
 def _starlette_route(scope: Scope) -> str | None:
