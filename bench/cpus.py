@@ -8,6 +8,7 @@ figure is what one core serves.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 
@@ -30,8 +31,22 @@ def unpin() -> None:
     _pinned = None
 
 
-def pinned() -> bool:
-    return _pinned is not None
+def add_pin_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="per-core figures: every server on the last CPU, the load generator on the others (1 worker)",
+    )
+
+
+def pin_if_asked(p: argparse.ArgumentParser, pin: bool, workers: list[int] | None) -> list[int] | None:
+    """Pin for `--pin`, which measures one worker per server: the worker counts to run."""
+    if not pin:
+        return workers
+    if workers and any(w != 1 for w in workers):
+        p.error("--pin measures one worker per server: leave out --workers or pass --workers 1")
+    pin_one_core()
+    return [1]
 
 
 def server_argv(argv: list[str]) -> list[str]:

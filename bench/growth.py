@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.cpus import pin_one_core
+from bench.cpus import add_pin_option, pin_if_asked
 from bench.listing import PAGE, _check_page, _lat, _timed, cached_store, key_at, positions
 from bench.report import Report
 from bench.servers import BENCH_TOKEN, auth_headers, start_kvbox
@@ -194,12 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keys", type=int, default=BIG, help=f"records in the big store (default {BIG:,})")
     p.add_argument("--quick", action="store_true", help="3 s wrk runs, one round")
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--pin", action="store_true", help="each server on the last CPU, wrk on the others (1 worker)")
+    add_pin_option(p)
     args = p.parse_args(argv)
-    if args.pin:
-        if args.workers != 1:
-            p.error("--pin measures one worker per server")
-        pin_one_core()
+    pin_if_asked(p, args.pin, [args.workers])
     report = Report(mode="quick" if args.quick else "full")
     logs = CACHE_ROOT / "logs"
     run_growth(report, cache_root=CACHE_ROOT, keys=args.keys, workers=args.workers, seconds=3 if args.quick else 5,

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from bench.compare import measure_rounds
-from bench.cpus import pin_one_core
+from bench.cpus import add_pin_option, pin_if_asked
 from bench.servers import start_bare, start_kvbox
 from bench.wrk import require_wrk
 
@@ -50,17 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--connections", type=int, default=64)
-    p.add_argument(
-        "--pin",
-        action="store_true",
-        help="per-core figures: every server on the last CPU, the load generator on the others (1 worker)",
-    )
+    add_pin_option(p)
     args = p.parse_args(argv)
-    if args.pin:
-        if args.workers and any(w != 1 for w in args.workers):
-            p.error("--pin measures one worker per server: leave out --workers or pass --workers 1")
-        args.workers = [1]
-        pin_one_core()
+    args.workers = pin_if_asked(p, args.pin, args.workers)
     require_wrk()
     print("| workers | request | metrics + logs on | off | on / off | CPU per request on | off | on / off |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
