@@ -24,8 +24,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from kvbox.backends.base import BasisChangedError
 from kvbox.backends.failures import storage_failure
-from kvbox.backends.postgres.connections import HeldConnections
 from kvbox.backends.postgres.feed import PostgresFeed
+from kvbox.backends.postgres.pipeline import Pipelines, Statement
 from kvbox.backends.postgres.schema import FOLDED_NAME, LOCK_KEY_SQL, SCHEMA_VERSION, check_version, migrate
 from kvbox.backends.rows import (
     GRANT_COLUMNS,
@@ -75,6 +75,7 @@ CONNECT_TIMEOUT_S = 10
 # How long a request waits for a pooled connection. Longer means the database is down or
 # overloaded: the request is answered 503 (retry later) rather than left hanging.
 POOL_WAIT_S = 5
+PIPELINES = 2  # connections of a process that carry its record reads and writes
 
 _SQL = Statements(Dialect(param="%s", greatest="greatest", token_order="seq", folded_name=FOLDED_NAME))
 # Record writes are one round trip each: a stored function (schema.py) for a put, one
@@ -160,11 +161,13 @@ LEFT JOIN users AS o ON o.id = s.user_id
 LEFT JOIN grants AS g ON g.store_id = s.id AND g.user_id = u.id AND u.id <> s.user_id
 LEFT JOIN records ON records.store_pk = s.pk AND records.key = %(key)s AND NOT {UNDER_DELETED_PREFIX}
 """  # fmt: skip
-_READ_AS_BY_ID = _READ_AS.format(store="s.id = %(store)s")
-_READ_AS_BY_OWN_NAME = _READ_AS.format(store="s.user_id = u.id AND s.name = %(name)s")
-_READ_AS_BY_OWNER = _READ_AS.format(
-    store="s.user_id = coalesce((SELECT id FROM users WHERE username = %(owner)s), "
-    "(SELECT id FROM users WHERE id = %(owner)s)) AND s.name = %(name)s"
+_READ_AS_BY_ID = Statement.of(_READ_AS.format(store="s.id = %(store)s"))
+_READ_AS_BY_OWN_NAME = Statement.of(_READ_AS.format(store="s.user_id = u.id AND s.name = %(name)s"))
+_READ_AS_BY_OWNER = Statement.of(
+    _READ_AS.format(
+        store="s.user_id = coalesce((SELECT id FROM users WHERE username = %(owner)s), "
+        "(SELECT id FROM users WHERE id = %(owner)s)) AND s.name = %(name)s"
+    )
 )
 # Where each row's columns sit in a `_READ_AS` row.
 _SPANS = tuple(
@@ -173,7 +176,7 @@ _SPANS = tuple(
         initial=0,
     )
 )
-_PUT_RECORD_AS = (
+_PUT_RECORD_AS = Statement.of(
     "SELECT * FROM kvbox_put_record_as(%s, %s::text[], %s, %s, %s, %s, %s, "
     "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::text[], %s::text[], %s, %s, %s, %s)"
 )
@@ -285,7 +288,7 @@ class PostgresMetadataIndex(PostgresFeed):
         self._opening: asyncio.Lock | None = None
         self._generations = itertools.count()
         # Connections kept for the record path (`_hot`); the pool keeps two for everything else.
-        self._held = HeldConnections(pool_size - 2, POOL_WAIT_S)
+        self._pipelines = Pipelines(min(PIPELINES, pool_size - 2))
 
     async def _open(self) -> AsyncConnectionPool:
         """The pool, opened on first use once a first connection found the schema current.
@@ -364,23 +367,12 @@ class PostgresMetadataIndex(PostgresFeed):
             cur = await conn.execute(query, params)
             return await cur.fetchone()
 
-    async def _hot(self, action: str, query: str, params: Any) -> Any:
-        """`_one` for the record path, on a connection this process keeps between requests
-        (see connections.py)."""
+    async def _hot(self, action: str, statement: Statement, params: Any) -> Any:
+        """`_one` for the record path: sent with the other record queries of this loop turn over
+        a connection this process keeps between requests (see pipeline.py)."""
         pool = await self._open()
         with _storage_errors(action):
-            conn = await self._held.take(pool)
-        try:
-            cur = await conn.execute(query, params)
-            row = await cur.fetchone()
-        except BaseException as e:
-            # A waiter handed the connection is left to its own timeout; the pool replaces a broken one.
-            await self._held.drop(conn, pool)
-            if isinstance(e, psycopg.Error):
-                raise storage_failure(f"The PostgreSQL index failed to {action}: {e}", e) from e
-            raise
-        self._held.give_back(conn)
-        return row
+            return await self._pipelines.fetchone(pool, statement, params)
 
     async def _all(self, action: str, query: str, params: Any = None) -> list[Any]:
         async with self._conn(action) as conn:
@@ -388,7 +380,7 @@ class PostgresMetadataIndex(PostgresFeed):
             return await cur.fetchall()
 
     async def close(self) -> None:
-        await self._held.close(self._pool)
+        await self._pipelines.close(self._pool)
         await self._pool.close()
 
     @asynccontextmanager

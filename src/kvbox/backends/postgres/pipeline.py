@@ -1,0 +1,264 @@
+"""The record path's queries, sent in batches over connections in libpq's pipeline mode.
+
+Each query of the record path (read a record as a caller, write one) is a single statement,
+so its cost in the node is mostly the round trip: a `send` that wakes the database's
+backend, a wait, a `recv`, and psycopg's bookkeeping around each. A `Pipelines` sends all
+the queries asked for in one turn of the event loop together, on one of a few connections
+it holds for the life of the process, and hands out each query's row as its results come
+back, in order. Every query is still its own transaction (a Sync follows each one), so a
+query that fails fails alone and the others of its batch commit or read as they would have.
+
+Statements are prepared on a connection the first time it runs them (the Parse travels in
+the same batch); their parameters are dumped and their rows loaded by psycopg's own
+adapters. A connection that breaks fails the queries it carries, goes back to the pool
+(which replaces it) and the next batch takes another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection, pq
+from psycopg.adapt import PyFormat, Transformer
+from psycopg.errors import error_from_result
+from psycopg_pool import AsyncConnectionPool
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
+_ExecStatus = pq.ExecStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """A query with psycopg placeholders (`%s`, or `%(name)s` for a mapping), numbered for libpq."""
+
+    sql: bytes
+    names: tuple[str, ...] | None  # the mapping's keys in `$n` order; None: positional
+
+    @classmethod
+    def of(cls, query: str) -> Statement:
+        names: list[str] = []
+        positional = 0
+
+        def number(m: re.Match[str]) -> str:
+            nonlocal positional
+            if m.group(0) == "%%":
+                return "%"
+            if m.group(1) is None:
+                positional += 1
+                return f"${positional}"
+            if m.group(1) not in names:
+                names.append(m.group(1))
+            return f"${names.index(m.group(1)) + 1}"
+
+        sql = _PLACEHOLDER.sub(number, query)
+        if names and positional:
+            raise ValueError("a statement takes either %s or %(name)s placeholders, not both")
+        return cls(sql.encode(), tuple(names) if names else None)
+
+    def values(self, params: Sequence[Any] | dict[str, Any]) -> Sequence[Any]:
+        if self.names is None:
+            assert not isinstance(params, dict)
+            return params
+        assert isinstance(params, dict)
+        return [params[n] for n in self.names]
+
+
+@dataclass(slots=True)
+class _Query:
+    statement: Statement
+    params: Sequence[Any] | dict[str, Any]
+    done: asyncio.Future[Any]
+    errors: list[psycopg.Error] = field(default_factory=list)
+    row: Any = None
+    parsed: tuple[bytes, tuple[int, ...]] | None = None  # the statement was prepared with it
+
+
+class _Pipeline:
+    """One connection in pipeline mode and the queries in flight on it, oldest first."""
+
+    def __init__(self, conn: AsyncConnection, loop: asyncio.AbstractEventLoop) -> None:
+        self.conn = conn
+        self._pgconn = conn.pgconn
+        self._loop = loop
+        self._fd = self._pgconn.socket
+        self._dump = Transformer(conn)
+        self._load = Transformer(conn)
+        self._prepared: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
+        self.in_flight: deque[_Query] = deque()
+        self._writing = False
+        self.broken = False
+        self._pgconn.enter_pipeline_mode()
+        loop.add_reader(self._fd, self._read)
+
+    def send(self, batch: list[_Query]) -> None:
+        """Queue each query and a Sync after it, then push the bytes out."""
+        pgconn = self._pgconn
+        formats: list[PyFormat] = []
+        for query in batch:
+            values = query.statement.values(query.params)
+            if len(formats) != len(values):
+                formats = [PyFormat.AUTO] * len(values)
+            try:
+                dumped = self._dump.dump_sequence(values, formats)
+            except psycopg.Error as e:  # a value psycopg cannot adapt: this query alone fails
+                query.done.set_exception(e)
+                continue
+            types = tuple(self._dump.types or ())
+            key = (query.statement.sql, types)
+            name = self._prepared.get(key)
+            if name is None:
+                name = self._prepared[key] = f"kvbox_{len(self._prepared)}".encode()
+                pgconn.send_prepare(name, query.statement.sql, param_types=types)
+                query.parsed = key
+            pgconn.send_query_prepared(name, dumped, param_formats=self._dump.formats)
+            pgconn.pipeline_sync()
+            self.in_flight.append(query)
+        self._flush()
+
+    def _flush(self) -> None:
+        try:
+            pending = self._pgconn.flush()
+        except psycopg.Error as e:
+            self.fail(e)
+            return
+        if pending and not self._writing:
+            self._writing = True
+            self._loop.add_writer(self._fd, self._flush)
+        elif not pending and self._writing:
+            self._writing = False
+            self._loop.remove_writer(self._fd)
+
+    def _read(self) -> None:
+        pgconn = self._pgconn
+        try:
+            pgconn.consume_input()
+            while self.in_flight and not pgconn.is_busy():
+                result = pgconn.get_result()
+                if result is None:  # the end of one statement's results
+                    continue
+                query = self.in_flight[0]
+                status = result.status
+                if status == _ExecStatus.PIPELINE_SYNC:
+                    self.in_flight.popleft()
+                    self._answer(query)
+                elif status == _ExecStatus.TUPLES_OK:
+                    self._load.set_pgresult(result)
+                    query.row = self._load.load_row(0, tuple) if result.ntuples else None
+                elif status in (_ExecStatus.FATAL_ERROR, _ExecStatus.PIPELINE_ABORTED):
+                    query.errors.append(error_from_result(result, encoding=self.conn.info.encoding))
+        except psycopg.Error as e:
+            self.fail(e)
+
+    def _answer(self, query: _Query) -> None:
+        if query.errors and query.parsed is not None:  # prepare again next time
+            self._prepared.pop(query.parsed, None)
+        if query.done.done():  # its request went away meanwhile
+            return
+        if query.errors:
+            query.done.set_exception(query.errors[0])
+        else:
+            query.done.set_result(query.row)
+
+    def fail(self, error: Exception) -> None:
+        """The connection is unusable: fail everything it carries and stop watching it."""
+        if self.broken:
+            return
+        self.broken = True
+        if not self._loop.is_closed():
+            self._loop.remove_reader(self._fd)
+            if self._writing:
+                self._loop.remove_writer(self._fd)
+        while self.in_flight:
+            query = self.in_flight.popleft()
+            if not query.done.done():
+                query.done.set_exception(error)
+
+    def close(self) -> None:
+        self.fail(psycopg.OperationalError("the connection was closed"))
+
+
+class Pipelines:
+    """Up to `size` pipelined connections taken from a pool and held for the life of the process.
+
+    A batch goes to the connection with the fewest queries in flight; when every one is busy
+    and fewer than `size` are open, a new one is opened for it. Few connections make big
+    batches: two suit a worker, since each backend runs its queries one after another.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = max(1, size)
+        self._pipes: list[_Pipeline] = []
+        self._batch: list[_Query] = []
+        self._opening = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def fetchone(self, pool: AsyncConnectionPool, statement: Statement, params: Any) -> Any:
+        """The first row of `statement` (None if it has none), sent with this loop turn's batch."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop: connections watched by the old one are dropped
+            for pipe in self._pipes:
+                pipe.close()
+            self._loop = loop
+        done: asyncio.Future[Any] = loop.create_future()
+        if not self._batch:
+            loop.call_soon(self._send_batch, pool)
+        self._batch.append(_Query(statement, params, done))
+        return await done
+
+    def _send_batch(self, pool: AsyncConnectionPool) -> None:
+        batch, self._batch = self._batch, []
+        for broken in [p for p in self._pipes if p.broken]:
+            self._pipes.remove(broken)
+            _background(_discard(pool, broken.conn))
+        batch = [q for q in batch if not q.done.done()]
+        if not batch:
+            return
+        pipe = min(self._pipes, key=lambda p: len(p.in_flight), default=None)
+        if pipe is None or (pipe.in_flight and len(self._pipes) + self._opening < self._size):
+            self._opening += 1
+            _background(self._open_then_send(pool, batch))
+        else:
+            pipe.send(batch)
+
+    async def _open_then_send(self, pool: AsyncConnectionPool, batch: list[_Query]) -> None:
+        try:
+            conn = await pool.getconn()
+        except Exception as e:  # no connection within the pool's timeout: the batch fails
+            for query in batch:
+                if not query.done.done():
+                    query.done.set_exception(e)
+            return
+        finally:
+            self._opening -= 1
+        pipe = _Pipeline(conn, asyncio.get_running_loop())
+        self._pipes.append(pipe)
+        pipe.send(batch)
+
+    async def close(self, pool: AsyncConnectionPool) -> None:
+        pipes, self._pipes = self._pipes, []
+        for pipe in pipes:
+            pipe.close()
+            await _discard(pool, pipe.conn)
+
+
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def _background(work: Any) -> None:
+    """Run `work` as a task kept referenced until it ends."""
+    task = asyncio.ensure_future(work)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+async def _discard(pool: AsyncConnectionPool, conn: AsyncConnection) -> None:
+    """Close a connection (its session is in pipeline mode, of no use to others) and give it back:
+    the pool drops a closed connection and opens another when one is needed."""
+    await conn.close()
+    await pool.putconn(conn)

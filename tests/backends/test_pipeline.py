@@ -1,0 +1,121 @@
+"""The record path's pipelined connections (backends/postgres/pipeline.py), on a real PostgreSQL:
+the queries of one loop turn go out together, each is its own transaction and fails alone,
+and a broken connection is replaced."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+from tests.backing_services import ScaleOut
+
+from kvbox.backends.postgres.pipeline import Pipelines, Statement
+
+pytestmark = pytest.mark.anyio
+
+DOUBLE = Statement.of("SELECT %s::int * 2, pg_backend_pid()")
+
+
+@pytest.fixture
+async def pool(scale_out: ScaleOut) -> AsyncIterator[AsyncConnectionPool]:
+    url = scale_out.settings()["metadata_url"]
+    async with AsyncConnectionPool(url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False) as p:
+        async with p.connection() as conn:
+            await conn.execute("CREATE TABLE IF NOT EXISTS pipeline_rows (n int NOT NULL)")
+            await conn.execute("TRUNCATE pipeline_rows")
+        yield p
+
+
+def test_placeholders_are_numbered_for_libpq() -> None:
+    named = Statement.of("SELECT %(a)s, %(b)s, %(a)s, '100%%'")
+    assert named.sql == b"SELECT $1, $2, $1, '100%'"
+    assert named.values({"b": 2, "a": 1, "unused": 3}) == [1, 2]
+    positional = Statement.of("SELECT %s, %s::text[]")
+    assert positional.sql == b"SELECT $1, $2::text[]" and positional.values((1, ["x"])) == (1, ["x"])
+    with pytest.raises(ValueError):
+        Statement.of("SELECT %s, %(a)s")
+
+
+async def test_the_queries_of_one_turn_share_a_few_connections_and_each_gets_its_own_row(
+    pool: AsyncConnectionPool,
+) -> None:
+    pipes = Pipelines(2)
+    try:
+        rows = await asyncio.gather(*(pipes.fetchone(pool, DOUBLE, (n,)) for n in range(200)))
+        assert [r[0] for r in rows] == [2 * n for n in range(200)]
+        assert len({r[1] for r in rows}) <= 2  # backend pids: two connections at most
+        more = await asyncio.gather(*(pipes.fetchone(pool, DOUBLE, (n,)) for n in range(50)))
+        assert {r[1] for r in more} <= {r[1] for r in rows}  # the same connections, kept
+    finally:
+        await pipes.close(pool)
+
+
+async def test_a_failing_query_fails_alone_and_the_others_commit(pool: AsyncConnectionPool) -> None:
+    insert = Statement.of("INSERT INTO pipeline_rows VALUES (10 / %s) RETURNING n")
+    pipes = Pipelines(1)
+    try:
+        results = await asyncio.gather(
+            *(pipes.fetchone(pool, insert, (d,)) for d in (1, 2, 0, 5, 10)), return_exceptions=True
+        )
+        assert isinstance(results[2], psycopg.errors.DivisionByZero)
+        assert [r[0] for r in results if isinstance(r, tuple)] == [10, 5, 2, 1]
+        async with pool.connection() as conn:
+            cur = await conn.execute("SELECT n FROM pipeline_rows ORDER BY n")
+            assert [r[0] for r in await cur.fetchall()] == [1, 2, 5, 10]
+        # A value psycopg cannot adapt fails before it is sent; the statement still works after.
+        odd: Any = object()
+        bad: Any
+        good: Any
+        bad, good = await asyncio.gather(
+            pipes.fetchone(pool, DOUBLE, (odd,)), pipes.fetchone(pool, DOUBLE, (4,)), return_exceptions=True
+        )
+        assert isinstance(bad, psycopg.ProgrammingError) and isinstance(good, tuple) and good[0] == 8
+    finally:
+        await pipes.close(pool)
+
+
+async def test_parameter_types_that_change_get_their_own_prepared_statement(pool: AsyncConnectionPool) -> None:
+    echo = Statement.of("SELECT coalesce(%s, 'none'), %s::bytea")
+    pipes = Pipelines(1)
+    try:
+        rows: Any = await asyncio.gather(
+            pipes.fetchone(pool, echo, ("text", b"\x00\x01")),
+            pipes.fetchone(pool, echo, (None, None)),
+            pipes.fetchone(pool, echo, ("again", b"")),
+        )
+        assert list(rows) == [("text", b"\x00\x01"), ("none", None), ("again", b"")]
+        assert await pipes.fetchone(pool, Statement.of("SELECT 1 WHERE false"), ()) is None
+    finally:
+        await pipes.close(pool)
+
+
+async def test_a_broken_connection_fails_its_queries_and_is_replaced(pool: AsyncConnectionPool) -> None:
+    pipes = Pipelines(1)
+    try:
+        (_, pid) = await pipes.fetchone(pool, DOUBLE, (1,))
+        sleeping = asyncio.ensure_future(pipes.fetchone(pool, Statement.of("SELECT pg_sleep(5)"), ()))
+        await asyncio.sleep(0.2)
+        async with pool.connection() as conn:
+            await conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(psycopg.OperationalError):
+            await asyncio.wait_for(sleeping, 5)
+        (doubled, new_pid) = await pipes.fetchone(pool, DOUBLE, (21,))
+        assert doubled == 42 and new_pid != pid
+    finally:
+        await pipes.close(pool)
+
+
+async def test_a_caller_that_goes_away_leaves_the_others_their_rows(pool: AsyncConnectionPool) -> None:
+    pipes = Pipelines(1)
+    try:
+        slow = asyncio.ensure_future(pipes.fetchone(pool, Statement.of("SELECT pg_sleep(0.2), 'slow'"), ()))
+        await asyncio.sleep(0.05)
+        slow.cancel()
+        assert await pipes.fetchone(pool, DOUBLE, (3,)) == (6, (await pipes.fetchone(pool, DOUBLE, (0,)))[1])
+        assert slow.cancelled()
+    finally:
+        await pipes.close(pool)
