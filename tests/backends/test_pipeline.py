@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -50,6 +50,38 @@ async def test_the_queries_of_one_turn_share_a_few_connections_and_each_gets_its
         assert len({r[1] for r in rows}) <= 2  # backend pids: two connections at most
         more = await asyncio.gather(*(pipes.fetchone(pool, DOUBLE, (n,)) for n in range(50)))
         assert {r[1] for r in more} <= {r[1] for r in rows}  # the same connections, kept
+    finally:
+        await pipes.close(pool)
+
+
+class SlowPool:
+    """The pool, taking 50 ms to hand out each connection and counting the calls."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+        self.taken = 0
+
+    async def getconn(self) -> Any:
+        self.taken += 1
+        await asyncio.sleep(0.05)
+        return await self.pool.getconn()
+
+    async def putconn(self, conn: Any) -> None:
+        await self.pool.putconn(conn)
+
+
+async def test_batches_of_later_turns_wait_for_the_connections_being_opened(pool: AsyncConnectionPool) -> None:
+    pipes = Pipelines(2)
+    slow = SlowPool(pool)
+
+    async def after(delay: float, n: int) -> Any:
+        await asyncio.sleep(delay)
+        return await pipes.fetchone(cast(AsyncConnectionPool, slow), DOUBLE, (n,))
+
+    try:  # 30 batches over 30 ms, all asked for before a first connection is open
+        rows = await asyncio.gather(*(after(n / 1000, n) for n in range(30)))
+        assert [r[0] for r in rows] == [2 * n for n in range(30)]
+        assert slow.taken == 2 and len({r[1] for r in rows}) == 2
     finally:
         await pipes.close(pool)
 

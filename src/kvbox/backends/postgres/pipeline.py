@@ -195,6 +195,7 @@ class Pipelines:
         self._size = max(1, size)
         self._pipes: list[_Pipeline] = []
         self._batch: list[_Query] = []
+        self._waiting: list[_Query] = []  # batches for connections still being opened
         self._opening = 0
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -220,25 +221,30 @@ class Pipelines:
         if not batch:
             return
         pipe = min(self._pipes, key=lambda p: len(p.in_flight), default=None)
-        if pipe is None or (pipe.in_flight and len(self._pipes) + self._opening < self._size):
+        if (pipe is None or pipe.in_flight) and len(self._pipes) + self._opening < self._size:
             self._opening += 1
             _background(self._open_then_send(pool, batch))
+        elif pipe is None:  # every connection allowed is being opened: the first one up takes it
+            self._waiting.extend(batch)
         else:
             pipe.send(batch)
 
     async def _open_then_send(self, pool: AsyncConnectionPool, batch: list[_Query]) -> None:
         try:
             conn = await pool.getconn()
-        except Exception as e:  # no connection within the pool's timeout: the batch fails
+        except Exception as e:  # no connection within the pool's timeout
+            self._opening -= 1
+            if not self._opening and not self._pipes:  # nothing else will come to take them
+                batch, self._waiting = batch + self._waiting, []
             for query in batch:
                 if not query.done.done():
                     query.done.set_exception(e)
             return
-        finally:
-            self._opening -= 1
+        self._opening -= 1
         pipe = _Pipeline(conn, asyncio.get_running_loop())
         self._pipes.append(pipe)
-        pipe.send(batch)
+        batch, self._waiting = batch + self._waiting, []
+        pipe.send([q for q in batch if not q.done.done()])
 
     async def close(self, pool: AsyncConnectionPool) -> None:
         pipes, self._pipes = self._pipes, []
