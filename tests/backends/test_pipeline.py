@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from tests.backing_services import ScaleOut
 
 from kvbox.backends.postgres.pipeline import Pipelines, Statement
+from kvbox.service.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -151,3 +152,10 @@ async def test_a_caller_that_goes_away_leaves_the_others_their_rows(pool: AsyncC
         assert slow.cancelled()
     finally:
         await pipes.close(pool)
+
+
+def test_the_pool_leaves_connections_beside_the_record_paths() -> None:
+    assert Settings.from_env({"KVBOX_METADATA_POOL_SIZE": "3"}).metadata_pool_size == 3
+    for value in ("2", "0", "-5"):
+        with pytest.raises(ValueError, match="at least 3"):
+            Settings.from_env({"KVBOX_METADATA_POOL_SIZE": value})

@@ -100,6 +100,13 @@ def parse_networks(value: str) -> str:
         raise ValueError(f"not an address or CIDR range: {e}") from None
 
 
+def _pool_size(value: str | int) -> int:
+    n = int(value)
+    if n < 3:  # two carry the record path (backends/postgres/pipeline.py); the rest everything else
+        raise ValueError(f"must be at least 3 connections, got {n}")
+    return n
+
+
 def _seconds_1_to_1800(value: str | int) -> int:
     n = int(value)
     if not 1 <= n <= 1800:
@@ -192,8 +199,8 @@ SETTINGS: tuple[Setting, ...] = (
         "metadata_pool_size",
         "KVBOX_METADATA_POOL_SIZE",
         10,
-        "Most PostgreSQL connections each server process opens.",
-        int,
+        "Most PostgreSQL connections each server process opens (at least 3).",
+        _pool_size,
         "N",
     ),
     Setting(

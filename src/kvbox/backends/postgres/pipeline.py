@@ -116,7 +116,7 @@ class _Pipeline:
                 name = self._prepared[key] = f"kvbox_{len(self._prepared)}".encode()
                 pgconn.send_prepare(name, query.statement.sql, param_types=types)
                 query.parsed = key
-            pgconn.send_query_prepared(name, dumped, param_formats=self._dump.formats)
+            pgconn.send_query_prepared(name, dumped, param_formats=self._dump.formats, result_format=pq.Format.BINARY)
             pgconn.pipeline_sync()
             self.in_flight.append(query)
         self._flush()
