@@ -111,6 +111,27 @@ async def test_a_failing_query_fails_alone_and_the_others_commit(pool: AsyncConn
         await pipes.close(pool)
 
 
+async def test_reads_of_a_batch_share_a_transaction_and_survive_a_failing_one(pool: AsyncConnectionPool) -> None:
+    read = Statement.of("SELECT 10 / %s, transaction_timestamp()", read_only=True)
+    write = Statement.of("INSERT INTO pipeline_rows VALUES (%s) RETURNING n, transaction_timestamp()")
+    pipes = Pipelines(1)
+    try:
+        await pipes.fetchone(pool, read, (1,))  # prepared, so the batch below is all reads
+        results = await asyncio.gather(
+            *(pipes.fetchone(pool, read, (d,)) for d in (1, 2, 0, 5, 10)), return_exceptions=True
+        )
+        assert isinstance(results[2], psycopg.errors.DivisionByZero)
+        assert [r[0] for r in results if isinstance(r, tuple)] == [10, 5, 2, 1]  # 5 and 10 sent again
+        reads: Any = await asyncio.gather(*(pipes.fetchone(pool, read, (d,)) for d in (1, 2, 5)))
+        assert len({r[1] for r in reads}) == 1  # one transaction
+        mixed: Any = await asyncio.gather(
+            pipes.fetchone(pool, read, (1,)), pipes.fetchone(pool, write, (7,)), pipes.fetchone(pool, write, (8,))
+        )
+        assert len({r[1] for r in mixed}) == 3  # each write in a transaction of its own
+    finally:
+        await pipes.close(pool)
+
+
 async def test_parameter_types_that_change_get_their_own_prepared_statement(pool: AsyncConnectionPool) -> None:
     echo = Statement.of("SELECT coalesce(%s, 'none'), %s::bytea")
     pipes = Pipelines(1)

@@ -161,13 +161,14 @@ LEFT JOIN users AS o ON o.id = s.user_id
 LEFT JOIN grants AS g ON g.store_id = s.id AND g.user_id = u.id AND u.id <> s.user_id
 LEFT JOIN records ON records.store_pk = s.pk AND records.key = %(key)s AND NOT {UNDER_DELETED_PREFIX}
 """  # fmt: skip
-_READ_AS_BY_ID = Statement.of(_READ_AS.format(store="s.id = %(store)s"))
-_READ_AS_BY_OWN_NAME = Statement.of(_READ_AS.format(store="s.user_id = u.id AND s.name = %(name)s"))
+_READ_AS_BY_ID = Statement.of(_READ_AS.format(store="s.id = %(store)s"), read_only=True)
+_READ_AS_BY_OWN_NAME = Statement.of(_READ_AS.format(store="s.user_id = u.id AND s.name = %(name)s"), read_only=True)
 _READ_AS_BY_OWNER = Statement.of(
     _READ_AS.format(
         store="s.user_id = coalesce((SELECT id FROM users WHERE username = %(owner)s), "
         "(SELECT id FROM users WHERE id = %(owner)s)) AND s.name = %(name)s"
-    )
+    ),
+    read_only=True,
 )
 # Where each row's columns sit in a `_READ_AS` row.
 _SPANS = tuple(

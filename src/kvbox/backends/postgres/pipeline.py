@@ -5,8 +5,11 @@ so its cost in the node is mostly the round trip: a `send` that wakes the databa
 backend, a wait, a `recv`, and psycopg's bookkeeping around each. A `Pipelines` sends all
 the queries asked for in one turn of the event loop together, on one of a few connections
 it holds for the life of the process, and hands out each query's row as its results come
-back, in order. Every query is still its own transaction (a Sync follows each one), so a
-query that fails fails alone and the others of its batch commit or read as they would have.
+back, in order. Every write is its own transaction (a Sync before and after it), so a write
+that fails fails alone. Reads next to each other in a batch share one transaction: the
+database then answers them all in one packet. Under READ COMMITTED each still sees every
+commit made before it runs; a read skipped because another read of its transaction failed
+is sent again.
 
 Statements are prepared on a connection the first time it runs them (the Parse travels in
 the same batch); their parameters are dumped and their rows loaded by psycopg's own
@@ -17,6 +20,7 @@ adapters. A connection that breaks fails the queries it carries, goes back to th
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 from collections import deque
 from collections.abc import Sequence
@@ -31,6 +35,7 @@ from psycopg_pool import AsyncConnectionPool
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
 _ExecStatus = pq.ExecStatus
+MAX_TRIES = 3  # sends of a read skipped because another read of its transaction failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +44,10 @@ class Statement:
 
     sql: bytes
     names: tuple[str, ...] | None  # the mapping's keys in `$n` order; None: positional
+    read_only: bool = False  # may share a transaction with the other reads of its batch
 
     @classmethod
-    def of(cls, query: str) -> Statement:
+    def of(cls, query: str, *, read_only: bool = False) -> Statement:
         names: list[str] = []
         positional = 0
 
@@ -59,7 +65,7 @@ class Statement:
         sql = _PLACEHOLDER.sub(number, query)
         if names and positional:
             raise ValueError("a statement takes either %s or %(name)s placeholders, not both")
-        return cls(sql.encode(), tuple(names) if names else None)
+        return cls(sql.encode(), tuple(names) if names else None, read_only)
 
     def values(self, params: Sequence[Any] | dict[str, Any]) -> Sequence[Any]:
         if self.names is None:
@@ -77,6 +83,9 @@ class _Query:
     errors: list[psycopg.Error] = field(default_factory=list)
     row: Any = None
     parsed: tuple[bytes, tuple[int, ...]] | None = None  # the statement was prepared with it
+    ends: int = 1  # result groups still to come: one per statement sent (Parse, Execute)
+    aborted: bool = False  # skipped for an earlier read's error in its transaction
+    tries: int = 0
 
 
 class _Pipeline:
@@ -90,16 +99,20 @@ class _Pipeline:
         self._dump = Transformer(conn)
         self._load = Transformer(conn)
         self._prepared: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
+        self._names = itertools.count()  # never reused: a statement dropped from `_prepared` may live on
         self.in_flight: deque[_Query] = deque()
+        self._ended: list[_Query] = []  # results in, waiting for their transaction's end
         self._writing = False
         self.broken = False
         self._pgconn.enter_pipeline_mode()
         loop.add_reader(self._fd, self._read)
 
     def send(self, batch: list[_Query]) -> None:
-        """Queue each query and a Sync after it, then push the bytes out."""
+        """Queue the queries, each write alone between two Syncs (its own transaction) and
+        reads next to each other together, then push the bytes out."""
         pgconn = self._pgconn
         formats: list[PyFormat] = []
+        reads_open = False
         for query in batch:
             values = query.statement.values(query.params)
             if len(formats) != len(values):
@@ -109,16 +122,27 @@ class _Pipeline:
             except psycopg.Error as e:  # a value psycopg cannot adapt: this query alone fails
                 query.done.set_exception(e)
                 continue
+            read_only = query.statement.read_only
+            if reads_open and not read_only:
+                pgconn.pipeline_sync()
+                reads_open = False
             types = tuple(self._dump.types or ())
             key = (query.statement.sql, types)
             name = self._prepared.get(key)
+            query.tries += 1
+            query.ends, query.aborted, query.errors, query.row = 1, False, [], None
             if name is None:
-                name = self._prepared[key] = f"kvbox_{len(self._prepared)}".encode()
+                name = self._prepared[key] = f"kvbox_{next(self._names)}".encode()
                 pgconn.send_prepare(name, query.statement.sql, param_types=types)
-                query.parsed = key
+                query.parsed, query.ends = key, 2
             pgconn.send_query_prepared(name, dumped, param_formats=self._dump.formats, result_format=pq.Format.BINARY)
-            pgconn.pipeline_sync()
+            if read_only:
+                reads_open = True
+            else:
+                pgconn.pipeline_sync()
             self.in_flight.append(query)
+        if reads_open:
+            pgconn.pipeline_sync()
         self._flush()
 
     def _flush(self) -> None:
@@ -138,30 +162,45 @@ class _Pipeline:
         pgconn = self._pgconn
         try:
             pgconn.consume_input()
-            while self.in_flight and not pgconn.is_busy():
+            while (self.in_flight or self._ended) and not pgconn.is_busy():
                 result = pgconn.get_result()
                 if result is None:  # the end of one statement's results
+                    if not self.in_flight:
+                        break
+                    self.in_flight[0].ends -= 1
+                    if not self.in_flight[0].ends:
+                        self._ended.append(self.in_flight.popleft())
+                    continue
+                status = result.status
+                if status == _ExecStatus.PIPELINE_SYNC:  # its transaction is over
+                    ended, self._ended = self._ended, []
+                    for query in ended:
+                        self._answer(query)
                     continue
                 query = self.in_flight[0]
-                status = result.status
-                if status == _ExecStatus.PIPELINE_SYNC:
-                    self.in_flight.popleft()
-                    self._answer(query)
-                elif status == _ExecStatus.TUPLES_OK:
+                if status == _ExecStatus.TUPLES_OK:
                     self._load.set_pgresult(result)
                     query.row = self._load.load_row(0, tuple) if result.ntuples else None
-                elif status in (_ExecStatus.FATAL_ERROR, _ExecStatus.PIPELINE_ABORTED):
+                elif status == _ExecStatus.PIPELINE_ABORTED:
+                    query.aborted = True
+                elif status == _ExecStatus.FATAL_ERROR:
                     query.errors.append(error_from_result(result, encoding=self.conn.info.encoding))
         except psycopg.Error as e:
             self.fail(e)
 
     def _answer(self, query: _Query) -> None:
-        if query.errors and query.parsed is not None:  # prepare again next time
+        if (query.errors or query.aborted) and query.parsed is not None:  # prepare again next time
             self._prepared.pop(query.parsed, None)
+            query.parsed = None
         if query.done.done():  # its request went away meanwhile
             return
         if query.errors:
             query.done.set_exception(query.errors[0])
+        elif query.aborted:  # a read next to one that failed: on its own, it may well succeed
+            if query.tries < MAX_TRIES:
+                self.send([query])
+            else:
+                query.done.set_exception(psycopg.OperationalError("the query was skipped after another one failed"))
         else:
             query.done.set_result(query.row)
 
@@ -174,10 +213,10 @@ class _Pipeline:
             self._loop.remove_reader(self._fd)
             if self._writing:
                 self._loop.remove_writer(self._fd)
-        while self.in_flight:
-            query = self.in_flight.popleft()
+        for query in (*self._ended, *self.in_flight):
             if not query.done.done():
                 query.done.set_exception(error)
+        self._ended, self.in_flight = [], deque()
 
     def close(self) -> None:
         self.fail(psycopg.OperationalError("the connection was closed"))
