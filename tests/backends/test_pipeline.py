@@ -132,6 +132,27 @@ async def test_reads_of_a_batch_share_a_transaction_and_survive_a_failing_one(po
         await pipes.close(pool)
 
 
+async def test_writes_of_a_group_commit_together_and_a_failure_undoes_none_of_the_others(
+    pool: AsyncConnectionPool,
+) -> None:
+    write = Statement.of("INSERT INTO pipeline_rows VALUES (100 / %s) RETURNING n, transaction_timestamp()")
+    pipes = Pipelines(1)
+    try:
+        await pipes.fetchone(pool, write, (100,))  # prepared (n = 1)
+        together: Any = await asyncio.gather(*(pipes.fetchone(pool, write, (d,), group="a") for d in (50, 25, 20)))
+        assert [r[0] for r in together] == [2, 4, 5] and len({r[1] for r in together}) == 1
+        results = await asyncio.gather(
+            *(pipes.fetchone(pool, write, (d,), group="b") for d in (10, 0, 4)), return_exceptions=True
+        )
+        assert isinstance(results[1], psycopg.errors.DivisionByZero)
+        assert [r[0] for r in results if isinstance(r, tuple)] == [10, 25]  # sent again alone, committed once
+        async with pool.connection() as conn:
+            cur = await conn.execute("SELECT n FROM pipeline_rows ORDER BY n")
+            assert [r[0] for r in await cur.fetchall()] == [1, 2, 4, 5, 10, 25]
+    finally:
+        await pipes.close(pool)
+
+
 async def test_parameter_types_that_change_get_their_own_prepared_statement(pool: AsyncConnectionPool) -> None:
     echo = Statement.of("SELECT coalesce(%s, 'none'), %s::bytea")
     pipes = Pipelines(1)

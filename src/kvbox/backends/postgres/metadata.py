@@ -339,7 +339,8 @@ class PostgresMetadataIndex(PostgresFeed):
         self, basis: WriteBasis, store_id: str, record: RecordMeta, *, condition: Condition | None = None
     ) -> RecordMeta | None:
         params = (*_basis_values(basis), store_id, *record_values(record), *_condition_values(condition))
-        row = await self._hot("write a record", _PUT_RECORD_AS, params)
+        # One transaction for the writes of a store in a batch: each locks the store's row first.
+        row = await self._hot("write a record", _PUT_RECORD_AS, params, group=store_id)
         if row is None or row[0]:
             raise BasisChangedError()
         if row[1]:
@@ -368,12 +369,12 @@ class PostgresMetadataIndex(PostgresFeed):
             cur = await conn.execute(query, params)
             return await cur.fetchone()
 
-    async def _hot(self, action: str, statement: Statement, params: Any) -> Any:
+    async def _hot(self, action: str, statement: Statement, params: Any, *, group: str | None = None) -> Any:
         """`_one` for the record path: sent with the other record queries of this loop turn over
         a connection this process keeps between requests (see pipeline.py)."""
         pool = await self._open()
         with _storage_errors(action):
-            return await self._pipelines.fetchone(pool, statement, params)
+            return await self._pipelines.fetchone(pool, statement, params, group=group)
 
     async def _all(self, action: str, query: str, params: Any = None) -> list[Any]:
         async with self._conn(action) as conn:

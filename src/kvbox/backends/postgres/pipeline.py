@@ -5,11 +5,12 @@ so its cost in the node is mostly the round trip: a `send` that wakes the databa
 backend, a wait, a `recv`, and psycopg's bookkeeping around each. A `Pipelines` sends all
 the queries asked for in one turn of the event loop together, on one of a few connections
 it holds for the life of the process, and hands out each query's row as its results come
-back, in order. Every write is its own transaction (a Sync before and after it), so a write
-that fails fails alone. Reads next to each other in a batch share one transaction: the
-database then answers them all in one packet. Under READ COMMITTED each still sees every
-commit made before it runs; a read skipped because another read of its transaction failed
-is sent again.
+back, in order. The reads of a batch share one transaction, and so do its writes of one
+group (a store's record writes: one commit for all of them); every other write is a
+transaction of its own. The database answers each transaction in one packet. Under READ
+COMMITTED each read still sees every commit made before it runs. When a query of a shared
+transaction fails, the others are sent again, each alone, so an error reaches only the
+query that caused it and a write is answered only once it has committed.
 
 Statements are prepared on a connection the first time it runs them (the Parse travels in
 the same batch); their parameters are dumped and their rows loaded by psycopg's own
@@ -35,7 +36,7 @@ from psycopg_pool import AsyncConnectionPool
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
 _ExecStatus = pq.ExecStatus
-MAX_TRIES = 3  # sends of a read skipped because another read of its transaction failed
+MAX_TRIES = 3  # sends of a query whose transaction failed for another one's error
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +81,14 @@ class _Query:
     statement: Statement
     params: Sequence[Any] | dict[str, Any]
     done: asyncio.Future[Any]
+    group: str | None = None  # writes of one group in a batch share a transaction; None: alone
     errors: list[psycopg.Error] = field(default_factory=list)
     row: Any = None
     parsed: tuple[bytes, tuple[int, ...]] | None = None  # the statement was prepared with it
     ends: int = 1  # result groups still to come: one per statement sent (Parse, Execute)
-    aborted: bool = False  # skipped for an earlier read's error in its transaction
+    aborted: bool = False  # skipped for an earlier query's error in its transaction
     tries: int = 0
+    alone: bool = False  # sent again in a transaction of its own
 
 
 class _Pipeline:
@@ -108,12 +111,30 @@ class _Pipeline:
         loop.add_reader(self._fd, self._read)
 
     def send(self, batch: list[_Query]) -> None:
-        """Queue the queries, each write alone between two Syncs (its own transaction) and
-        reads next to each other together, then push the bytes out."""
+        """Queue the batch as transactions, each closed by a Sync, and push the bytes out: the
+        reads together, the writes of each group together, every other write alone."""
+        reads: list[_Query] = []
+        groups: dict[str | None, list[_Query]] = {}
+        single: list[list[_Query]] = []
+        for query in batch:
+            if query.alone:
+                single.append([query])
+            elif query.statement.read_only:
+                reads.append(query)
+            elif query.group is None:
+                single.append([query])
+            else:
+                groups.setdefault(query.group, []).append(query)
+        for transaction in (reads, *groups.values(), *single):
+            if transaction:
+                self._send_transaction(transaction)
+        self._flush()
+
+    def _send_transaction(self, queries: list[_Query]) -> None:
         pgconn = self._pgconn
         formats: list[PyFormat] = []
-        reads_open = False
-        for query in batch:
+        sent = False
+        for query in queries:
             values = query.statement.values(query.params)
             if len(formats) != len(values):
                 formats = [PyFormat.AUTO] * len(values)
@@ -122,10 +143,6 @@ class _Pipeline:
             except psycopg.Error as e:  # a value psycopg cannot adapt: this query alone fails
                 query.done.set_exception(e)
                 continue
-            read_only = query.statement.read_only
-            if reads_open and not read_only:
-                pgconn.pipeline_sync()
-                reads_open = False
             types = tuple(self._dump.types or ())
             key = (query.statement.sql, types)
             name = self._prepared.get(key)
@@ -136,14 +153,10 @@ class _Pipeline:
                 pgconn.send_prepare(name, query.statement.sql, param_types=types)
                 query.parsed, query.ends = key, 2
             pgconn.send_query_prepared(name, dumped, param_formats=self._dump.formats, result_format=pq.Format.BINARY)
-            if read_only:
-                reads_open = True
-            else:
-                pgconn.pipeline_sync()
             self.in_flight.append(query)
-        if reads_open:
+            sent = True
+        if sent:
             pgconn.pipeline_sync()
-        self._flush()
 
     def _flush(self) -> None:
         try:
@@ -174,8 +187,7 @@ class _Pipeline:
                 status = result.status
                 if status == _ExecStatus.PIPELINE_SYNC:  # its transaction is over
                     ended, self._ended = self._ended, []
-                    for query in ended:
-                        self._answer(query)
+                    self._settle(ended)
                     continue
                 query = self.in_flight[0]
                 if status == _ExecStatus.TUPLES_OK:
@@ -188,21 +200,32 @@ class _Pipeline:
         except psycopg.Error as e:
             self.fail(e)
 
-    def _answer(self, query: _Query) -> None:
-        if (query.errors or query.aborted) and query.parsed is not None:  # prepare again next time
-            self._prepared.pop(query.parsed, None)
-            query.parsed = None
-        if query.done.done():  # its request went away meanwhile
-            return
-        if query.errors:
-            query.done.set_exception(query.errors[0])
-        elif query.aborted:  # a read next to one that failed: on its own, it may well succeed
-            if query.tries < MAX_TRIES:
-                self.send([query])
+    def _settle(self, transaction: list[_Query]) -> None:
+        """Answer the queries of a transaction that ended. When one of several failed, the
+        transaction was rolled back: its reads that got their rows keep them, everything else
+        is sent again in a transaction of its own (an error then is the query's own)."""
+        failed = len(transaction) > 1 and any(q.errors for q in transaction)
+        again: list[_Query] = []
+        for query in transaction:
+            if (query.errors or query.aborted) and query.parsed is not None:  # prepare again next time
+                self._prepared.pop(query.parsed, None)
+                query.parsed = None
+            if query.done.done():  # its request went away meanwhile
+                continue
+            if query.aborted or (failed and not (query.statement.read_only and not query.errors)):
+                if query.tries < MAX_TRIES:
+                    query.alone = True
+                    again.append(query)
+                else:
+                    query.done.set_exception(
+                        query.errors[0] if query.errors else psycopg.OperationalError("the query kept being skipped")
+                    )
+            elif query.errors:
+                query.done.set_exception(query.errors[0])
             else:
-                query.done.set_exception(psycopg.OperationalError("the query was skipped after another one failed"))
-        else:
-            query.done.set_result(query.row)
+                query.done.set_result(query.row)
+        if again:
+            self.send(again)
 
     def fail(self, error: Exception) -> None:
         """The connection is unusable: fail everything it carries and stop watching it."""
@@ -238,8 +261,14 @@ class Pipelines:
         self._opening = 0
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def fetchone(self, pool: AsyncConnectionPool, statement: Statement, params: Any) -> Any:
-        """The first row of `statement` (None if it has none), sent with this loop turn's batch."""
+    async def fetchone(
+        self, pool: AsyncConnectionPool, statement: Statement, params: Any, *, group: str | None = None
+    ) -> Any:
+        """The first row of `statement` (None if it has none), sent with this loop turn's batch.
+
+        Writes of one `group` in a batch run in one transaction, committed once. Give a group
+        only to writes that lock one and the same row first (a store's, for record writes): the
+        transactions of two groups then never wait for each other's locks in a cycle."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new event loop: connections watched by the old one are dropped
             for pipe in self._pipes:
@@ -248,7 +277,7 @@ class Pipelines:
         done: asyncio.Future[Any] = loop.create_future()
         if not self._batch:
             loop.call_soon(self._send_batch, pool)
-        self._batch.append(_Query(statement, params, done))
+        self._batch.append(_Query(statement, params, done, group))
         return await done
 
     def _send_batch(self, pool: AsyncConnectionPool) -> None:
