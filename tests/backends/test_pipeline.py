@@ -180,6 +180,12 @@ async def test_a_broken_connection_fails_its_queries_and_is_replaced(pool: Async
             await asyncio.wait_for(sleeping, 5)
         (doubled, new_pid) = await pipes.fetchone(pool, DOUBLE, (21,))
         assert doubled == 42 and new_pid != pid
+        # A connection that drops while idle is noticed at once: the next query never sees it.
+        async with pool.connection() as conn:
+            await conn.execute("SELECT pg_terminate_backend(%s)", (new_pid,))
+        await asyncio.sleep(0.3)
+        (doubled, third_pid) = await pipes.fetchone(pool, DOUBLE, (5,))
+        assert doubled == 10 and third_pid not in (pid, new_pid)
     finally:
         await pipes.close(pool)
 

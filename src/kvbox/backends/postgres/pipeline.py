@@ -82,7 +82,7 @@ class _Query:
     params: Sequence[Any] | dict[str, Any]
     done: asyncio.Future[Any]
     group: str | None = None  # writes of one group in a batch share a transaction; None: alone
-    errors: list[psycopg.Error] = field(default_factory=list)
+    errors: list[Exception] = field(default_factory=list)
     row: Any = None
     parsed: tuple[bytes, tuple[int, ...]] | None = None  # the statement was prepared with it
     ends: int = 1  # result groups still to come: one per statement sent (Parse, Execute)
@@ -125,9 +125,16 @@ class _Pipeline:
                 single.append([query])
             else:
                 groups.setdefault(query.group, []).append(query)
-        for transaction in (reads, *groups.values(), *single):
-            if transaction:
-                self._send_transaction(transaction)
+        try:
+            for transaction in (reads, *groups.values(), *single):
+                if transaction:
+                    self._send_transaction(transaction)
+        except Exception as e:  # the connection went bad: nothing of the batch will be answered on it
+            self.fail(e)
+            for query in batch:
+                if not query.done.done():
+                    query.done.set_exception(e)
+            return
         self._flush()
 
     def _send_transaction(self, queries: list[_Query]) -> None:
@@ -191,13 +198,16 @@ class _Pipeline:
                     continue
                 query = self.in_flight[0]
                 if status == _ExecStatus.TUPLES_OK:
-                    self._load.set_pgresult(result)
-                    query.row = self._load.load_row(0, tuple) if result.ntuples else None
+                    try:
+                        self._load.set_pgresult(result)
+                        query.row = self._load.load_row(0, tuple) if result.ntuples else None
+                    except Exception as e:  # a value that does not load: this query's failure
+                        query.errors.append(e)
                 elif status == _ExecStatus.PIPELINE_ABORTED:
                     query.aborted = True
                 elif status == _ExecStatus.FATAL_ERROR:
                     query.errors.append(error_from_result(result, encoding=self.conn.info.encoding))
-        except psycopg.Error as e:
+        except Exception as e:  # the connection broke (or worse): fail what it carries, never hang
             self.fail(e)
 
     def _settle(self, transaction: list[_Query]) -> None:
@@ -309,9 +319,16 @@ class Pipelines:
                     query.done.set_exception(e)
             return
         self._opening -= 1
-        pipe = _Pipeline(conn, asyncio.get_running_loop())
-        self._pipes.append(pipe)
         batch, self._waiting = batch + self._waiting, []
+        try:
+            pipe = _Pipeline(conn, asyncio.get_running_loop())
+        except Exception as e:  # the connection is no good: the pool replaces it
+            for query in batch:
+                if not query.done.done():
+                    query.done.set_exception(e)
+            await _discard(pool, conn)
+            return
+        self._pipes.append(pipe)
         pipe.send([q for q in batch if not q.done.done()])
 
     async def close(self, pool: AsyncConnectionPool) -> None:
