@@ -5,7 +5,7 @@ and a broken connection is replaced."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import psycopg
@@ -31,6 +31,26 @@ async def pool(scale_out: ScaleOut) -> AsyncIterator[AsyncConnectionPool]:
         yield p
 
 
+@pytest.fixture
+async def pipelines(pool: AsyncConnectionPool) -> AsyncIterator[Callable[[int], Pipelines]]:
+    """Pipelines of `size` connections on the pool, closed after the test."""
+    made: list[Pipelines] = []
+
+    def make(size: int) -> Pipelines:
+        made.append(Pipelines(size))
+        return made[-1]
+
+    yield make
+    for pipes in made:
+        await pipes.close(pool)
+
+
+async def stored(pool: AsyncConnectionPool) -> list[int]:
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT n FROM pipeline_rows ORDER BY n")
+        return [r[0] for r in await cur.fetchall()]
+
+
 def test_placeholders_are_numbered_for_libpq() -> None:
     named = Statement.of("SELECT %(a)s, %(b)s, %(a)s, '100%%'")
     assert named.sql == b"SELECT $1, $2, $1, '100%'"
@@ -43,16 +63,14 @@ def test_placeholders_are_numbered_for_libpq() -> None:
 
 async def test_the_queries_of_one_turn_share_a_few_connections_and_each_gets_its_own_row(
     pool: AsyncConnectionPool,
+    pipelines: Callable[[int], Pipelines],
 ) -> None:
-    pipes = Pipelines(2)
-    try:
-        rows = await asyncio.gather(*(pipes.fetchone(pool, DOUBLE, (n,)) for n in range(200)))
-        assert [r[0] for r in rows] == [2 * n for n in range(200)]
-        assert len({r[1] for r in rows}) <= 2  # backend pids: two connections at most
-        more = await asyncio.gather(*(pipes.fetchone(pool, DOUBLE, (n,)) for n in range(50)))
-        assert {r[1] for r in more} <= {r[1] for r in rows}  # the same connections, kept
-    finally:
-        await pipes.close(pool)
+    pipes = pipelines(2)
+    rows = await asyncio.gather(*(pipes.fetchone(pool, DOUBLE, (n,)) for n in range(200)))
+    assert [r[0] for r in rows] == [2 * n for n in range(200)]
+    assert len({r[1] for r in rows}) <= 2  # backend pids: two connections at most
+    more = await asyncio.gather(*(pipes.fetchone(pool, DOUBLE, (n,)) for n in range(50)))
+    assert {r[1] for r in more} <= {r[1] for r in rows}  # the same connections, kept
 
 
 class SlowPool:
@@ -71,135 +89,124 @@ class SlowPool:
         await self.pool.putconn(conn)
 
 
-async def test_batches_of_later_turns_wait_for_the_connections_being_opened(pool: AsyncConnectionPool) -> None:
-    pipes = Pipelines(2)
+async def test_batches_of_later_turns_wait_for_the_connections_being_opened(
+    pool: AsyncConnectionPool, pipelines: Callable[[int], Pipelines]
+) -> None:
+    pipes = pipelines(2)
     slow = SlowPool(pool)
 
     async def after(delay: float, n: int) -> Any:
         await asyncio.sleep(delay)
         return await pipes.fetchone(cast(AsyncConnectionPool, slow), DOUBLE, (n,))
 
-    try:  # 30 batches over 30 ms, all asked for before a first connection is open
-        rows = await asyncio.gather(*(after(n / 1000, n) for n in range(30)))
-        assert [r[0] for r in rows] == [2 * n for n in range(30)]
-        assert slow.taken == 2 and len({r[1] for r in rows}) == 2
-    finally:
-        await pipes.close(pool)
+    # 30 batches over 30 ms, all asked for before a first connection is open
+    rows = await asyncio.gather(*(after(n / 1000, n) for n in range(30)))
+    assert [r[0] for r in rows] == [2 * n for n in range(30)]
+    assert slow.taken == 2 and len({r[1] for r in rows}) == 2
 
 
-async def test_a_failing_query_fails_alone_and_the_others_commit(pool: AsyncConnectionPool) -> None:
+async def test_a_failing_query_fails_alone_and_the_others_commit(
+    pool: AsyncConnectionPool, pipelines: Callable[[int], Pipelines]
+) -> None:
     insert = Statement.of("INSERT INTO pipeline_rows VALUES (10 / %s) RETURNING n")
-    pipes = Pipelines(1)
-    try:
-        results = await asyncio.gather(
-            *(pipes.fetchone(pool, insert, (d,)) for d in (1, 2, 0, 5, 10)), return_exceptions=True
-        )
-        assert isinstance(results[2], psycopg.errors.DivisionByZero)
-        assert [r[0] for r in results if isinstance(r, tuple)] == [10, 5, 2, 1]
-        async with pool.connection() as conn:
-            cur = await conn.execute("SELECT n FROM pipeline_rows ORDER BY n")
-            assert [r[0] for r in await cur.fetchall()] == [1, 2, 5, 10]
-        # A value psycopg cannot adapt fails before it is sent; the statement still works after.
-        odd: Any = object()
-        bad: Any
-        good: Any
-        bad, good = await asyncio.gather(
-            pipes.fetchone(pool, DOUBLE, (odd,)), pipes.fetchone(pool, DOUBLE, (4,)), return_exceptions=True
-        )
-        assert isinstance(bad, psycopg.ProgrammingError) and isinstance(good, tuple) and good[0] == 8
-    finally:
-        await pipes.close(pool)
+    pipes = pipelines(1)
+    results = await asyncio.gather(
+        *(pipes.fetchone(pool, insert, (d,)) for d in (1, 2, 0, 5, 10)), return_exceptions=True
+    )
+    assert isinstance(results[2], psycopg.errors.DivisionByZero)
+    assert [r[0] for r in results if isinstance(r, tuple)] == [10, 5, 2, 1]
+    assert await stored(pool) == [1, 2, 5, 10]
+    # A value psycopg cannot adapt fails before it is sent; the statement still works after.
+    odd: Any = object()
+    bad: Any
+    good: Any
+    bad, good = await asyncio.gather(
+        pipes.fetchone(pool, DOUBLE, (odd,)), pipes.fetchone(pool, DOUBLE, (4,)), return_exceptions=True
+    )
+    assert isinstance(bad, psycopg.ProgrammingError) and isinstance(good, tuple) and good[0] == 8
 
 
-async def test_reads_of_a_batch_share_a_transaction_and_survive_a_failing_one(pool: AsyncConnectionPool) -> None:
+async def test_reads_of_a_batch_share_a_transaction_and_survive_a_failing_one(
+    pool: AsyncConnectionPool, pipelines: Callable[[int], Pipelines]
+) -> None:
     read = Statement.of("SELECT 10 / %s, transaction_timestamp()", read_only=True)
     write = Statement.of("INSERT INTO pipeline_rows VALUES (%s) RETURNING n, transaction_timestamp()")
-    pipes = Pipelines(1)
-    try:
-        await pipes.fetchone(pool, read, (1,))  # prepared, so the batch below is all reads
-        results = await asyncio.gather(
-            *(pipes.fetchone(pool, read, (d,)) for d in (1, 2, 0, 5, 10)), return_exceptions=True
-        )
-        assert isinstance(results[2], psycopg.errors.DivisionByZero)
-        assert [r[0] for r in results if isinstance(r, tuple)] == [10, 5, 2, 1]  # 5 and 10 sent again
-        reads: Any = await asyncio.gather(*(pipes.fetchone(pool, read, (d,)) for d in (1, 2, 5)))
-        assert len({r[1] for r in reads}) == 1  # one transaction
-        mixed: Any = await asyncio.gather(
-            pipes.fetchone(pool, read, (1,)), pipes.fetchone(pool, write, (7,)), pipes.fetchone(pool, write, (8,))
-        )
-        assert len({r[1] for r in mixed}) == 3  # each write in a transaction of its own
-    finally:
-        await pipes.close(pool)
+    pipes = pipelines(1)
+    await pipes.fetchone(pool, read, (1,))  # prepared, so the batch below is all reads
+    results = await asyncio.gather(
+        *(pipes.fetchone(pool, read, (d,)) for d in (1, 2, 0, 5, 10)), return_exceptions=True
+    )
+    assert isinstance(results[2], psycopg.errors.DivisionByZero)
+    assert [r[0] for r in results if isinstance(r, tuple)] == [10, 5, 2, 1]  # 5 and 10 sent again
+    reads: Any = await asyncio.gather(*(pipes.fetchone(pool, read, (d,)) for d in (1, 2, 5)))
+    assert len({r[1] for r in reads}) == 1  # one transaction
+    mixed: Any = await asyncio.gather(
+        pipes.fetchone(pool, read, (1,)), pipes.fetchone(pool, write, (7,)), pipes.fetchone(pool, write, (8,))
+    )
+    assert len({r[1] for r in mixed}) == 3  # each write in a transaction of its own
 
 
 async def test_writes_of_a_group_commit_together_and_a_failure_undoes_none_of_the_others(
     pool: AsyncConnectionPool,
+    pipelines: Callable[[int], Pipelines],
 ) -> None:
     write = Statement.of("INSERT INTO pipeline_rows VALUES (100 / %s) RETURNING n, transaction_timestamp()")
-    pipes = Pipelines(1)
-    try:
-        await pipes.fetchone(pool, write, (100,))  # prepared (n = 1)
-        together: Any = await asyncio.gather(*(pipes.fetchone(pool, write, (d,), group="a") for d in (50, 25, 20)))
-        assert [r[0] for r in together] == [2, 4, 5] and len({r[1] for r in together}) == 1
-        results = await asyncio.gather(
-            *(pipes.fetchone(pool, write, (d,), group="b") for d in (10, 0, 4)), return_exceptions=True
-        )
-        assert isinstance(results[1], psycopg.errors.DivisionByZero)
-        assert [r[0] for r in results if isinstance(r, tuple)] == [10, 25]  # sent again alone, committed once
-        async with pool.connection() as conn:
-            cur = await conn.execute("SELECT n FROM pipeline_rows ORDER BY n")
-            assert [r[0] for r in await cur.fetchall()] == [1, 2, 4, 5, 10, 25]
-    finally:
-        await pipes.close(pool)
+    pipes = pipelines(1)
+    await pipes.fetchone(pool, write, (100,))  # prepared (n = 1)
+    together: Any = await asyncio.gather(*(pipes.fetchone(pool, write, (d,), group="a") for d in (50, 25, 20)))
+    assert [r[0] for r in together] == [2, 4, 5] and len({r[1] for r in together}) == 1
+    results = await asyncio.gather(
+        *(pipes.fetchone(pool, write, (d,), group="b") for d in (10, 0, 4)), return_exceptions=True
+    )
+    assert isinstance(results[1], psycopg.errors.DivisionByZero)
+    assert [r[0] for r in results if isinstance(r, tuple)] == [10, 25]  # sent again alone, committed once
+    assert await stored(pool) == [1, 2, 4, 5, 10, 25]
 
 
-async def test_parameter_types_that_change_get_their_own_prepared_statement(pool: AsyncConnectionPool) -> None:
+async def test_parameter_types_that_change_get_their_own_prepared_statement(
+    pool: AsyncConnectionPool, pipelines: Callable[[int], Pipelines]
+) -> None:
     echo = Statement.of("SELECT coalesce(%s, 'none'), %s::bytea")
-    pipes = Pipelines(1)
-    try:
-        rows: Any = await asyncio.gather(
-            pipes.fetchone(pool, echo, ("text", b"\x00\x01")),
-            pipes.fetchone(pool, echo, (None, None)),
-            pipes.fetchone(pool, echo, ("again", b"")),
-        )
-        assert list(rows) == [("text", b"\x00\x01"), ("none", None), ("again", b"")]
-        assert await pipes.fetchone(pool, Statement.of("SELECT 1 WHERE false"), ()) is None
-    finally:
-        await pipes.close(pool)
+    pipes = pipelines(1)
+    rows: Any = await asyncio.gather(
+        pipes.fetchone(pool, echo, ("text", b"\x00\x01")),
+        pipes.fetchone(pool, echo, (None, None)),
+        pipes.fetchone(pool, echo, ("again", b"")),
+    )
+    assert list(rows) == [("text", b"\x00\x01"), ("none", None), ("again", b"")]
+    assert await pipes.fetchone(pool, Statement.of("SELECT 1 WHERE false"), ()) is None
 
 
-async def test_a_broken_connection_fails_its_queries_and_is_replaced(pool: AsyncConnectionPool) -> None:
-    pipes = Pipelines(1)
-    try:
-        (_, pid) = await pipes.fetchone(pool, DOUBLE, (1,))
-        sleeping = asyncio.ensure_future(pipes.fetchone(pool, Statement.of("SELECT pg_sleep(5)"), ()))
-        await asyncio.sleep(0.2)
-        async with pool.connection() as conn:
-            await conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        with pytest.raises(psycopg.OperationalError):
-            await asyncio.wait_for(sleeping, 5)
-        (doubled, new_pid) = await pipes.fetchone(pool, DOUBLE, (21,))
-        assert doubled == 42 and new_pid != pid
-        # A connection that drops while idle is noticed at once: the next query never sees it.
-        async with pool.connection() as conn:
-            await conn.execute("SELECT pg_terminate_backend(%s)", (new_pid,))
-        await asyncio.sleep(0.3)
-        (doubled, third_pid) = await pipes.fetchone(pool, DOUBLE, (5,))
-        assert doubled == 10 and third_pid not in (pid, new_pid)
-    finally:
-        await pipes.close(pool)
+async def test_a_broken_connection_fails_its_queries_and_is_replaced(
+    pool: AsyncConnectionPool, pipelines: Callable[[int], Pipelines]
+) -> None:
+    pipes = pipelines(1)
+    (_, pid) = await pipes.fetchone(pool, DOUBLE, (1,))
+    sleeping = asyncio.ensure_future(pipes.fetchone(pool, Statement.of("SELECT pg_sleep(5)"), ()))
+    await asyncio.sleep(0.2)
+    async with pool.connection() as conn:
+        await conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(psycopg.OperationalError):
+        await asyncio.wait_for(sleeping, 5)
+    (doubled, new_pid) = await pipes.fetchone(pool, DOUBLE, (21,))
+    assert doubled == 42 and new_pid != pid
+    # A connection that drops while idle is noticed at once: the next query never sees it.
+    async with pool.connection() as conn:
+        await conn.execute("SELECT pg_terminate_backend(%s)", (new_pid,))
+    await asyncio.sleep(0.3)
+    (doubled, third_pid) = await pipes.fetchone(pool, DOUBLE, (5,))
+    assert doubled == 10 and third_pid not in (pid, new_pid)
 
 
-async def test_a_caller_that_goes_away_leaves_the_others_their_rows(pool: AsyncConnectionPool) -> None:
-    pipes = Pipelines(1)
-    try:
-        slow = asyncio.ensure_future(pipes.fetchone(pool, Statement.of("SELECT pg_sleep(0.2), 'slow'"), ()))
-        await asyncio.sleep(0.05)
-        slow.cancel()
-        assert await pipes.fetchone(pool, DOUBLE, (3,)) == (6, (await pipes.fetchone(pool, DOUBLE, (0,)))[1])
-        assert slow.cancelled()
-    finally:
-        await pipes.close(pool)
+async def test_a_caller_that_goes_away_leaves_the_others_their_rows(
+    pool: AsyncConnectionPool, pipelines: Callable[[int], Pipelines]
+) -> None:
+    pipes = pipelines(1)
+    slow = asyncio.ensure_future(pipes.fetchone(pool, Statement.of("SELECT pg_sleep(0.2), 'slow'"), ()))
+    await asyncio.sleep(0.05)
+    slow.cancel()
+    assert await pipes.fetchone(pool, DOUBLE, (3,)) == (6, (await pipes.fetchone(pool, DOUBLE, (0,)))[1])
+    assert slow.cancelled()
 
 
 def test_the_pool_leaves_connections_beside_the_record_paths() -> None:

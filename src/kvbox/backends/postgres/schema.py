@@ -14,6 +14,49 @@ from psycopg import AsyncConnection, sql
 
 from kvbox.core.errors import StorageError
 
+# The parameters and results of the two record writers, the same in every version that
+# defines them (CREATE OR REPLACE keeps a function's signature).
+_RECORD_PARAMETERS = """
+        p_store text, p_key text, p_content_type text, p_encoding text, p_size bigint, p_etag text,
+        p_modified_at bigint, p_inline bytea, p_blob_id text, p_expires_at bigint,
+        p_if_match text[], p_if_none_match text[], p_must_exist boolean, p_must_not_exist boolean,
+        p_now bigint, p_stale_before bigint""".removeprefix("\n")
+_PUT_RECORD_HEAD = f"""(
+{_RECORD_PARAMETERS}
+    ) RETURNS TABLE (
+        refused boolean, replaced boolean, o_content_type text, o_encoding text, o_size bigint, o_etag text,
+        o_modified_at bigint, o_inline bytea, o_blob_id text, o_expires_at bigint
+    ) LANGUAGE plpgsql SET search_path FROM CURRENT AS $$"""
+_PUT_RECORD_AS_HEAD = f"""(
+        p_token_hash text, p_token text[], p_read_only boolean, p_store_ids text, p_grant text, p_name text,
+        p_expiry text,
+{_RECORD_PARAMETERS}
+    ) RETURNS TABLE (
+        stale boolean, refused boolean, replaced boolean, o_content_type text, o_encoding text, o_size bigint,
+        o_etag text, o_modified_at bigint, o_inline bytea, o_blob_id text, o_expires_at bigint
+    ) LANGUAGE plpgsql SET search_path FROM CURRENT AS $$"""
+
+# The record row written by every version of kvbox_put_record since version 3.
+_UPSERT_RECORD = """
+        INSERT INTO records AS r (store_pk, key, content_type, encoding, size, etag, modified_at, inline_body, blob_id,
+            expires_at, seq)
+        VALUES (v_pk, p_key, p_content_type, p_encoding, p_size, p_etag, p_modified_at, p_inline, p_blob_id,
+            p_expires_at, v_seq)
+        ON CONFLICT (store_pk, key) DO UPDATE SET content_type = excluded.content_type,
+            encoding = excluded.encoding, size = excluded.size, etag = excluded.etag,
+            modified_at = excluded.modified_at, inline_body = excluded.inline_body, blob_id = excluded.blob_id,
+            expires_at = excluded.expires_at, seq = excluded.seq;""".removeprefix("\n")
+
+# The replaced row read and the write's condition checked on what a reader sees of it
+# (versions 3 on).
+_CHECK_CONDITION = """
+        SELECT * INTO v_old FROM records AS r WHERE r.store_pk = v_pk AND r.key = p_key;
+        IF (p_if_match IS NOT NULL OR p_if_none_match IS NOT NULL OR p_must_exist OR p_must_not_exist)
+            AND NOT kvbox_condition_holds(
+                kvbox_seen_etag(v_pk, p_key, v_old.etag, v_old.expires_at, v_old.modified_at, v_old.seq, p_now,
+                    p_stale_before),
+                p_if_match, p_if_none_match, p_must_exist, p_must_not_exist) THEN""".removeprefix("\n")
+
 # Keys and ids compare as bytes (COLLATE "C"), as in SQLite: key listings are in UTF-8
 # byte order whatever the database's default collation. Stores get an internal identity
 # key (`pk`) that record rows point to; identities are never handed out twice, so a
@@ -246,15 +289,9 @@ _V3: tuple[str, ...] = (
     # Writes a record if the condition holds for the record a reader sees (`refused`: it did
     # not; nothing was written and the other columns are NULL). No rows back: no such store.
     """
-    CREATE FUNCTION kvbox_put_record(
-        p_store text, p_key text, p_content_type text, p_encoding text, p_size bigint, p_etag text,
-        p_modified_at bigint, p_inline bytea, p_blob_id text, p_expires_at bigint,
-        p_if_match text[], p_if_none_match text[], p_must_exist boolean, p_must_not_exist boolean,
-        p_now bigint, p_stale_before bigint
-    ) RETURNS TABLE (
-        refused boolean, replaced boolean, o_content_type text, o_encoding text, o_size bigint, o_etag text,
-        o_modified_at bigint, o_inline bytea, o_blob_id text, o_expires_at bigint
-    ) LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+    CREATE FUNCTION kvbox_put_record"""
+    + _PUT_RECORD_HEAD
+    + """
     DECLARE
         v_pk bigint;
         v_old records%ROWTYPE;
@@ -264,12 +301,9 @@ _V3: tuple[str, ...] = (
         IF NOT FOUND THEN
             RETURN;
         END IF;
-        SELECT * INTO v_old FROM records AS r WHERE r.store_pk = v_pk AND r.key = p_key;
-        IF (p_if_match IS NOT NULL OR p_if_none_match IS NOT NULL OR p_must_exist OR p_must_not_exist)
-            AND NOT kvbox_condition_holds(
-                kvbox_seen_etag(v_pk, p_key, v_old.etag, v_old.expires_at, v_old.modified_at, v_old.seq, p_now,
-                    p_stale_before),
-                p_if_match, p_if_none_match, p_must_exist, p_must_not_exist) THEN
+"""
+    + _CHECK_CONDITION
+    + """
             RETURN QUERY SELECT true, NULL::boolean, NULL::text, NULL::text, NULL::bigint, NULL::text,
                 NULL::bigint, NULL::bytea, NULL::text, NULL::bigint;
             RETURN;
@@ -279,14 +313,9 @@ _V3: tuple[str, ...] = (
             record_count = record_count + (CASE WHEN v_old.key IS NULL THEN 1 ELSE 0 END),
             modified_at = greatest(modified_at, p_modified_at), accessed_at = greatest(accessed_at, p_modified_at)
         WHERE pk = v_pk RETURNING write_count INTO v_seq;
-        INSERT INTO records AS r (store_pk, key, content_type, encoding, size, etag, modified_at, inline_body, blob_id,
-            expires_at, seq)
-        VALUES (v_pk, p_key, p_content_type, p_encoding, p_size, p_etag, p_modified_at, p_inline, p_blob_id,
-            p_expires_at, v_seq)
-        ON CONFLICT (store_pk, key) DO UPDATE SET content_type = excluded.content_type,
-            encoding = excluded.encoding, size = excluded.size, etag = excluded.etag,
-            modified_at = excluded.modified_at, inline_body = excluded.inline_body, blob_id = excluded.blob_id,
-            expires_at = excluded.expires_at, seq = excluded.seq;
+"""
+    + _UPSERT_RECORD
+    + """
         RETURN QUERY SELECT false, v_old.key IS NOT NULL, v_old.content_type, v_old.encoding, v_old.size, v_old.etag,
             v_old.modified_at, v_old.inline_body, v_old.blob_id, v_old.expires_at;
     END
@@ -413,15 +442,9 @@ _V4: tuple[str, ...] = (
     # Writes a record if the condition holds for the record a reader sees (`refused`: it did
     # not; nothing was written and the other columns are NULL). No rows back: no such store.
     """
-    CREATE OR REPLACE FUNCTION kvbox_put_record(
-        p_store text, p_key text, p_content_type text, p_encoding text, p_size bigint, p_etag text,
-        p_modified_at bigint, p_inline bytea, p_blob_id text, p_expires_at bigint,
-        p_if_match text[], p_if_none_match text[], p_must_exist boolean, p_must_not_exist boolean,
-        p_now bigint, p_stale_before bigint
-    ) RETURNS TABLE (
-        refused boolean, replaced boolean, o_content_type text, o_encoding text, o_size bigint, o_etag text,
-        o_modified_at bigint, o_inline bytea, o_blob_id text, o_expires_at bigint
-    ) LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+    CREATE OR REPLACE FUNCTION kvbox_put_record"""
+    + _PUT_RECORD_HEAD
+    + """
     DECLARE
         v_pk bigint;
         v_old records%ROWTYPE;
@@ -433,12 +456,9 @@ _V4: tuple[str, ...] = (
         IF NOT FOUND THEN
             RETURN;
         END IF;
-        SELECT * INTO v_old FROM records AS r WHERE r.store_pk = v_pk AND r.key = p_key;
-        IF (p_if_match IS NOT NULL OR p_if_none_match IS NOT NULL OR p_must_exist OR p_must_not_exist)
-            AND NOT kvbox_condition_holds(
-                kvbox_seen_etag(v_pk, p_key, v_old.etag, v_old.expires_at, v_old.modified_at, v_old.seq, p_now,
-                    p_stale_before),
-                p_if_match, p_if_none_match, p_must_exist, p_must_not_exist) THEN
+"""
+    + _CHECK_CONDITION
+    + """
             RETURN QUERY SELECT true, NULL::boolean, NULL::text, NULL::text, NULL::bigint, NULL::text,
                 NULL::bigint, NULL::bytea, NULL::text, NULL::bigint;
             RETURN;
@@ -453,14 +473,9 @@ _V4: tuple[str, ...] = (
             modified_at = greatest(modified_at, p_modified_at), accessed_at = greatest(accessed_at, p_modified_at),
             change_seq = change_seq + coalesce(cardinality(v_events), 0)  -- change feed
         WHERE pk = v_pk RETURNING write_count, change_seq INTO v_seq, v_change_seq;
-        INSERT INTO records AS r (store_pk, key, content_type, encoding, size, etag, modified_at, inline_body, blob_id,
-            expires_at, seq)
-        VALUES (v_pk, p_key, p_content_type, p_encoding, p_size, p_etag, p_modified_at, p_inline, p_blob_id,
-            p_expires_at, v_seq)
-        ON CONFLICT (store_pk, key) DO UPDATE SET content_type = excluded.content_type,
-            encoding = excluded.encoding, size = excluded.size, etag = excluded.etag,
-            modified_at = excluded.modified_at, inline_body = excluded.inline_body, blob_id = excluded.blob_id,
-            expires_at = excluded.expires_at, seq = excluded.seq;
+"""
+    + _UPSERT_RECORD
+    + """
         IF v_events IS NOT NULL THEN  -- change feed
             PERFORM kvbox_log_changes(v_pk, p_store, v_change_seq, v_events, p_key, p_etag, p_size, p_content_type,
                 p_modified_at);
@@ -502,17 +517,9 @@ _V5: tuple[str, ...] = (
     $$
     """,
     """
-    CREATE FUNCTION kvbox_put_record_as(
-        p_token_hash text, p_token text[], p_read_only boolean, p_store_ids text, p_grant text, p_name text,
-        p_expiry text,
-        p_store text, p_key text, p_content_type text, p_encoding text, p_size bigint, p_etag text,
-        p_modified_at bigint, p_inline bytea, p_blob_id text, p_expires_at bigint,
-        p_if_match text[], p_if_none_match text[], p_must_exist boolean, p_must_not_exist boolean,
-        p_now bigint, p_stale_before bigint
-    ) RETURNS TABLE (
-        stale boolean, refused boolean, replaced boolean, o_content_type text, o_encoding text, o_size bigint,
-        o_etag text, o_modified_at bigint, o_inline bytea, o_blob_id text, o_expires_at bigint
-    ) LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+    CREATE FUNCTION kvbox_put_record_as"""
+    + _PUT_RECORD_AS_HEAD
+    + """
     BEGIN
         -- The lock kvbox_put_record takes first anyway: the basis is checked under it.
         PERFORM 1 FROM stores WHERE id = p_store FOR NO KEY UPDATE;
@@ -541,12 +548,7 @@ def _record_write(refused: str, written: str) -> str:
     """The body shared by both writers, from the store row's lock on (`v_pk` set): `refused` and
     `written` lead the row returned when the condition fails or the record is written."""
     return f"""
-        SELECT * INTO v_old FROM records AS r WHERE r.store_pk = v_pk AND r.key = p_key;
-        IF (p_if_match IS NOT NULL OR p_if_none_match IS NOT NULL OR p_must_exist OR p_must_not_exist)
-            AND NOT kvbox_condition_holds(
-                kvbox_seen_etag(v_pk, p_key, v_old.etag, v_old.expires_at, v_old.modified_at, v_old.seq, p_now,
-                    p_stale_before),
-                p_if_match, p_if_none_match, p_must_exist, p_must_not_exist) THEN
+{_CHECK_CONDITION}
             RETURN QUERY SELECT {refused}, NULL::boolean, NULL::text, NULL::text, NULL::bigint, NULL::text,
                 NULL::bigint, NULL::bytea, NULL::text, NULL::bigint;
             RETURN;
@@ -568,14 +570,7 @@ def _record_write(refused: str, written: str) -> str:
             modified_at = greatest(modified_at, p_modified_at), accessed_at = greatest(accessed_at, p_modified_at),
             change_seq = change_seq + coalesce(cardinality(v_events), 0)
         WHERE pk = v_pk RETURNING write_count, change_seq INTO v_seq, v_change_seq;
-        INSERT INTO records AS r (store_pk, key, content_type, encoding, size, etag, modified_at, inline_body, blob_id,
-            expires_at, seq)
-        VALUES (v_pk, p_key, p_content_type, p_encoding, p_size, p_etag, p_modified_at, p_inline, p_blob_id,
-            p_expires_at, v_seq)
-        ON CONFLICT (store_pk, key) DO UPDATE SET content_type = excluded.content_type,
-            encoding = excluded.encoding, size = excluded.size, etag = excluded.etag,
-            modified_at = excluded.modified_at, inline_body = excluded.inline_body, blob_id = excluded.blob_id,
-            expires_at = excluded.expires_at, seq = excluded.seq;
+{_UPSERT_RECORD}
         IF v_events IS NOT NULL THEN  -- kvbox_log_changes
             v_n := cardinality(v_events);
             INSERT INTO changes (store_pk, seq, event_type, key, etag, size, content_type, created_at)
@@ -599,15 +594,7 @@ _WRITE_VARIABLES = """
 
 _V6: tuple[str, ...] = (
     f"""
-    CREATE OR REPLACE FUNCTION kvbox_put_record(
-        p_store text, p_key text, p_content_type text, p_encoding text, p_size bigint, p_etag text,
-        p_modified_at bigint, p_inline bytea, p_blob_id text, p_expires_at bigint,
-        p_if_match text[], p_if_none_match text[], p_must_exist boolean, p_must_not_exist boolean,
-        p_now bigint, p_stale_before bigint
-    ) RETURNS TABLE (
-        refused boolean, replaced boolean, o_content_type text, o_encoding text, o_size bigint, o_etag text,
-        o_modified_at bigint, o_inline bytea, o_blob_id text, o_expires_at bigint
-    ) LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+    CREATE OR REPLACE FUNCTION kvbox_put_record{_PUT_RECORD_HEAD}
     DECLARE
         v_pk bigint;{_WRITE_VARIABLES}
     BEGIN
@@ -620,17 +607,7 @@ _V6: tuple[str, ...] = (
     """,
     # kvbox_basis_holds inline, on the store row the lock reads.
     f"""
-    CREATE OR REPLACE FUNCTION kvbox_put_record_as(
-        p_token_hash text, p_token text[], p_read_only boolean, p_store_ids text, p_grant text, p_name text,
-        p_expiry text,
-        p_store text, p_key text, p_content_type text, p_encoding text, p_size bigint, p_etag text,
-        p_modified_at bigint, p_inline bytea, p_blob_id text, p_expires_at bigint,
-        p_if_match text[], p_if_none_match text[], p_must_exist boolean, p_must_not_exist boolean,
-        p_now bigint, p_stale_before bigint
-    ) RETURNS TABLE (
-        stale boolean, refused boolean, replaced boolean, o_content_type text, o_encoding text, o_size bigint,
-        o_etag text, o_modified_at bigint, o_inline bytea, o_blob_id text, o_expires_at bigint
-    ) LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+    CREATE OR REPLACE FUNCTION kvbox_put_record_as{_PUT_RECORD_AS_HEAD}
     DECLARE
         v_pk bigint;
         v_name text;
