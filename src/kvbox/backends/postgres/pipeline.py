@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg import AsyncConnection, pq
+from psycopg import AsyncConnection, abc, pq
 from psycopg.adapt import PyFormat, Transformer
 from psycopg.errors import error_from_result
 from psycopg_pool import AsyncConnectionPool
@@ -89,6 +89,7 @@ class _Query:
     aborted: bool = False  # skipped for an earlier query's error in its transaction
     tries: int = 0
     alone: bool = False  # sent again in a transaction of its own
+    name: bytes = b""  # the prepared statement it runs
 
 
 class _Pipeline:
@@ -100,7 +101,7 @@ class _Pipeline:
         self._loop = loop
         self._fd = self._pgconn.socket
         self._dump = Transformer(conn)
-        self._load = Transformer(conn)
+        self._loaders: dict[bytes, abc.Transformer] = {}  # by prepared statement
         self._prepared: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
         self._names = itertools.count()  # never reused: a statement dropped from `_prepared` may live on
         self.in_flight: deque[_Query] = deque()
@@ -160,6 +161,7 @@ class _Pipeline:
                 pgconn.send_prepare(name, query.statement.sql, param_types=types)
                 query.parsed, query.ends = key, 2
             pgconn.send_query_prepared(name, dumped, param_formats=self._dump.formats, result_format=pq.Format.BINARY)
+            query.name = name
             self.in_flight.append(query)
             sent = True
         if sent:
@@ -199,8 +201,7 @@ class _Pipeline:
                 query = self.in_flight[0]
                 if status == _ExecStatus.TUPLES_OK:
                     try:
-                        self._load.set_pgresult(result)
-                        query.row = self._load.load_row(0, tuple) if result.ntuples else None
+                        query.row = self._row(query, result)
                     except Exception as e:  # a value that does not load: this query's failure
                         query.errors.append(e)
                 elif status == _ExecStatus.PIPELINE_ABORTED:
@@ -209,6 +210,17 @@ class _Pipeline:
                     query.errors.append(error_from_result(result, encoding=self.conn.info.encoding))
         except Exception as e:  # the connection broke (or worse): fail what it carries, never hang
             self.fail(e)
+
+    def _row(self, query: _Query, result: pq.abc.PGresult) -> Any:
+        """The first row of a result, loaded by the loaders its statement's first result chose
+        (a prepared statement's columns keep their types)."""
+        loader = self._loaders.get(query.name)
+        if loader is None:
+            loader = self._loaders[query.name] = Transformer(self.conn)
+            loader.set_pgresult(result)
+        else:
+            loader.set_pgresult(result, set_loaders=False)
+        return loader.load_row(0, tuple) if result.ntuples else None
 
     def _settle(self, transaction: list[_Query]) -> None:
         """Answer the queries of a transaction that ended. When one of several failed, the
