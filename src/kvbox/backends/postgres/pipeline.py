@@ -115,7 +115,7 @@ class _Pipeline:
         """Queue the batch as transactions, each closed by a Sync, and push the bytes out: the
         reads together, the writes of each group together, every other write alone."""
         reads: list[_Query] = []
-        groups: dict[str | None, list[_Query]] = {}
+        groups: dict[str, list[_Query]] = {}
         single: list[list[_Query]] = []
         for query in batch:
             if query.alone:
