@@ -23,13 +23,15 @@ for tool in podman runc mmdebstrap; do
 done
 
 if [ "$BASE" = "$LOCAL_BASE" ] && ! podman image exists "$LOCAL_BASE"; then
-    if [ ! -s "$CACHE/base-bookworm.tar" ]; then
+    if [ ! -f "$CACHE/base-bookworm.tar" ] || [ ! -s "$CACHE/base-bookworm.tar" ]; then
+        rm -rf "$CACHE/base-bookworm.tar" "$CACHE/base-bookworm.tar.partial"
         mkdir -p "$CACHE"
         sources=/etc/apt/sources.list.d/debian.sources
         [ -e "$sources" ] || sources=/etc/apt/sources.list
         echo "image: making the Debian base with mmdebstrap (once; cached in $CACHE)" >&2
-        mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates \
+        mmdebstrap --quiet --format=tar --variant=minbase --include=python3,python3-venv,ca-certificates \
             bookworm "$CACHE/base-bookworm.tar.partial" "$sources"
+        # The name does not end in .tar: --format keeps mmdebstrap from writing a directory.
         mv "$CACHE/base-bookworm.tar.partial" "$CACHE/base-bookworm.tar"
     fi
     podman import --quiet "$CACHE/base-bookworm.tar" "$LOCAL_BASE" > /dev/null
