@@ -675,6 +675,35 @@ async def test_collection_json_schema_is_enforced(
     assert (await owner_get(api, sid, "CONFIG")).json() == {"depth": 7}
 
 
+@pytest.mark.parametrize("size", ["inline", "blob"])
+async def test_a_write_by_name_goes_to_the_store_the_name_names_now(api: Api, services: Services, size: str) -> None:
+    """A process may keep its decision on a store named by name (the scale-out record path
+    does): renamed, or the name given to another store, the next write by that name follows
+    the name, and is checked against the schema of the store it lands in."""
+    pad = "x" * (0 if size == "inline" else 3 * INLINE)
+    first = (await api.create_store("moving"))["id"]
+    json_type = {"content-type": "application/json"}
+    body = json.dumps({"note": pad}).encode()
+    assert (await put(api, "~moving", "CONFIG", body, **json_type)).status_code == 201
+    r = await api.client.put(f"{STORES}/{first}", json={"name": "moved"}, headers=api.auth())
+    assert r.status_code == 200, r.text
+    r = await api.client.post(STORES, params={"name": "moving"}, json={"schema": SCHEMA}, headers=api.auth())
+    assert r.status_code == 201, r.text
+    second = r.json()["data"]["id"]
+
+    # The first store took this body; the one the name names now refuses it, and nothing is stored.
+    assert_error(await put(api, "~moving", "CONFIG", body, **json_type), 400, "schema-validation-failed")
+    assert (await owner_get(api, second, "CONFIG")).status_code == 404
+    assert (await put(api, "~moving", "CONFIG", json.dumps({"depth": 3}).encode(), **json_type)).status_code == 201
+    assert (await owner_get(api, second, "CONFIG")).json() == {"depth": 3}
+    assert (await owner_get(api, first, "CONFIG")).json() == {"note": pad}
+
+    r = await api.client.put(f"{STORES}/{second}", json={"name": "gone"}, headers=api.auth())
+    assert r.status_code == 200, r.text
+    assert_error(await put(api, "~moving", "CONFIG", b'{"depth": 1}', **json_type), 404, "record-not-found")
+    assert len(await blob_ids(services)) == (0 if size == "inline" else 1)
+
+
 async def test_collection_filter_on_keys_and_zip(api: Api, schema_store: dict[str, Any]) -> None:
     sid = schema_store["id"]
     await put(api, sid, "shot-1", b"1", **{"content-type": "image/png"})

@@ -325,3 +325,19 @@ def test_general_access_changed_through_one_node_is_honoured_by_the_other_at_onc
         assert anonymous.get(record).status_code == 200
         assert a.put(f"/v2/key-value-stores/{store}", json={"generalAccess": "RESTRICTED"}).status_code == 200
         assert anonymous.get(record).status_code in (401, 403)
+
+
+def test_a_store_renamed_through_one_node_is_written_by_its_new_name_on_the_other(
+    clients: tuple[httpx.Client, httpx.Client],
+) -> None:
+    a, b = clients
+    first = new_store(a, "renamed-on-a")
+    by_name = "/v2/key-value-stores/~renamed-on-a/records/k"
+    for _ in range(3):  # B keeps its decision on the name
+        assert b.put(by_name, content=b"first", headers=_BYTES).status_code == 201
+    assert a.put(f"/v2/key-value-stores/{first}", json={"name": "renamed-away"}).status_code == 200
+    assert b.put(by_name, content=b"nowhere", headers=_BYTES).status_code == 404
+    second = new_store(a, "renamed-on-a")
+    assert b.put(by_name, content=b"second", headers=_BYTES).status_code == 201
+    assert a.get(f"/v2/key-value-stores/{second}/records/k").content == b"second"
+    assert a.get(f"/v2/key-value-stores/{first}/records/k").content == b"first"

@@ -254,7 +254,8 @@ class RecordService:
     ) -> tuple[Resolved, RecordMeta | None]:
         """Write `meta` if the rows the decision was made on still hold; when they changed,
         decide again on fresh rows (raising 401, 403 or 404 as a request starting now
-        would) and write to the same store."""
+        would) and write to the store named: by ID the same one, by name the one the name
+        names now (its schema's checks made again when that is another store)."""
         store_id = resolved.store.id
         for _ in range(WRITE_ATTEMPTS):
             try:
@@ -263,10 +264,27 @@ class RecordService:
             except BasisChangedError:
                 self._stores.forget_writable(principal, segment)
                 principal = await self._auth.refresh(principal)
-                # By ID: the store decided on, whatever its name names now (as a write that
-                # resolved it just before a rename would).
-                resolved, basis = await self._stores.writable(principal, store_id, fresh=True)
+                resolved, basis = await self._stores.writable(principal, segment, fresh=True)
+                if resolved.store.id != store_id:
+                    await self._check_body_for(resolved.store, meta)
+                    store_id = resolved.store.id
         raise StorageError(f"The rights on store {store_id} kept changing while a record was being written.")
+
+    async def _check_body_for(self, store: Store, meta: RecordMeta) -> None:
+        """The collection checks a stored body passed for one store, made for another."""
+        collections = collections_for_key(store.schema, meta.key)
+        check_content_type(collections, meta.key, meta.content_type)
+        if not needs_body_check(collections, meta.content_type):
+            return
+        check_charset(meta.content_type)
+        if meta.inline is not None:
+            data = meta.inline
+        else:
+            assert meta.blob_id is not None
+            data = b"".join([chunk async for chunk in await self._blobs.open(meta.blob_id)])
+        check_json_body(
+            collections, meta.key, meta.content_type, decode_bytes(data, meta.encoding, limit=self.max_record_size)
+        )
 
     async def _precheck(self, store: Store, key: str, condition: Condition) -> None:
         """Refuse a large body before reading it when its condition already fails; the check

@@ -91,7 +91,7 @@ class StoreService:
         self._stats = stats
         self.users = users
         # Record-write decisions by (store segment, token hash): see `writable`.
-        self._writable: dict[tuple[str, str | None], tuple[Resolved, Token | None]] = {}
+        self._writable: dict[tuple[str, str | None], tuple[Resolved, Token | None, str | None]] = {}
 
     async def _find(self, principal: Principal, ref: StoreRef) -> Store | None:
         if ref.store_id is not None:
@@ -177,22 +177,23 @@ class StoreService:
 
     async def writable(self, principal: Principal, segment: str, *, fresh: bool = False) -> tuple[Resolved, WriteBasis]:
         """A record write's decision (WRITE on the store) and the rows it was made on, for
-        `put_record_as` to confirm. A store named by ID is decided from a process-local
-        map (its ID and owner never change; everything else the basis covers) unless
-        `fresh`; a store named by name is looked up every time."""
+        `put_record_as` to confirm. Decisions come from a process-local map unless `fresh`:
+        a store's ID and owner never change and the basis covers everything else, the
+        store's name included when the request named the store by name (renamed, or the
+        name given to another store, the write is refused and decided again)."""
         memo = (segment, principal.token.token_hash if principal.token is not None else None)
         kept = None if fresh else self._writable.get(memo)
         if kept is None:
+            resolved = await self.resolve(principal, segment, need=Permission.WRITE, record_op=True)
             # The token the decision is made on goes into the basis with it.
-            kept = (await self.resolve(principal, segment, need=Permission.WRITE, record_op=True), principal.token)
-            if not parse_ref(segment).by_name:
-                if len(self._writable) >= MAX_WRITABLE:
-                    self._writable.clear()
-                self._writable[memo] = kept
+            kept = (resolved, principal.token, resolved.store.name if parse_ref(segment).by_name else None)
+            if len(self._writable) >= MAX_WRITABLE:
+                self._writable.clear()
+            self._writable[memo] = kept
         elif self._limiter is not None:
             self._limiter.check_store(kept[0].store.id, record_op=True)
-        resolved, token = kept
-        return resolved, WriteBasis(memo[1], token, resolved.grant, None, resolved.store.record_expiry)
+        resolved, token, name = kept
+        return resolved, WriteBasis(memo[1], token, resolved.grant, name, resolved.store.record_expiry)
 
     def forget_writable(self, principal: Principal, segment: str) -> None:
         """Drop the decision `writable` keeps for the caller and `segment` (its rows changed)."""
