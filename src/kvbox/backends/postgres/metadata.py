@@ -15,7 +15,7 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, errors
@@ -76,7 +76,9 @@ CONNECT_TIMEOUT_S = 10
 # overloaded: the request is answered 503 (retry later) rather than left hanging.
 POOL_WAIT_S = 5
 PIPELINES = 2  # connections of a process that carry its record reads and writes
+DECODED_KEPT = 4096  # models kept by their rows' values, of each kind (see `_Decoded`)
 
+_Model = TypeVar("_Model")
 _SQL = Statements(Dialect(param="%s", greatest="greatest", token_order="seq", folded_name=FOLDED_NAME))
 # Record writes are one round trip each: a stored function (schema.py) for a put, one
 # statement with data-modifying CTEs for a delete. Both lock the store row first.
@@ -183,15 +185,39 @@ _PUT_RECORD_AS = Statement.of(
 )
 
 
+class _Decoded(Generic[_Model]):
+    """Models decoded from rows, kept by the rows' values. The token, user, store and grant a
+    record read joins come back unchanged on most requests, and a model built once can be
+    shared (models are frozen): this saves the decoding only, every request reads the rows."""
+
+    __slots__ = ("_decode", "_kept")
+
+    def __init__(self, decode: Callable[[Any], _Model]) -> None:
+        self._decode = decode
+        self._kept: dict[tuple[Any, ...], _Model] = {}
+
+    def __call__(self, values: tuple[Any, ...]) -> _Model:
+        model = self._kept.get(values)
+        if model is None:
+            if len(self._kept) >= DECODED_KEPT:
+                self._kept.clear()
+            model = self._kept[values] = self._decode(values)
+        return model
+
+
+_decoded_token, _decoded_user = _Decoded(_token), _Decoded(_user)
+_decoded_store, _decoded_grant = _Decoded(_store), _Decoded(_grant)
+
+
 def _sighting(row: Any) -> Sighting:
     """A `_READ_AS` row as the rows it joins (None for each one missing)."""
     t, u, s, o, g, r = _SPANS
     return Sighting(
-        _token(row[t:u]) if row[t] is not None else None,
-        _user(row[u:s]) if row[u] is not None else None,
-        _store(row[s:o]) if row[s] is not None else None,
-        _user(row[o:g]) if row[o] is not None else None,
-        _grant(row[g:r]) if row[g] is not None else None,
+        _decoded_token(row[t:u]) if row[t] is not None else None,
+        _decoded_user(row[u:s]) if row[u] is not None else None,
+        _decoded_store(row[s:o]) if row[s] is not None else None,
+        _decoded_user(row[o:g]) if row[o] is not None else None,
+        _decoded_grant(row[g:r]) if row[g] is not None else None,
         _record(row[r:]) if row[r] is not None else None,
     )
 
