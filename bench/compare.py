@@ -6,7 +6,9 @@ in alternating rounds so that drift in the machine's load falls on both alike. A
 app GET is measured in the same rounds as the common baseline. Prints req/s per version and
 the ratio of this checkout to REV (the median of per-round ratios), and the server CPU time
 per request of each: on a machine shared with other work the throughput swings with the
-neighbours' load, the CPU a request costs much less.
+neighbours' load, the CPU a request costs much less. `--scale-out` runs both as scale-out
+nodes (PostgreSQL + S3, each version on a database and a bucket of its own, migrated by its
+own code) instead of on the embedded backend.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import statistics
 import subprocess
 import tempfile
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
+from tests.backing_services import kvbox_migrate, scale_out_env
 
 from bench.cpus import add_pin_option, pin_if_asked
+from bench.scaleout import backing_services
 from bench.servers import BENCH_TOKEN, Server, auth_headers, costed, start_bare, start_kvbox
 from bench.wrk import WrkResult, get_script, put_script, require_wrk, run_wrk
 
@@ -66,19 +71,24 @@ def _putter(url: str, path_prefix: str, connections: int) -> Callable[[float], W
 
 
 def compare(
-    rev: str, *, workers: int, rounds: int, seconds: float, connections: int
+    rev: str, *, workers: int, rounds: int, seconds: float, connections: int, scale_out: bool = False
 ) -> dict[str, list[tuple[float, float]]]:
     """(req/s, server CPU microseconds per request) of every run, by name."""
     other = worktree(rev)
-    with tempfile.TemporaryDirectory(prefix="kvbox-compare-") as tmp:
+    envs = {"this": {"PYTHONPATH": str(ROOT / "src")}, "rev": {"PYTHONPATH": str(other / "src")}}
+    with tempfile.TemporaryDirectory(prefix="kvbox-compare-") as tmp, ExitStack() as stack:
         work = Path(tmp)
-        with (
-            start_bare(workers, work) as bare,
-            start_kvbox(work / "this", workers, work, {"PYTHONPATH": str(ROOT / "src")}) as this,
-            start_kvbox(work / "other", workers, work, {"PYTHONPATH": str(other / "src")}) as that,
-        ):
-            return measure_rounds(bare, {"this": this, "rev": that}, rounds=rounds, seconds=seconds,
-                                  connections=connections)  # fmt: skip
+        if scale_out:
+            pg, s3 = stack.enter_context(backing_services())
+            for label, env in envs.items():
+                bucket = s3.create_bucket(f"compare-{label}")
+                env.update(scale_out_env(pg.create_database(label), f"s3://{bucket}/kv", s3.endpoint))
+                kvbox_migrate(env)
+        bare = stack.enter_context(start_bare(workers, work))
+        this = stack.enter_context(start_kvbox(work / "this", workers, work, envs["this"]))
+        that = stack.enter_context(start_kvbox(work / "other", workers, work, envs["rev"]))
+        return measure_rounds(bare, {"this": this, "rev": that}, rounds=rounds, seconds=seconds,
+                              connections=connections)  # fmt: skip
 
 
 def measure_rounds(
@@ -113,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--scale-out", action="store_true", help="both versions as scale-out nodes (PostgreSQL + S3)")
     add_pin_option(p)
     args = p.parse_args(argv)
     args.workers = pin_if_asked(p, args.pin, args.workers)
@@ -122,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for workers in args.workers or [1, 2]:
         r = compare(args.rev, workers=workers, rounds=args.rounds, seconds=args.seconds,
-                    connections=args.connections)  # fmt: skip
+                    connections=args.connections, scale_out=args.scale_out)  # fmt: skip
         bare = r["bare GET"]
         for request in ("GET", "PUT"):
             this, that = r[f"this {request}"], r[f"rev {request}"]

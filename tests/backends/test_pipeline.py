@@ -105,6 +105,28 @@ async def test_batches_of_later_turns_wait_for_the_connections_being_opened(
     assert slow.taken == 2 and len({r[1] for r in rows}) == 2
 
 
+async def test_queries_asked_for_while_every_connection_is_busy_go_out_together_when_one_is_free(
+    pool: AsyncConnectionPool, pipelines: Callable[[int], Pipelines]
+) -> None:
+    pipes = pipelines(1)
+    sleep = Statement.of("SELECT pg_sleep(%s), pg_backend_pid()", read_only=True)
+    # now(): the start of the query's transaction, shared by the reads of one batch
+    timed = Statement.of("SELECT %s::int * 2, now()", read_only=True)
+    busy = asyncio.ensure_future(pipes.fetchone(pool, sleep, (0.3,)))
+    await asyncio.sleep(0.1)  # the one connection is open and busy
+
+    async def later(n: int) -> Any:
+        await asyncio.sleep(n / 500)  # one query per turn over 40 ms
+        return await pipes.fetchone(pool, timed, (n,))
+
+    rows = await asyncio.gather(*(later(n) for n in range(20)))
+    await busy
+    assert [r[0] for r in rows] == [2 * n for n in range(20)]
+    assert len({r[1] for r in rows}) == 1  # one batch, one transaction
+    alone = await pipes.fetchone(pool, timed, (1,))
+    assert alone[1] > rows[0][1]  # an idle connection takes a batch at once, in a new transaction
+
+
 async def test_a_failing_query_fails_alone_and_the_others_commit(
     pool: AsyncConnectionPool, pipelines: Callable[[int], Pipelines]
 ) -> None:

@@ -24,7 +24,7 @@ import asyncio
 import itertools
 import re
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,8 +95,9 @@ class _Query:
 class _Pipeline:
     """One connection in pipeline mode and the queries in flight on it, oldest first."""
 
-    def __init__(self, conn: AsyncConnection, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, conn: AsyncConnection, loop: asyncio.AbstractEventLoop, on_idle: Callable[[], None]) -> None:
         self.conn = conn
+        self._on_idle = on_idle  # called when it has nothing in flight any more, or broke
         self._pgconn = conn.pgconn
         self._loop = loop
         self._fd = self._pgconn.socket
@@ -110,6 +111,10 @@ class _Pipeline:
         self.broken = False
         self._pgconn.enter_pipeline_mode()
         loop.add_reader(self._fd, self._read)
+
+    @property
+    def idle(self) -> bool:
+        return not (self.broken or self.in_flight or self._ended)
 
     def send(self, batch: list[_Query]) -> None:
         """Queue the batch as transactions, each closed by a Sync, and push the bytes out: the
@@ -210,6 +215,9 @@ class _Pipeline:
                     query.errors.append(error_from_result(result, encoding=self.conn.info.encoding))
         except Exception as e:  # the connection broke (or worse): fail what it carries, never hang
             self.fail(e)
+            return
+        if self.idle:
+            self._on_idle()
 
     def _row(self, query: _Query, result: pq.abc.PGresult) -> Any:
         """The first row of a result, loaded by the loaders its statement's first result chose
@@ -249,8 +257,9 @@ class _Pipeline:
         if again:
             self.send(again)
 
-    def fail(self, error: Exception) -> None:
-        """The connection is unusable: fail everything it carries and stop watching it."""
+    def fail(self, error: Exception, *, closing: bool = False) -> None:
+        """The connection is unusable: fail everything it carries and stop watching it (and,
+        unless `closing`, let the queries waiting for a connection go to another)."""
         if self.broken:
             return
         self.broken = True
@@ -262,26 +271,32 @@ class _Pipeline:
             if not query.done.done():
                 query.done.set_exception(error)
         self._ended, self.in_flight = [], deque()
+        if not closing:
+            self._on_idle()
 
     def close(self) -> None:
-        self.fail(psycopg.OperationalError("the connection was closed"))
+        self.fail(psycopg.OperationalError("the connection was closed"), closing=True)
 
 
 class Pipelines:
     """Up to `size` pipelined connections taken from a pool and held for the life of the process.
 
-    A batch goes to the connection with the fewest queries in flight; when every one is busy
-    and fewer than `size` are open, a new one is opened for it. Few connections make big
-    batches: two suit a worker, since each backend runs its queries one after another.
+    A connection carries one batch at a time. A batch goes to a connection with nothing in
+    flight; when every one is busy and fewer than `size` are open, a new one is opened for
+    it; otherwise its queries wait, with those of the turns that follow, for the first
+    connection to be free, and go out together. So batches grow with the load, and a busy
+    database gets fewer, larger transactions to run. Two connections suit a worker: each
+    backend runs its queries one after another.
     """
 
     def __init__(self, size: int) -> None:
         self._size = max(1, size)
         self._pipes: list[_Pipeline] = []
-        self._batch: list[_Query] = []
-        self._waiting: list[_Query] = []  # batches for connections still being opened
+        self._batch: list[_Query] = []  # asked for in this turn of the loop
+        self._waiting: list[_Query] = []  # asked for earlier, waiting for a free connection
         self._opening = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool: AsyncConnectionPool | None = None
 
     async def fetchone(
         self, pool: AsyncConnectionPool, statement: Statement, params: Any, *, group: str | None = None
@@ -295,29 +310,39 @@ class Pipelines:
         if loop is not self._loop:  # a new event loop: connections watched by the old one are dropped
             for pipe in self._pipes:
                 pipe.close()
-            self._loop = loop
+            self._loop, self._waiting, self._opening = loop, [], 0
         done: asyncio.Future[Any] = loop.create_future()
         if not self._batch:
-            loop.call_soon(self._send_batch, pool)
+            self._pool = pool
+            loop.call_soon(self._send_batch)
         self._batch.append(_Query(statement, params, done, group))
         return await done
 
-    def _send_batch(self, pool: AsyncConnectionPool) -> None:
+    def _send_batch(self) -> None:
         batch, self._batch = self._batch, []
+        self._waiting.extend(batch)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Send the waiting queries over a free connection, or open one for them if allowed;
+        else they wait for a connection to be free (its `on_idle`)."""
+        pool = self._pool
+        if pool is None:
+            return
         for broken in [p for p in self._pipes if p.broken]:
             self._pipes.remove(broken)
             _background(_discard(pool, broken.conn))
-        batch = [q for q in batch if not q.done.done()]
+        batch, self._waiting = [q for q in self._waiting if not q.done.done()], []
         if not batch:
             return
-        pipe = min(self._pipes, key=lambda p: len(p.in_flight), default=None)
-        if (pipe is None or pipe.in_flight) and len(self._pipes) + self._opening < self._size:
+        pipe = next((p for p in self._pipes if p.idle), None)
+        if pipe is not None:
+            pipe.send(batch)
+        elif len(self._pipes) + self._opening < self._size:
             self._opening += 1
             _background(self._open_then_send(pool, batch))
-        elif pipe is None:  # every connection allowed is being opened: the first one up takes it
-            self._waiting.extend(batch)
-        else:
-            pipe.send(batch)
+        else:  # every connection is busy or being opened: the first one free takes them
+            self._waiting = batch
 
     async def _open_then_send(self, pool: AsyncConnectionPool, batch: list[_Query]) -> None:
         try:
@@ -331,9 +356,8 @@ class Pipelines:
                     query.done.set_exception(e)
             return
         self._opening -= 1
-        batch, self._waiting = batch + self._waiting, []
         try:
-            pipe = _Pipeline(conn, asyncio.get_running_loop())
+            pipe = _Pipeline(conn, asyncio.get_running_loop(), self._dispatch)
         except Exception as e:  # the connection is no good: the pool replaces it
             for query in batch:
                 if not query.done.done():
@@ -341,7 +365,8 @@ class Pipelines:
             await _discard(pool, conn)
             return
         self._pipes.append(pipe)
-        pipe.send([q for q in batch if not q.done.done()])
+        self._waiting = batch + self._waiting
+        self._dispatch()
 
     async def close(self, pool: AsyncConnectionPool) -> None:
         pipes, self._pipes = self._pipes, []
