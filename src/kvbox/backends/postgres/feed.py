@@ -29,6 +29,7 @@ from kvbox.backends.feed_statements import (
     webhook_from_row,
     webhook_values,
 )
+from kvbox.backends.postgres.schema import CHANNEL_SQL
 from kvbox.backends.statements import Dialect
 from kvbox.core.feed import ChangePage
 from kvbox.core.webhooks import ATTEMPTS_KEPT, Attempt, Delivery, Webhook, pending_attempt
@@ -36,7 +37,7 @@ from kvbox.core.webhooks import ATTEMPTS_KEPT, Attempt, Delivery, Webhook, pendi
 _FEED = FeedStatements(Dialect(param="%s", greatest="greatest", token_order="seq"))
 # Rows removed by housekeeping (store pk, key) as changes: each store's change_seq moves past
 # them (its row is locked by the caller's transaction already), numbered in the given order.
-_LOG_REMOVED = """
+_LOG_REMOVED = f"""
 WITH c AS (SELECT * FROM unnest(%s::bigint[], %s::text[]) WITH ORDINALITY AS c(store_pk, key, n)),
 t AS (SELECT store_pk, count(*) AS n FROM c GROUP BY store_pk),
 u AS (
@@ -48,7 +49,7 @@ i AS (
     SELECT c.store_pk, u.base + row_number() OVER (PARTITION BY c.store_pk ORDER BY c.n), %s, c.key, %s
     FROM c JOIN u ON u.pk = c.store_pk
 )
-SELECT pg_notify(kvbox_channel(), u.id) FROM u
+SELECT pg_notify({CHANNEL_SQL}, u.id) FROM u
 """
 _PAGE = f"""
 SELECT s.pk, s.change_seq, (SELECT min(seq) FROM changes WHERE store_pk = s.pk), c.*

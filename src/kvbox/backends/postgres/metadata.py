@@ -26,7 +26,14 @@ from kvbox.backends.base import BasisChangedError
 from kvbox.backends.failures import storage_failure
 from kvbox.backends.postgres.feed import PostgresFeed
 from kvbox.backends.postgres.pipeline import Pipelines, Statement
-from kvbox.backends.postgres.schema import FOLDED_NAME, LOCK_KEY_SQL, SCHEMA_VERSION, check_version, migrate
+from kvbox.backends.postgres.schema import (
+    CHANNEL_SQL,
+    FOLDED_NAME,
+    LOCK_KEY_SQL,
+    SCHEMA_VERSION,
+    check_version,
+    migrate,
+)
 from kvbox.backends.rows import (
     GRANT_COLUMNS,
     STORE_COLUMNS,
@@ -91,11 +98,11 @@ _NO_CONDITION = (None, None, False, False, None, None)
 _CHANGE_SEQ = """
         change_seq = change_seq + CASE WHEN kvbox_changes_on() THEN (SELECT count(*) FROM d) ELSE 0 END"""
 _RETURNING_SEQ = " RETURNING pk, change_seq"
-_LOG_DELETE = """,
+_LOG_DELETE = f""",
 ch AS (
     INSERT INTO changes (store_pk, seq, event_type, key, created_at)
     SELECT upd.pk, upd.change_seq, 'RECORD.DELETED', d.key, %(now)s FROM d, upd WHERE kvbox_changes_on()
-    RETURNING pg_notify(kvbox_channel(), %(store)s)
+    RETURNING pg_notify({CHANNEL_SQL}, %(store)s)
 )"""
 # One statement. It locks the store row first, as kvbox_put_record does (one lock order:
 # no deadlocks); a write of the same key that commits meanwhile is then seen through the

@@ -640,6 +640,9 @@ VERSION_TABLE = "kvbox_schema"
 # Advisory lock keys are hashed from a name and the schema, so deployments in other
 # schemas of the same database never wait for each other.
 LOCK_KEY_SQL = "hashtextextended(%s || ':' || current_schema(), 0)"
+# kvbox_channel()'s value, written out: a function with `SET search_path` is planned again on
+# every call, this expression is not (a session's schema is the one kvbox lives in).
+CHANNEL_SQL = "'kvbox_changes:' || current_schema()"
 
 
 async def schema_version(conn: AsyncConnection) -> int:
