@@ -704,6 +704,23 @@ async def test_a_write_by_name_goes_to_the_store_the_name_names_now(api: Api, se
     assert len(await blob_ids(services)) == (0 if size == "inline" else 1)
 
 
+async def test_a_write_by_name_after_the_store_was_replaced_is_decided_on_the_new_store(api: Api) -> None:
+    """Bob may write to alice's store by its name; the store is deleted and another made with
+    that name, not shared: his next write by the name is refused (403), not a missing store."""
+    first = (await api.create_store("replaced"))["id"]
+    grant = {"permission": "WRITE"}
+    r = await api.client.put(f"{STORES}/{first}/grants/bob", json=grant, headers=api.auth())
+    assert r.status_code == 200, r.text
+    by_name = f"{STORES}/alice~replaced/records/k"
+    assert (await api.client.put(by_name, content=b"bob", headers=api.auth(BOB_TOKEN))).status_code == 201
+    assert (await api.client.delete(f"{STORES}/{first}", headers=api.auth())).status_code == 204
+    second = (await api.create_store("replaced"))["id"]
+    assert_error(
+        await api.client.put(by_name, content=b"no", headers=api.auth(BOB_TOKEN)), 403, "insufficient-permissions"
+    )
+    assert (await owner_get(api, second, "k")).status_code == 404
+
+
 async def test_collection_filter_on_keys_and_zip(api: Api, schema_store: dict[str, Any]) -> None:
     sid = schema_store["id"]
     await put(api, sid, "shot-1", b"1", **{"content-type": "image/png"})

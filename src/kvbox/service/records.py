@@ -234,7 +234,9 @@ class RecordService:
         except KvboxError:
             if blob_id is not None:
                 await self._blobs.delete(blob_id)
-            if await self._index.get_store(resolved.store.id) is None:
+            # A store deleted meanwhile. (Through `put_record_as` that is a basis that no longer
+            # holds, and the error raised is the fresh decision's, on the store named now.)
+            if basis is None and await self._index.get_store(resolved.store.id) is None:
                 raise StoreNotFoundError() from None
             raise
         if self._hub is not None:
