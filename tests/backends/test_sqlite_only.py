@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import struct
@@ -20,7 +21,7 @@ from kvbox.backends.sqlite.schema import SCHEMA_VERSION, migrate, user_version
 from kvbox.core.errors import NameNotUniqueError, StorageError
 from kvbox.core.expiry import sorted_rules
 from kvbox.core.ids import new_blob_name, new_id, new_secret
-from kvbox.core.models import ExpiryRule, RecordExpiry, RecordMeta, Store, User, Visibility
+from kvbox.core.models import NO_EXPIRY, ExpiryRule, RecordExpiry, RecordMeta, Store, User, Visibility
 
 pytestmark = pytest.mark.anyio
 
@@ -198,6 +199,30 @@ def test_processes_opening_a_new_file_at_once(tmp_path: Path) -> None:
         assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 8
     finally:
         conn.close()
+
+
+async def test_the_record_reads_of_one_turn_are_one_statement_per_store(tmp_path: Path) -> None:
+    index = SqliteMetadataIndex(tmp_path / "index.sqlite3")
+    try:
+        one, two = make_store("one"), make_store("two")
+        for store in (one, two):
+            await index.insert_store(store)
+        for key in ("a", "b", "c", "old-1", "old-2"):
+            await index.put_record(one.id, rec(key, f"one {key}".encode()))
+        await index.put_record(two.id, rec("a", b"two a"))
+        assert await index.delete_prefix(one.id, "old-", visible=Visibility(T0 + 1, NO_EXPIRY)) == 2
+        statements: list[str] = []
+        index._conn.set_trace_callback(statements.append)
+        wanted = [(one.id, "a"), (two.id, "a"), (one.id, "missing"), (one.id, "c"), (one.id, "old-1"),
+                  (one.id, "a"), ("no-such-store", "a")]  # fmt: skip
+        found = await asyncio.gather(*(index.get_record(store_id, key) for store_id, key in wanted))
+        index._conn.set_trace_callback(None)
+        bodies = [r.inline if r is not None else None for r in found]
+        assert bodies == [b"one a", b"two a", None, b"one c", None, b"one a", None]
+        assert len([s for s in statements if s.startswith("SELECT")]) == 3  # one per store asked for
+        assert (await index.get_record(one.id, "b")) is not None  # a turn with one read
+    finally:
+        await index.close()
 
 
 async def test_migration_is_idempotent(tmp_path: Path) -> None:

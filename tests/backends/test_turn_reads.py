@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+from collections.abc import Sequence
 
 import pytest
 
@@ -46,6 +47,26 @@ async def test_a_failing_read_fails_only_its_caller() -> None:
     )
     assert results[0] == 1 and results[2] == 3
     assert isinstance(results[1], StorageError)
+
+
+async def test_reads_given_one_reader_go_to_one_call_of_it() -> None:
+    reads = TurnReads()
+    calls: list[list[int]] = []
+
+    def read_all(numbers: Sequence[int]) -> list[int]:
+        calls.append(list(numbers))
+        if 13 in numbers:
+            raise StorageError("unlucky")
+        return [n * 10 for n in numbers]
+
+    first = await asyncio.gather(*(reads.run_together(read_all, n) for n in range(4)), reads.run(lambda: -1))
+    assert first == [0, 10, 20, 30, -1]
+    assert calls == [[0, 1, 2, 3]]
+    # One argument that fails the call: each is read again alone, and only its caller fails.
+    calls.clear()
+    second = await asyncio.gather(*(reads.run_together(read_all, n) for n in (12, 13, 14)), return_exceptions=True)
+    assert second[0] == 120 and second[2] == 140 and isinstance(second[1], StorageError)
+    assert calls == [[12, 13, 14], [12], [13], [14]]
 
 
 async def test_a_cancelled_callers_read_is_skipped() -> None:

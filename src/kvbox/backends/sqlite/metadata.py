@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import os
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import cast
@@ -44,7 +45,7 @@ from kvbox.backends.sqlite.reads import TurnReads
 from kvbox.backends.sqlite.schema import FOLDED_NAME, SCHEMA_VERSION, migrate
 from kvbox.backends.sqlite.walindex import WalIndexWatch
 from kvbox.backends.sqlite.writer import Batch, LoopWriter, Refused
-from kvbox.backends.statements import PREFIX_END, Dialect, Statements
+from kvbox.backends.statements import PREFIX_END, UNDER_DELETED_PREFIX, Dialect, Statements
 from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
 from kvbox.core.feed import EventType, write_events
 from kvbox.core.models import (
@@ -75,6 +76,11 @@ _IN_CHUNK = 500  # well below SQLite's bound-parameter limit
 _PURGE_STEP = 100  # rows of deleted prefixes per write transaction
 
 _SQL = Statements(Dialect(param="?", greatest="max", token_order="rowid", folded_name=FOLDED_NAME))
+# `get_record` for many keys of one store, given as a JSON array (`_read_records`).
+_GET_RECORDS = (
+    f"SELECT {_RECORD} FROM records WHERE store_pk = {_SQL.store_pk} "
+    f"AND key IN (SELECT value FROM json_each(?)) AND NOT {UNDER_DELETED_PREFIX}"
+)
 # Record writes run on the group-commit writer as separate statements: SQLite has no
 # stored functions, and the writer's transaction already serializes them.
 _INSERT_RECORD = (
@@ -445,8 +451,25 @@ class SqliteMetadataIndex(SqliteFeed):
 
     # records
     async def get_record(self, store_id: str, key: str) -> RecordMeta | None:
-        # A miss of the read cache on a request's path: read after the loop's turn (reads.py).
-        return await self._point_reads.run(lambda: self._read_record(store_id, key))
+        # A miss of the read cache on a request's path: read after the loop's turn with the
+        # turn's other record reads (reads.py).
+        return await self._point_reads.run_together(self._read_records, (store_id, key))
+
+    def _read_records(self, wanted: Sequence[tuple[str, str]]) -> list[RecordMeta | None]:
+        """The records at (store ID, key) pairs. The keys of one store are read in one
+        statement: `sqlite3` lets go of the interpreter's lock at every step of a statement,
+        three times for a lookup alone, once a row (and twice more) for many keys at once."""
+        if len(wanted) == 1:
+            return [self._read_record(*wanted[0])]
+        keys: dict[str, list[str]] = {}
+        for store_id, key in wanted:
+            keys.setdefault(store_id, []).append(key)
+        found: dict[tuple[str, str], RecordMeta] = {}
+        with _storage_errors("read a record"):
+            for store_id, of_store in keys.items():
+                rows = self._conn.execute(_GET_RECORDS, (store_id, json.dumps(of_store))).fetchall()
+                found.update(((store_id, row[0]), _record(row)) for row in rows)
+        return [found.get(pair) for pair in wanted]
 
     def _read_record(self, store_id: str, key: str) -> RecordMeta | None:
         with _storage_errors("read a record"):

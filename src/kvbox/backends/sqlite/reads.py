@@ -17,28 +17,41 @@ the one whose turn is collecting them are run at once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+A = TypeVar("A")
+# Reads many at once: results in the order of the arguments.
+ReadAll = Callable[[Sequence[Any]], Sequence[Any]]
 
 
 class TurnReads:
     """Collects the reads of one turn of an event loop and runs them after it."""
 
     def __init__(self) -> None:
-        self._pending: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        # (read_all, argument, future): read_all([argument])[0] is the read's result
+        self._pending: list[tuple[ReadAll, Any, asyncio.Future[Any]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self, read: Callable[[], T]) -> T:
         """The result of `read()`, run after the current turn with the turn's other reads."""
+
+        def read_one(_: Sequence[None]) -> list[T]:
+            return [read()]
+
+        return await self.run_together(read_one, None)
+
+    async def run_together(self, read_all: Callable[[Sequence[A]], Sequence[T]], argument: A) -> T:
+        """`read_all([argument])[0]`, run after the current turn; the arguments of the turn's
+        reads given the same `read_all` go to one call of it, in the order they came."""
         loop = asyncio.get_running_loop()
         if self._pending and self._loop is not loop:
             if self._loop is None or not self._loop.is_closed():
-                return read()  # another loop's turn is collecting: no waiting on it
+                return read_all([argument])[0]  # another loop's turn is collecting: no waiting on it
             self._pending = []  # left by a loop that closed before its turn ended
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append((read, future))
+        self._pending.append((read_all, argument, future))
         if len(self._pending) == 1:
             self._loop = loop
             loop.call_soon(self._run_pending)
@@ -46,12 +59,24 @@ class TurnReads:
 
     def _run_pending(self) -> None:
         pending, self._pending = self._pending, []
-        for read, future in pending:
-            if future.done():  # its request was cancelled
-                continue
-            try:
-                result = read()
-            except Exception as e:  # each caller gets its own read's failure
-                future.set_exception(e)
-            else:
-                future.set_result(result)
+        groups: dict[ReadAll, list[tuple[Any, asyncio.Future[Any]]]] = {}
+        for read_all, argument, future in pending:
+            if not future.done():  # else its request was cancelled
+                groups.setdefault(read_all, []).append((argument, future))
+        for read_all, reads in groups.items():
+            if len(reads) > 1:
+                try:
+                    results = read_all([argument for argument, _ in reads])
+                except Exception:  # read them one by one below: each caller gets its own failure
+                    pass
+                else:
+                    for (_, future), result in zip(reads, results, strict=True):
+                        future.set_result(result)
+                    continue
+            for argument, future in reads:
+                try:
+                    result = read_all([argument])[0]
+                except Exception as e:
+                    future.set_exception(e)
+                else:
+                    future.set_result(result)
