@@ -338,7 +338,27 @@ async def test_aborted_and_stale_uploads_leave_nothing(scale_out: ScaleOut) -> N
     assert [b async for b in blobs.list_ids(older_than_ms=started + MAX_UPLOAD_MS - 60_000)] == []
     assert len(await uploads()) == 1  # it may still be running: left alone
     assert [b async for b in blobs.list_ids(older_than_ms=started + MAX_UPLOAD_MS + 60_000)] == []
-    assert await uploads() == []  # older than any upload may take: aborted
+    assert len(await uploads()) == 1  # S3 dates it a day old, but it was first seen 2 minutes ago
+    assert [b async for b in blobs.list_ids(older_than_ms=started + 2 * MAX_UPLOAD_MS)] == []
+    assert await uploads() == []  # seen in progress for longer than any upload may take: aborted
+    await blobs.close()
+
+
+async def test_an_upload_that_s3_misdates_is_not_aborted_while_it_runs(scale_out: ScaleOut) -> None:
+    blobs = s3_blobs(scale_out, part_size=5 * MiB)
+    s3 = await blobs.client()
+    writer = await blobs.create()
+    await writer.write(b"a" * (6 * MiB))
+    page = await s3.list_multipart_uploads(Bucket=blobs.bucket, Prefix=blobs.prefix)
+    (upload,) = page["Uploads"]
+    now = int(time.time() * 1000)
+    assert upload["Initiated"].timestamp() * 1000 < now - MAX_UPLOAD_MS  # moto's fixed date in 2010
+    for _ in range(3):  # the cleanup pass of a node, as often as it may run
+        assert [b async for b in blobs.list_ids(older_than_ms=now)] == []
+    await writer.write(b"b" * (6 * MiB))
+    blob_id = await writer.commit()
+    body = b"".join([c async for c in await blobs.open(blob_id)])
+    assert body == b"a" * (6 * MiB) + b"b" * (6 * MiB)
     await blobs.close()
 
 

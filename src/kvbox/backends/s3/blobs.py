@@ -248,6 +248,8 @@ class S3BlobStore:
         self._client: Any = None
         self._stack: AsyncExitStack | None = None
         self._opening: asyncio.Lock | None = None
+        # Upload id -> `older_than_ms` of the listing that first showed it in progress.
+        self._uploads_seen: dict[str, int] = {}
 
     @classmethod
     def from_url(cls, url: str, *, endpoint: str | None = None, **options: int) -> S3BlobStore:
@@ -356,18 +358,26 @@ class S3BlobStore:
     async def list_ids(self, *, older_than_ms: int) -> AsyncIterator[str]:
         """Ids of committed blobs stored before `older_than_ms`, for orphan collection.
 
-        Also aborts multipart uploads begun before `older_than_ms - MAX_UPLOAD_MS`: writers
-        that died before commit or abort.
+        Also aborts multipart uploads of writers that died before commit or abort: those
+        begun before `older_than_ms - MAX_UPLOAD_MS`, by S3's date and by this store's own
+        sightings alike. An upload is aborted only once the listings of this store have shown
+        it in progress for that long, so an S3 server that misdates its uploads (moto dates
+        every one in 2010) never loses one in flight.
         """
         s3 = await self.client()
+        cutoff = older_than_ms - MAX_UPLOAD_MS
         try:
+            seen: dict[str, int] = {}
             uploads = s3.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=self.prefix)
             async for page in uploads:
                 for upload in page.get("Uploads", []):
-                    if _ms(upload["Initiated"]) < older_than_ms - MAX_UPLOAD_MS:
-                        await s3.abort_multipart_upload(
-                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-                        )
+                    upload_id = upload["UploadId"]
+                    first_seen = self._uploads_seen.get(upload_id, older_than_ms)
+                    if _ms(upload["Initiated"]) < cutoff and first_seen <= cutoff:
+                        await s3.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload_id)
+                    else:
+                        seen[upload_id] = first_seen
+            self._uploads_seen = seen  # uploads no longer listed are forgotten
             objects = s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
             async for page in objects:
                 for item in page.get("Contents", []):
