@@ -33,6 +33,7 @@ from kvbox.backends.postgres.schema import (
     SCHEMA_VERSION,
     check_version,
     migrate,
+    seen_etag_sql,
 )
 from kvbox.backends.rows import (
     GRANT_COLUMNS,
@@ -120,9 +121,10 @@ upd AS (
 ){_LOG_DELETE}
 SELECT {_RECORD} FROM d
 """
-# The same with a condition (schema.py's kvbox_condition_holds), checked on the record as
-# it is once the store row is locked: FOR UPDATE reads the latest committed version of a
-# row that a writer holding the lock before us changed. Refused: nothing changes.
+# The same with a condition (schema.py's kvbox_condition_holds on the etag a reader sees, written
+# out as the writers have it since schema 7), checked on the record as it is once the store row
+# is locked: FOR UPDATE reads the latest committed version of a row that a writer holding the
+# lock before us changed. Refused: nothing changes.
 _DELETE_RECORD_IF = f"""
 WITH s AS (SELECT pk FROM stores WHERE id = %(store)s FOR NO KEY UPDATE),
 cur AS (
@@ -130,11 +132,15 @@ cur AS (
     FOR UPDATE
 ),
 seen AS (
-    SELECT kvbox_seen_etag((SELECT pk FROM s), %(key)s, cur.etag, cur.expires_at, cur.modified_at, cur.seq,
-        %(now_seen)s, %(stale_before)s) AS etag FROM cur
+    SELECT {
+    seen_etag_sql("cur", "(SELECT pk FROM s)", "%(key)s::text", "%(now_seen)s::bigint", "%(stale_before)s::bigint")
+} AS etag FROM cur
 ),
-ok AS (SELECT kvbox_condition_holds((SELECT etag FROM seen), %(if_match)s::text[], %(if_none_match)s::text[],
-    %(must_exist)s, %(must_not_exist)s) AS ok),
+ok AS (
+    SELECT kvbox_condition_holds(e.etag, %(if_match)s::text[], %(if_none_match)s::text[], %(must_exist)s,
+        %(must_not_exist)s) AS ok
+    FROM (SELECT (SELECT etag FROM seen) AS etag OFFSET 0) AS e  -- OFFSET 0: a column, so the function inlines
+),
 d AS (
     DELETE FROM records WHERE store_pk = (SELECT pk FROM s) AND key = %(key)s AND (SELECT ok FROM ok)
     RETURNING {_RECORD}

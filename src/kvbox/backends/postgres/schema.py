@@ -639,16 +639,23 @@ def _record_writers(check: str = _CHECK_CONDITION, variables: str = _WRITE_VARIA
 
 _V6 = _record_writers()
 
-# The etag a reader sees of the replaced row (kvbox_seen_etag, written out: a SQL function
-# with `SET search_path` is planned again on every call, which made a conditional write cost
-# 0.87 of a plain one). Read only when the write has a condition.
-_SEEN_ETAG = """CASE
-                WHEN v_old.etag IS NULL OR p_now IS NULL THEN v_old.etag
-                WHEN v_old.expires_at IS NOT NULL AND v_old.expires_at <= p_now THEN NULL
-                WHEN v_old.expires_at IS NULL AND v_old.modified_at <= p_stale_before THEN NULL
-                WHEN EXISTS (SELECT 1 FROM deleted_prefixes AS d WHERE d.store_pk = v_pk
-                    AND p_key >= d.prefix AND p_key < d.prefix_end AND v_old.seq <= d.seq) THEN NULL
-                ELSE v_old.etag END"""
+
+def seen_etag_sql(row: str, store_pk: str, key: str, now: str, stale_before: str) -> str:
+    """kvbox_seen_etag written out, on the record row `row` (a name whose `etag`, `expires_at`,
+    `modified_at` and `seq` are read) of store `store_pk` at `key`: a SQL function with
+    `SET search_path` is planned again on every call, which made a conditional write cost
+    0.87 of a plain one."""
+    return f"""CASE
+                WHEN {row}.etag IS NULL OR {now} IS NULL THEN {row}.etag
+                WHEN {row}.expires_at IS NOT NULL AND {row}.expires_at <= {now} THEN NULL
+                WHEN {row}.expires_at IS NULL AND {row}.modified_at <= {stale_before} THEN NULL
+                WHEN EXISTS (SELECT 1 FROM deleted_prefixes AS dp WHERE dp.store_pk = {store_pk}
+                    AND {key} >= dp.prefix AND {key} < dp.prefix_end AND {row}.seq <= dp.seq) THEN NULL
+                ELSE {row}.etag END"""
+
+
+# The etag a reader sees of the replaced row, read only when the write has a condition.
+_SEEN_ETAG = seen_etag_sql("v_old", "v_pk", "p_key", "p_now", "p_stale_before")
 _CHECK_CONDITION_INLINE = f"""
         SELECT * INTO v_old FROM records AS r WHERE r.store_pk = v_pk AND r.key = p_key;
         v_conditional := p_if_match IS NOT NULL OR p_if_none_match IS NOT NULL OR p_must_exist OR p_must_not_exist;
