@@ -544,7 +544,7 @@ _V5: tuple[str, ...] = (
 # and kvbox_channel took most of a write's time in the database (about 0.5 of 1.1 ms). Their
 # logic now sits inline in both writers, with the same results; the functions stay for the
 # nodes of the previous release and for the other statements that call them.
-def _record_write(refused: str, written: str, check: str = _CHECK_CONDITION) -> str:
+def _record_write(refused: str, written: str, check: str) -> str:
     """The body shared by both writers, from the store row's lock on (`v_pk` set): `refused` and
     `written` lead the row returned when the condition fails or the record is written; `check`
     reads the replaced row into `v_old` and opens the IF that refuses the write."""
@@ -594,8 +594,9 @@ _WRITE_VARIABLES = """
         v_n integer;"""
 
 
-def _record_writers(check: str = _CHECK_CONDITION, variables: str = _WRITE_VARIABLES) -> tuple[str, ...]:
-    """Both record writers as of version 6, with `check` for the condition."""
+def _record_writers(check: str, variables: str) -> tuple[str, ...]:
+    """Both record writers as of version 6, with `check` for the condition and `variables`
+    declared after `v_pk`."""
     return (
         f"""
     CREATE OR REPLACE FUNCTION kvbox_put_record{_PUT_RECORD_HEAD}
@@ -637,7 +638,7 @@ def _record_writers(check: str = _CHECK_CONDITION, variables: str = _WRITE_VARIA
     )
 
 
-_V6 = _record_writers()
+_V6 = _record_writers(_CHECK_CONDITION, _WRITE_VARIABLES)
 
 
 def seen_etag_sql(row: str, store_pk: str, key: str, now: str, stale_before: str) -> str:
