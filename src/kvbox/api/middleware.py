@@ -6,13 +6,14 @@ every response carries it, and so do the request's access log line and any error
 while serving it. The route a request is counted under is its route table pattern (set in
 the scope by the API, by Starlette for the console), never the raw path.
 
-A request is counted and logged once the event loop is done with the turn that answered it,
-together with the others answered in that turn, rather than on the request's own path: a
-request only leaves its figures in a list. Served through granian, counting and logging on
-the request's path cost a worker about 10% of its GET rate more than after the turn. Batches
-of 50 ms were tried too: on one CPU they cost the same as batches of a turn, but a worker
-sharing the cores with granian's threads lost more, as a long batch holds the interpreter's
-lock that those threads wait for. A metrics snapshot counts the waiting requests first, so a
+A request is counted and logged together with others, rather than on its own path: a
+request only leaves its figures in a list, and the list is counted and logged once it holds
+`RECORD_AFTER` requests, or `RECORD_AFTER_S` after its first. Served through granian,
+counting and logging on each request's path cost a worker about 10% of its GET rate, and
+so did batches of one loop turn (a request or two under load); batches of 64 cost less,
+and batches of 16 or 256 no less (`docs/performance.md`). Batches of 50 ms were tried too: a worker sharing
+the cores with granian's threads lost more, as a long batch holds the interpreter's lock
+that those threads wait for. A metrics snapshot counts the waiting requests first, so a
 scrape misses none; log lines carry the time each request ended.
 """
 
@@ -38,6 +39,9 @@ UNMATCHED = "unmatched"
 CONSOLE = "console"
 
 _VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# Answered requests are counted and logged together: this many, or those of this long.
+RECORD_AFTER = 64
+RECORD_AFTER_S = 0.005
 _WITH_BODY = frozenset({"PUT", "POST", "PATCH"})
 
 
@@ -59,7 +63,7 @@ class Observer:
         self._counter = itertools.count(1)
         self._records = metrics is not None or access_log is not None
         self._answered: list[Answered] = []
-        self._record_later = Later(self.record)  # once the loop's turn is over
+        self._record_later = Later(self.record, RECORD_AFTER_S)
         if metrics is not None:
             metrics.settle_with(self.record)  # a scrape sees every request answered before it
 
@@ -131,8 +135,12 @@ class Observer:
             # A response never started is answered 500 by the server.
             status = status or 500
             if self._records:
-                self._answered.append((scope, request_id, route, status, received, sent, ended - start, ended))
-                self._record_later.ask()
+                answered = self._answered
+                answered.append((scope, request_id, route, status, received, sent, ended - start, ended))
+                if len(answered) >= RECORD_AFTER:
+                    self.record()
+                else:  # on every request: a batch left by a closed loop is then taken up by this one
+                    self._record_later.ask()
 
 
 def _starlette_route(scope: Scope) -> str | None:
