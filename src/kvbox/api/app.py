@@ -12,7 +12,7 @@ from urllib.parse import unquote
 
 from kvbox.api.errors import log, send_error
 from kvbox.api.http import ClientDisconnectedError, Message, Receive, Request, Scope, Send, send_empty
-from kvbox.api.logs import USER_KEY
+from kvbox.api.logs import STORE_KEY, USER_KEY
 from kvbox.api.middleware import ROUTE_KEY
 from kvbox.api.routes import API_ROOTS, Bucket, Route, RouteTable
 from kvbox.core.errors import InvalidRequestError, MethodNotAllowedError, PageNotFoundError, UriTooLongError
@@ -68,6 +68,8 @@ class ApiApp:
         route = self.routes.match(req.segments)
         if route is not None:
             scope[ROUTE_KEY] = route.path  # the metrics' and access log's route label
+            if route.store_at is not None:
+                scope[STORE_KEY] = req.segments[route.store_at]
         if self.services.limiter.limits.enabled:
             send = self._with_limit_header(send, route.bucket if route is not None else Bucket.USER)
         try:

@@ -34,6 +34,9 @@ from kvbox.service.settings import resolve_log_format
 
 USER_KEY = "kvbox.user"
 """Scope key under which the API leaves the authenticated user's name."""
+STORE_KEY = "kvbox.store"
+"""Scope key under which the API leaves the store segment of a store's route (ID, `~name` or
+`owner~name`)."""
 Answered = tuple[Scope, str, str, int, int, int, float, float]
 """An answered request: scope, request id, route, status, bytes in, bytes out, seconds taken,
 and when it ended (`time.perf_counter()`)."""
@@ -47,9 +50,6 @@ FILE_CHUNK = 1 << 16
 FLUSH_AFTER_S = 0.1
 FLUSH_LINES = 256
 MAX_ENCODED = 256
-_STORE_PREFIX = "/v2/key-value-stores/"
-_STORE_START = len(_STORE_PREFIX)
-_STORE_ROUTE = _STORE_PREFIX + "{store}"
 _MILLI = tuple(f"{n:03d}" for n in range(1000))
 
 
@@ -80,13 +80,6 @@ def _millis(seconds: float) -> str:
     """Seconds as milliseconds with three decimals."""
     us = int(seconds * 1e6 + 0.5)
     return f"{us // 1000}.{_MILLI[us % 1000]}"
-
-
-def store_of(path: str) -> str | None:
-    """The store segment (ID, `~name` or `owner~name`) of a path under a store, if any."""
-    if not path.startswith(_STORE_PREFIX):
-        return None
-    return path[_STORE_START:].partition("/")[0] or None
 
 
 class AccessLog:
@@ -129,8 +122,7 @@ class AccessLog:
                 scope["method"],
                 route,
                 client[0] if client else None,
-                # the store segment, as `store_of` finds it
-                path[_STORE_START:].partition("/")[0] or None if route.startswith(_STORE_ROUTE) else None,
+                scope.get(STORE_KEY),
                 scope.get(USER_KEY),
             )
             tail = tails.get(what) or tail_of(what)
@@ -160,7 +152,7 @@ class AccessLog:
         for scope, request_id, route, status, received, sent, seconds, ended in answered:
             client = scope.get("client")
             path = scope.get("path", "")
-            store = _printable(store_of(path) or "-")
+            store = _printable(scope.get(STORE_KEY) or "-")
             user = _printable(scope.get(USER_KEY) or "-")
             lines.append(
                 f"{self._stamp(ended + wall)} {client[0] if client else '-'} {request_id} "

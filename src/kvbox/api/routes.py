@@ -47,6 +47,7 @@ class Route:
     expected: Any = field(init=False, repr=False)
     arguments: Callable[[list[str]], tuple[str, ...]] = field(init=False, repr=False)
     allowed: tuple[str, ...] = field(init=False)
+    store_at: int | None = field(init=False)  # the segment naming the store, if any
 
     def __post_init__(self) -> None:
         parts = self.path.strip("/").split("/")
@@ -60,6 +61,7 @@ class Route:
         set_(self, "expected", fixed[0][1] if len(fixed) == 1 else tuple(p for _, p in fixed))
         set_(self, "arguments", _getter(tuple(i for i, p in enumerate(parts) if p.startswith("{"))))
         set_(self, "allowed", tuple(self.handlers))
+        set_(self, "store_at", parts.index("{store}") if "{store}" in parts else None)
 
 
 class _HeadDone(Exception):
