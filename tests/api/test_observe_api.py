@@ -22,7 +22,7 @@ import pytest
 
 from conftest import ALICE_TOKEN
 from kvbox.api.http import Message, Receive, Scope, Send
-from kvbox.api.logs import PIPE_BUF, AccessLog, LogFormatter
+from kvbox.api.logs import PIPE_BUF, AccessLog, Answered, LogFormatter, who_of
 from kvbox.api.middleware import Observer
 from kvbox.api.proxies import TrustedProxies
 from kvbox.server import KvboxApp
@@ -219,6 +219,20 @@ def _scope(n: int) -> dict[str, Any]:
     return {"type": "http", "method": "GET", "path": path, "client": ("192.0.2.1", 1), "kvbox.user": "alice"}
 
 
+def _entry(
+    scope: dict[str, Any],
+    request_id: str,
+    route: str,
+    status: int,
+    received: int,
+    sent: int,
+    seconds: float,
+    ended: float,
+) -> Answered:
+    """The observer's record of an answered request."""
+    return (who_of(scope, route), scope["path"], request_id, status, received, sent, seconds, ended)
+
+
 def _spy_writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """Every write the access log hands the system, as sent (and still written)."""
     writes: list[bytes] = []
@@ -243,7 +257,7 @@ async def test_a_pipe_gets_writes_of_whole_lines_within_pipe_buf(monkeypatch: py
     received = bytearray()
     try:
         for n in range(300):  # past FLUSH_LINES: flushed while logging
-            log.requests([(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001, perf_counter())])
+            log.requests([_entry(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001, perf_counter())])
             with contextlib.suppress(BlockingIOError):
                 received += os.read(read_end, 1 << 20)
         log.flush()
@@ -265,9 +279,11 @@ async def test_a_line_longer_than_pipe_buf_goes_alone_and_whole(monkeypatch: pyt
     long = {**_scope(1), "path": "/v2/key-value-stores/s/records/" + "y" * (PIPE_BUF + 500)}
     log = AccessLog("json", fd=write_end)
     try:
-        log.requests([(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001, perf_counter()) for n in range(10)])
-        log.requests([(long, "id-long", RECORD_ROUTE, 200, 0, 10, 0.001, perf_counter())])
-        log.requests([(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001, perf_counter()) for n in range(10, 20)])
+        log.requests([_entry(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001, perf_counter()) for n in range(10)])
+        log.requests([_entry(long, "id-long", RECORD_ROUTE, 200, 0, 10, 0.001, perf_counter())])
+        log.requests(
+            [_entry(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001, perf_counter()) for n in range(10, 20)]
+        )
         log.flush()
         received = os.read(read_end, 1 << 20)
     finally:
@@ -289,8 +305,8 @@ async def test_a_line_carries_the_time_its_request_ended(tmp_path: Path) -> None
     log = AccessLog("json", fd=fd)
     now = perf_counter()
     try:
-        log.requests([(_scope(1), "id-early", RECORD_ROUTE, 200, 0, 10, 0.001, now - 3.0),
-                      (_scope(2), "id-late", RECORD_ROUTE, 200, 0, 10, 0.001, now)])  # fmt: skip
+        log.requests([_entry(_scope(1), "id-early", RECORD_ROUTE, 200, 0, 10, 0.001, now - 3.0),
+                      _entry(_scope(2), "id-late", RECORD_ROUTE, 200, 0, 10, 0.001, now)])  # fmt: skip
         log.flush()
     finally:
         os.close(fd)
@@ -306,7 +322,7 @@ async def test_a_file_gets_a_batch_in_one_write(monkeypatch: pytest.MonkeyPatch,
     log = AccessLog("json", fd=fd)
     try:
         for n in range(50):
-            log.requests([(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001, perf_counter())])
+            log.requests([_entry(_scope(n), f"id-{n}", RECORD_ROUTE, 200, 0, 10, 0.001, perf_counter())])
         assert path.read_bytes() == b""  # the batch waits (up to FLUSH_AFTER_S)
         log.flush()
     finally:

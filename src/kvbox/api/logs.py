@@ -37,9 +37,20 @@ USER_KEY = "kvbox.user"
 STORE_KEY = "kvbox.store"
 """Scope key under which the API leaves the store segment of a store's route (ID, `~name` or
 `owner~name`)."""
-Answered = tuple[Scope, str, str, int, int, int, float, float]
-"""An answered request: scope, request id, route, status, bytes in, bytes out, seconds taken,
-and when it ended (`time.perf_counter()`)."""
+Who = tuple[str, str, str | None, str | None, str | None]
+"""What a request's line shares with many others: method, route, client address, store and
+user (the last three when known)."""
+Answered = tuple[Who, str, str, int, int, int, float, float]
+"""An answered request: who, path, request id, status, bytes in, bytes out, seconds taken,
+and when it ended (`time.perf_counter()`). A batch waiting to be logged keeps no request's
+scope alive."""
+
+
+def who_of(scope: Scope, route: str) -> Who:
+    """The `Who` of a request whose scope the API (or the console) has filled in."""
+    client = scope.get("client")
+    return (scope["method"], route, client[0] if client else None, scope.get(STORE_KEY), scope.get(USER_KEY))
+
 
 REQUEST_ID: ContextVar[str] = ContextVar("kvbox_request_id", default="-")
 """The id of the request being served, for log lines written while serving it."""
@@ -91,7 +102,7 @@ class AccessLog:
         self._lines = self._json if self.format == "json" else self._text
         self._pending: list[str] = []
         self._write_later = Later(self.flush, FLUSH_AFTER_S)
-        self._tails: dict[tuple[str, str, str | None, str | None, str | None], str] = {}
+        self._tails: dict[Who, str] = {}
 
     def requests(self, answered: Sequence[Answered]) -> None:
         """Log answered requests; written within `FLUSH_AFTER_S`."""
@@ -115,17 +126,8 @@ class AccessLog:
         last_ms, now = stamp.ms, stamp.text
         lines: list[str] = []
         append = lines.append
-        for scope, request_id, route, status, received, sent, seconds, ended in answered:
-            path = scope["path"]
-            client = scope.get("client")
-            what = (
-                scope["method"],
-                route,
-                client[0] if client else None,
-                scope.get(STORE_KEY),
-                scope.get(USER_KEY),
-            )
-            tail = tails.get(what) or tail_of(what)
+        for who, path, request_id, status, received, sent, seconds, ended in answered:
+            tail = tails.get(who) or tail_of(who)
             if int((ended + wall) * 1000) != last_ms:
                 now = stamp(ended + wall)
                 last_ms = stamp.ms
@@ -138,26 +140,24 @@ class AccessLog:
             )
         return lines
 
-    def _tail(self, what: tuple[str, str, str | None, str | None, str | None]) -> str:
+    def _tail(self, who: Who) -> str:
         """The end of a line: method, route, client, store and user, which recur together. The
         first `MAX_ENCODED` combinations are kept encoded."""
-        method, route, client, store, user = (encode_basestring(v) if v else "null" for v in what)
+        method, route, client, store, user = (encode_basestring(v) if v else "null" for v in who)
         tail = f'"method":{method},"route":{route},"client":{client},"store":{store},"user":{user}'
         if len(self._tails) < MAX_ENCODED:
-            self._tails[what] = tail
+            self._tails[who] = tail
         return tail
 
     def _text(self, answered: Sequence[Answered], wall: float) -> list[str]:
         lines = []
-        for scope, request_id, route, status, received, sent, seconds, ended in answered:
-            client = scope.get("client")
-            path = scope.get("path", "")
-            store = _printable(scope.get(STORE_KEY) or "-")
-            user = _printable(scope.get(USER_KEY) or "-")
+        for who, path, request_id, status, received, sent, seconds, ended in answered:
+            method, route, client, store, user = who
             lines.append(
-                f"{self._stamp(ended + wall)} {client[0] if client else '-'} {request_id} "
-                f'"{scope.get("method", "")} {_printable(path)}" {status} '
-                f"in={received} out={sent} {_millis(seconds)}ms route={route} store={store} user={user}\n"
+                f"{self._stamp(ended + wall)} {client or '-'} {request_id} "
+                f'"{method} {_printable(path)}" {status} '
+                f"in={received} out={sent} {_millis(seconds)}ms route={route} store={_printable(store or '-')} "
+                f"user={_printable(user or '-')}\n"
             )
         return lines
 

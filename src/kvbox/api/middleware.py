@@ -27,7 +27,7 @@ from time import perf_counter
 
 from kvbox.api.http import Message, Receive, Scope, Send
 from kvbox.api.later import Later
-from kvbox.api.logs import REQUEST_ID, AccessLog, Answered
+from kvbox.api.logs import REQUEST_ID, AccessLog, Answered, who_of
 from kvbox.api.proxies import TrustedProxies
 from kvbox.service.metrics import Metrics
 
@@ -81,8 +81,8 @@ class Observer:
             return
         if self._metrics is not None:
             count = self._metrics.request
-            for scope, _, route, status, received, sent, seconds, _ in answered:
-                count(route, scope["method"], status, seconds, received, sent)
+            for who, _, _, status, received, sent, seconds, _ in answered:
+                count(who[1], who[0], status, seconds, received, sent)
         if self._log is not None:
             self._log.requests(answered)
 
@@ -136,7 +136,8 @@ class Observer:
             status = status or 500
             if self._records:
                 answered = self._answered
-                answered.append((scope, request_id, route, status, received, sent, ended - start, ended))
+                who = who_of(scope, route)
+                answered.append((who, scope["path"], request_id, status, received, sent, ended - start, ended))
                 if len(answered) >= RECORD_AFTER:
                     self.record()
                 else:  # on every request: a batch left by a closed loop is then taken up by this one
