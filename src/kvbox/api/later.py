@@ -1,7 +1,7 @@
 """One callback run later on the event loop, however often it is asked for meanwhile.
 
 The observer counts and logs a batch of requests in one timer, and the access log writes its
-lines in another: both ask on every request and must schedule at most once.
+lines in another: both are asked again and again before they run, and schedule once.
 An ask on another loop than the one holding the call (an app used from one `asyncio.run`
 after another, whose first loop closed before the call ran) schedules it there too.
 """

@@ -131,7 +131,7 @@ class AccessLog:
             if int((ended + wall) * 1000) != last_ms:
                 now = stamp(ended + wall)
                 last_ms = stamp.ms
-            us = int(seconds * 1e6 + 0.5)
+            us = int(seconds * 1e6 + 0.5)  # `_millis`, inlined: a call would add about 7% to a line
             # The request id is the caller's only when it needs no escaping (see middleware.py).
             append(
                 f'{{"time":"{now}","level":"info","type":"access","request_id":"{request_id}",'

@@ -11,9 +11,9 @@ request only leaves its figures in a list, and the list is counted and logged on
 `RECORD_AFTER` requests, or `RECORD_AFTER_S` after its first. Served through granian,
 counting and logging on each request's path cost a worker about 10% of its GET rate, and
 so did batches of one loop turn (a request or two under load); batches of 64 cost less,
-and batches of 16 or 256 no less (`docs/performance.md`). Batches of 50 ms were tried too: a worker sharing
-the cores with granian's threads lost more, as a long batch holds the interpreter's lock
-that those threads wait for. A metrics snapshot counts the waiting requests first, so a
+and batches of 16 or 256 no less (`docs/performance.md`). Batches of 50 ms were tried too:
+a worker sharing the cores with granian's threads lost more, as a long batch holds the
+interpreter's lock that those threads wait for. A metrics snapshot counts the waiting requests first, so a
 scrape misses none; log lines carry the time each request ended.
 """
 

@@ -78,7 +78,7 @@ _PURGE_STEP = 100  # rows of deleted prefixes per write transaction
 _SQL = Statements(Dialect(param="?", greatest="max", token_order="rowid", folded_name=FOLDED_NAME))
 # `get_record` for many keys of one store, given as a JSON array (`_read_records`). Left to
 # itself, SQLite walks the listing index, whose entries are several times wider than those of
-# `records_key`: on a store of 10,000,000 records that cost 10-15% more per key.
+# `records_key`: on a store of 10,000,000 records that cost 10-25% more per key.
 _GET_RECORDS = (
     f"SELECT {_RECORD} FROM records INDEXED BY records_key WHERE store_pk = {_SQL.store_pk} "
     f"AND key IN (SELECT value FROM json_each(?)) AND NOT {UNDER_DELETED_PREFIX}"
