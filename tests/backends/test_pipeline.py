@@ -19,6 +19,7 @@ from kvbox.service.settings import Settings
 pytestmark = pytest.mark.anyio
 
 DOUBLE = Statement.of("SELECT %s::int * 2, pg_backend_pid()")
+DOUBLE_READ = Statement.of("SELECT %s::int * 2", read_only=True)
 
 
 @pytest.fixture
@@ -166,6 +167,62 @@ async def test_reads_of_a_batch_share_a_transaction_and_survive_a_failing_one(
         pipes.fetchone(pool, read, (1,)), pipes.fetchone(pool, write, (7,)), pipes.fetchone(pool, write, (8,))
     )
     assert len({r[1] for r in mixed}) == 3  # each write in a transaction of its own
+
+
+# A read with a `many`: "one" when it ran alone, "many" when its batch ran it with others.
+TENTHS = Statement.of(
+    "SELECT 10 / %(d)s, %(tag)s::text, 'one'",
+    read_only=True,
+    many="SELECT q.n, 10 / q.d, q.tag, 'many' "
+    "FROM unnest(%(d)s::int[], %(tag)s::text[]) WITH ORDINALITY AS q(d, tag, n)",
+)
+
+
+async def test_reads_of_one_statement_in_a_batch_run_as_one_query_over_arrays(
+    pool: AsyncConnectionPool, pipelines: Callable[[int], Pipelines]
+) -> None:
+    pipes = pipelines(1)
+    assert await pipes.fetchone(pool, TENTHS, {"d": 5, "tag": "x"}) == (2, "x", "one")
+    tags = ["a", None, "NULL", 'q"uote', "{a,b}", "back\\slash", "ключ"]
+    asks = [{"d": n + 1, "tag": t} for n, t in enumerate(tags)]
+    rows: Any = await asyncio.gather(*(pipes.fetchone(pool, TENTHS, ask) for ask in asks))
+    assert list(rows) == [(10 // (n + 1), t, "many") for n, t in enumerate(tags)]
+    # Beside other reads, in one transaction with them.
+    mixed: Any = await asyncio.gather(
+        pipes.fetchone(pool, TENTHS, {"d": 1, "tag": "a"}),
+        pipes.fetchone(pool, DOUBLE_READ, (4,)),
+        pipes.fetchone(pool, TENTHS, {"d": 2, "tag": "b"}),
+    )
+    assert list(mixed) == [(10, "a", "many"), (8,), (5, "b", "many")]
+
+
+async def test_when_the_reads_run_together_fail_each_is_sent_again_alone(
+    pool: AsyncConnectionPool, pipelines: Callable[[int], Pipelines]
+) -> None:
+    pipes = pipelines(1)
+    results = await asyncio.gather(
+        *(pipes.fetchone(pool, TENTHS, {"d": d, "tag": "t"}) for d in (1, 2, 0, 5)), return_exceptions=True
+    )
+    assert isinstance(results[2], psycopg.errors.DivisionByZero)
+    assert [results[i] for i in (0, 1, 3)] == [(10, "t", "one"), (5, "t", "one"), (2, "t", "one")]
+    # Values that do not go in one array (an int among texts) are sent each alone too.
+    odd: Any = await asyncio.gather(
+        pipes.fetchone(pool, TENTHS, {"d": 1, "tag": "text"}),
+        pipes.fetchone(pool, TENTHS, {"d": 2, "tag": 7}),
+        return_exceptions=True,
+    )
+    assert odd[0] == (10, "text", "one") and odd[1] == (5, "7", "one")
+    rows: Any = await asyncio.gather(*(pipes.fetchone(pool, TENTHS, {"d": d, "tag": "z"}) for d in (1, 2)))
+    assert list(rows) == [(10, "z", "many"), (5, "z", "many")]  # the statement still works
+
+
+def test_a_many_takes_the_same_placeholders_and_only_for_reads() -> None:
+    with pytest.raises(ValueError, match="same placeholders"):
+        Statement.of("SELECT %(a)s, %(b)s", read_only=True, many="SELECT %(b)s, %(a)s")
+    with pytest.raises(ValueError, match="same placeholders"):
+        Statement.of("SELECT %s", read_only=True, many="SELECT %s, %s")
+    with pytest.raises(ValueError, match="only a read"):
+        Statement.of("SELECT %s", many="SELECT %s")
 
 
 async def test_writes_of_a_group_commit_together_and_a_failure_undoes_none_of_the_others(

@@ -4,6 +4,7 @@ the rows a write was decided on still hold (otherwise it writes nothing, counter
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import pytest
@@ -21,6 +22,7 @@ from kvbox.core.models import (
     StoreLookup,
     Token,
     User,
+    Visibility,
     WriteBasis,
 )
 from kvbox.core.sentinels import UNSET
@@ -97,3 +99,40 @@ async def test_put_record_as_writes_only_while_its_basis_holds(index: MetadataIn
     assert (await counts(index, store.id))[:2] == (before[0], before[1] + 1)  # refusals counted nothing
     with pytest.raises(BasisChangedError):
         await index.put_record_as(WriteBasis(None, None, None, None, NO_EXPIRY), "no-such-store", rec("k", "x"))
+
+
+async def test_reads_asked_for_together_see_what_each_sees_alone(index: MetadataIndex) -> None:
+    """The record reads of one turn go out together (on PostgreSQL, as one statement over arrays):
+    every read still gets the rows it gets alone, whatever its token, store lookup and key."""
+    owner, guest, token = await people(index)
+    store = await add_store(index, name="shared", user_id=owner.id)
+    other = await add_store(index, name="other", user_id=guest.id)
+    await index.set_grant(Grant(store.id, guest.id, Permission.READ, T0))
+    keys = ["k", "NULL", 'quote"d', "a,b", "{braces}", "back\\slash", "ключ", "p/hidden"]
+    for key in keys:
+        await index.put_record(store.id, rec(key, "e-" + str(len(key))))
+    await index.put_record(other.id, rec("k", "mine"))
+    assert await index.delete_prefix(store.id, "p/", visible=Visibility(T0 + 10_000)) == 1
+    asks: list[tuple[str | None, str | None, StoreLookup, str]] = [
+        (token.token_hash, None, lookup, key)
+        for lookup in (
+            StoreLookup(store_id=store.id),
+            StoreLookup(owner="olive", name="shared"),
+            StoreLookup(owner=owner.id, name="shared"),
+            StoreLookup(name="other"),
+            StoreLookup(store_id="no-such-store"),
+        )
+        for key in [*keys, "missing"]
+    ]
+    asks += [
+        ("x" * 64, None, StoreLookup(store_id=store.id), "k"),
+        (None, owner.id, StoreLookup(name="shared"), "k"),
+        (None, None, StoreLookup(name="shared"), "k"),
+        (None, guest.id, StoreLookup(name="other"), "NULL"),
+    ]
+    alone = [await index.read_record_as(*ask) for ask in asks]
+    together = await asyncio.gather(*(index.read_record_as(*ask) for ask in asks))
+    assert together == alone
+    by_key = {ask[3]: seen.record for ask, seen in zip(asks, alone, strict=True) if ask[2].store_id == store.id}
+    assert by_key == {**{key: rec(key, "e-" + str(len(key))) for key in keys}, "p/hidden": None, "missing": None}
+    assert alone[(len(keys) + 1) * 3].record == rec("k", "mine")  # "other" is the token user's own store

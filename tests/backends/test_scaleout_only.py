@@ -9,13 +9,21 @@ import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from psycopg.adapt import PyFormat, Transformer
 
 from backends.conftest import postgres_index, s3_blobs
 from backing_services import ScaleOut
-from kvbox.backends.postgres.metadata import _SQL, PostgresMetadataIndex
+from kvbox.backends.postgres.metadata import (
+    _READ_AS_BY_ID,
+    _READ_AS_BY_OWN_NAME,
+    _READ_AS_BY_OWNER,
+    _SQL,
+    PostgresMetadataIndex,
+)
 from kvbox.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from kvbox.backends.registry import backend_kind, describe_url, open_backend
 from kvbox.backends.rows import RECORD_COLUMNS, STORE_COLUMNS, record_values, store_values
@@ -198,6 +206,49 @@ async def test_key_listing_is_a_range_scan_of_the_primary_key(scale_out: ScaleOu
         cur = await conn.execute("EXPLAIN " + sql, params)
         plan = " | ".join(row[0] for row in await cur.fetchall())
     assert "Index Scan using records_key" in plan and "Sort" not in plan, plan
+    await index.close()
+
+
+def _rows(result: psycopg.pq.abc.PGresult) -> list[list[bytes | None]]:
+    return [[result.get_value(r, c) for c in range(result.nfields)] for r in range(result.ntuples)]
+
+
+async def test_a_record_read_for_several_callers_at_once_gives_each_the_row_it_gets_alone(
+    scale_out: ScaleOut,
+) -> None:
+    """Each record read statement's `many` (the reads of one batch in one statement, see
+    pipeline.py) runs, and answers every set of parameters with the row its own statement gives."""
+    index = await postgres_index(scale_out)
+    await index.insert_user(User(id="user1", username="ann", created_at=T0))
+    store = make_store("shared")
+    await index.insert_store(store)
+    for key in ("k1", "NULL", 'a "quoted", {braced} key'):
+        await index.put_record(store.id, rec(key, key.encode()))
+    keys = ("k1", "NULL", 'a "quoted", {braced} key', "missing")
+    sets = {
+        _READ_AS_BY_ID: [{"hash": None, "user": "user1", "store": s, "key": k}
+                         for s in (store.id, "nope") for k in keys],
+        _READ_AS_BY_OWN_NAME: [{"hash": "h" * 64, "user": None, "name": "shared", "key": k} for k in keys]
+        + [{"hash": None, "user": "user1", "name": n, "key": k} for n in ("shared", "other") for k in keys],
+        _READ_AS_BY_OWNER: [{"hash": None, "user": None, "owner": o, "name": "shared", "key": k}
+                            for o in ("ann", "user1", "bob") for k in keys],
+    }  # fmt: skip
+    with psycopg.connect(index.url, autocommit=True) as conn:
+        dump = Transformer(conn)
+
+        def run(sql: bytes, values: list[Any]) -> list[list[bytes | None]]:
+            result = conn.pgconn.exec_params(sql, dump.dump_sequence(values, [PyFormat.TEXT] * len(values)))
+            assert result.status == psycopg.pq.ExecStatus.TUPLES_OK, result.error_message
+            return _rows(result)
+
+        for statement, params in sets.items():
+            assert statement.many is not None and statement.names is not None
+            alone = [run(statement.sql, list(statement.values(p)))[0] for p in params]
+            arrays = {name: [p[name] for p in params] for name in statement.names}
+            together = run(statement.many.sql, list(statement.many.values(arrays)))
+            assert [row[0] for row in together] == [str(n).encode() for n in range(1, len(params) + 1)]
+            assert [row[1:] for row in together] == alone
+            assert sum(row[-9] is not None for row in alone) >= 3  # records found, by key
     await index.close()
 
 

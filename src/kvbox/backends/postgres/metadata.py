@@ -159,13 +159,14 @@ SELECT ok.ok, {", ".join("d." + c for c in _RECORD.split(", "))} FROM ok LEFT JO
 # The rows a record read is decided on (see `Sighting`), in one statement: the presented
 # token and its user, the store named (`{store}`: by ID, by the token user's name, or by an
 # owner's username or ID and name), its owner, the caller's grant, and the record.
-_READ_AS = f"""
-SELECT {", ".join(
+_READ_AS_COLUMNS = ", ".join(
     f"{alias}.{c}"
     for alias, columns in (("t", TOKEN_COLUMNS), ("u", USER_COLUMNS), ("s", STORE_COLUMNS), ("o", USER_COLUMNS),
                            ("g", GRANT_COLUMNS), ("records", _RECORD))
     for c in columns.split(", ")
-)}
+)  # fmt: skip
+_READ_AS = f"""
+SELECT {_READ_AS_COLUMNS}
 FROM (SELECT) AS one
 LEFT JOIN LATERAL (
     SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_hash = %(hash)s ORDER BY seq LIMIT 1
@@ -175,15 +176,46 @@ LEFT JOIN stores AS s ON {{store}}
 LEFT JOIN users AS o ON o.id = s.user_id
 LEFT JOIN grants AS g ON g.store_id = s.id AND g.user_id = u.id AND u.id <> s.user_id
 LEFT JOIN records ON records.store_pk = s.pk AND records.key = %(key)s AND NOT {UNDER_DELETED_PREFIX}
-"""  # fmt: skip
-_READ_AS_BY_ID = Statement.of(_READ_AS.format(store="s.id = %(store)s"), read_only=True)
-_READ_AS_BY_OWN_NAME = Statement.of(_READ_AS.format(store="s.user_id = u.id AND s.name = %(name)s"), read_only=True)
-_READ_AS_BY_OWNER = Statement.of(
-    _READ_AS.format(
-        store="s.user_id = coalesce((SELECT id FROM users WHERE username = %(owner)s), "
-        "(SELECT id FROM users WHERE id = %(owner)s)) AND s.name = %(name)s"
-    ),
-    read_only=True,
+"""
+# The same for several reads at once, each parameter an array (`{arrays}`), one row per read led
+# by its number. Every row is found by one lookup of a unique index: the LIMIT 1 subqueries keep
+# the planner to nested loops over the reads, whatever it guesses their number to be.
+_READ_AS_MANY = f"""
+SELECT q.n, {_READ_AS_COLUMNS}
+FROM unnest({{arrays}}) WITH ORDINALITY AS q({{params}}, n)
+LEFT JOIN LATERAL (
+    SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_hash = q.p_hash ORDER BY seq LIMIT 1
+) AS t ON true
+LEFT JOIN LATERAL (SELECT {USER_COLUMNS} FROM users WHERE id = coalesce(t.user_id, q.p_user) LIMIT 1) AS u ON true
+LEFT JOIN LATERAL (SELECT pk, {STORE_COLUMNS} FROM stores AS s WHERE {{store}} LIMIT 1) AS s ON true
+LEFT JOIN LATERAL (SELECT {USER_COLUMNS} FROM users WHERE id = s.user_id LIMIT 1) AS o ON true
+LEFT JOIN LATERAL (
+    SELECT {GRANT_COLUMNS} FROM grants WHERE store_id = s.id AND user_id = u.id AND u.id <> s.user_id LIMIT 1
+) AS g ON true
+LEFT JOIN LATERAL (
+    SELECT {_RECORD} FROM records WHERE store_pk = s.pk AND key = q.p_key AND NOT {UNDER_DELETED_PREFIX} LIMIT 1
+) AS records ON true
+"""
+_OWNER_SQL = "coalesce((SELECT id FROM users WHERE username = {owner}), (SELECT id FROM users WHERE id = {owner}))"
+
+
+def _read_as(store: str, names: tuple[str, ...]) -> Statement:
+    """`_READ_AS` with the store found by `store`, a condition on `s` and `u` with `{name}`
+    for each of the store's parameters `names`, in their order; with its `many`."""
+    params = ("hash", "user", *names, "key")
+    one = _READ_AS.format(store=store.format(**{n: f"%({n})s" for n in params}))
+    many = _READ_AS_MANY.format(
+        arrays=", ".join(f"%({n})s::text[]" for n in params),
+        params=", ".join(f"p_{n}" for n in params),
+        store=store.format(**{n: f"q.p_{n}" for n in params}),
+    )
+    return Statement.of(one, read_only=True, many=many)
+
+
+_READ_AS_BY_ID = _read_as("s.id = {store}", ("store",))
+_READ_AS_BY_OWN_NAME = _read_as("s.user_id = u.id AND s.name = {name}", ("name",))
+_READ_AS_BY_OWNER = _read_as(
+    f"s.user_id = {_OWNER_SQL.format(owner='{owner}')} AND s.name = {{name}}", ("owner", "name")
 )
 # Where each row's columns sit in a `_READ_AS` row.
 _SPANS = tuple(

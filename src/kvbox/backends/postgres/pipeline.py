@@ -37,6 +37,11 @@ from psycopg_pool import AsyncConnectionPool
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
 _ExecStatus = pq.ExecStatus
 MAX_TRIES = 3  # sends of a query whose transaction failed for another one's error
+# Left to choose, PostgreSQL plans a prepared statement again on every run whenever its generic
+# plan's estimate is worse than the plans made for the values of its first runs: for a read of
+# a few records over arrays that is 300 µs of planning a run instead of 10 µs of executing, and
+# it plans a record write's inner statements again and again too (see docs/performance.md).
+_PLAN_ONCE = "SET plan_cache_mode = force_generic_plan"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,27 +51,23 @@ class Statement:
     sql: bytes
     names: tuple[str, ...] | None  # the mapping's keys in `$n` order; None: positional
     read_only: bool = False  # may share a transaction with the other reads of its batch
+    # The same read for several sets of parameters at once: each parameter an array of the sets'
+    # values, in the same order; one row for each set, led by the set's number (from 1).
+    many: Statement | None = None
 
     @classmethod
-    def of(cls, query: str, *, read_only: bool = False) -> Statement:
-        names: list[str] = []
-        positional = 0
-
-        def number(m: re.Match[str]) -> str:
-            nonlocal positional
-            if m.group(0) == "%%":
-                return "%"
-            if m.group(1) is None:
-                positional += 1
-                return f"${positional}"
-            if m.group(1) not in names:
-                names.append(m.group(1))
-            return f"${names.index(m.group(1)) + 1}"
-
-        sql = _PLACEHOLDER.sub(number, query)
-        if names and positional:
-            raise ValueError("a statement takes either %s or %(name)s placeholders, not both")
-        return cls(sql.encode(), tuple(names) if names else None, read_only)
+    def of(cls, query: str, *, read_only: bool = False, many: str | None = None) -> Statement:
+        """`many`: the query of `many`, with the same placeholders in the same order (reads only)."""
+        sql, names, count = _numbered(query)
+        several = None
+        if many is not None:
+            if not read_only:
+                raise ValueError("only a read runs for several sets of parameters at once")
+            many_sql, many_names, many_count = _numbered(many)
+            if (many_names, many_count) != (names, count):
+                raise ValueError("a read's `many` takes the same placeholders in the same order")
+            several = cls(many_sql, many_names)
+        return cls(sql, names, read_only, several)
 
     def values(self, params: Sequence[Any] | dict[str, Any]) -> Sequence[Any]:
         if self.names is None:
@@ -74,6 +75,29 @@ class Statement:
             return params
         assert isinstance(params, dict)
         return [params[n] for n in self.names]
+
+
+def _numbered(query: str) -> tuple[bytes, tuple[str, ...] | None, int]:
+    """A query with its placeholders numbered for libpq, the names in `$n` order (None for
+    positional ones) and how many there are."""
+    names: list[str] = []
+    positional = 0
+
+    def number(m: re.Match[str]) -> str:
+        nonlocal positional
+        if m.group(0) == "%%":
+            return "%"
+        if m.group(1) is None:
+            positional += 1
+            return f"${positional}"
+        if m.group(1) not in names:
+            names.append(m.group(1))
+        return f"${names.index(m.group(1)) + 1}"
+
+    sql = _PLACEHOLDER.sub(number, query)
+    if names and positional:
+        raise ValueError("a statement takes either %s or %(name)s placeholders, not both")
+    return sql.encode(), tuple(names) if names else None, len(names) or positional
 
 
 @dataclass(slots=True)
@@ -90,6 +114,34 @@ class _Query:
     tries: int = 0
     alone: bool = False  # sent again in a transaction of its own
     name: bytes = b""  # the prepared statement it runs
+    parts: list[_Query] | None = None  # the reads it runs at once (its statement is their `many`)
+
+
+def _fail(query: _Query, error: Exception) -> None:
+    """Fail the callers of a query (of each read a combined one runs) still waiting."""
+    for caller in query.parts or (query,):
+        if not caller.done.done():
+            caller.done.set_exception(error)
+
+
+def _combined(reads: list[_Query], loop: asyncio.AbstractEventLoop) -> list[_Query]:
+    """The reads of a batch, those of one statement that has a `many` run together in one query."""
+    together: dict[Statement, list[_Query]] = {}
+    out: list[_Query] = []
+    for query in reads:
+        if query.statement.many is None or query.alone:
+            out.append(query)
+        else:
+            together.setdefault(query.statement, []).append(query)
+    for statement, parts in together.items():
+        many = statement.many
+        if len(parts) == 1 or many is None:
+            out += parts
+            continue
+        columns = [list(column) for column in zip(*(statement.values(q.params) for q in parts), strict=True)]
+        params = dict(zip(many.names, columns, strict=True)) if many.names is not None else columns
+        out.append(_Query(many, params, loop.create_future(), parts=parts))
+    return out
 
 
 class _Pipeline:
@@ -132,7 +184,7 @@ class _Pipeline:
             else:
                 groups.setdefault(query.group, []).append(query)
         try:
-            for transaction in (reads, *groups.values(), *single):
+            for transaction in (_combined(reads, self._loop), *groups.values(), *single):
                 if transaction:
                     self._send_transaction(transaction)
         except Exception as e:  # the connection went bad: nothing of the batch will be answered on it
@@ -147,14 +199,19 @@ class _Pipeline:
         pgconn = self._pgconn
         formats: list[PyFormat] = []
         sent = False
-        for query in queries:
+        todo = deque(queries)
+        while todo:
+            query = todo.popleft()
             values = query.statement.values(query.params)
             if len(formats) != len(values):
                 formats = [PyFormat.AUTO] * len(values)
             try:
                 dumped = self._dump.dump_sequence(values, formats)
             except psycopg.Error as e:  # a value psycopg cannot adapt: this query alone fails
-                query.done.set_exception(e)
+                if query.parts:  # values that do not go in one array: each read on its own
+                    todo.extendleft(reversed(query.parts))
+                else:
+                    query.done.set_exception(e)
                 continue
             types = tuple(self._dump.types or ())
             key = (query.statement.sql, types)
@@ -228,6 +285,8 @@ class _Pipeline:
             loader.set_pgresult(result)
         else:
             loader.set_pgresult(result, set_loaders=False)
+        if query.parts is not None:  # each read's row, by its number
+            return {row[0]: row[1:] for row in loader.load_rows(0, result.ntuples, tuple)}
         return loader.load_row(0, tuple) if result.ntuples else None
 
     def _settle(self, transaction: list[_Query]) -> None:
@@ -240,6 +299,9 @@ class _Pipeline:
             if (query.errors or query.aborted) and query.parsed is not None:  # prepare again next time
                 self._prepared.pop(query.parsed, None)
                 query.parsed = None
+            if query.parts is not None:
+                again += self._settle_parts(query)
+                continue
             if query.done.done():  # its request went away meanwhile
                 continue
             if query.aborted or (failed and not (query.statement.read_only and not query.errors)):
@@ -257,6 +319,20 @@ class _Pipeline:
         if again:
             self.send(again)
 
+    @staticmethod
+    def _settle_parts(query: _Query) -> list[_Query]:
+        """Answer the reads a combined query ran; if it failed, those to send again, each alone."""
+        parts = [part for part in query.parts or () if not part.done.done()]
+        if query.errors or query.aborted:
+            for part in parts:
+                part.alone = True
+            return parts
+        rows = query.row or {}
+        for number, part in enumerate(query.parts or (), 1):
+            if not part.done.done():
+                part.done.set_result(rows.get(number))
+        return []
+
     def fail(self, error: Exception, *, closing: bool = False) -> None:
         """The connection is unusable: fail everything it carries and stop watching it (and,
         unless `closing`, let the queries waiting for a connection go to another)."""
@@ -268,8 +344,7 @@ class _Pipeline:
             if self._writing:
                 self._loop.remove_writer(self._fd)
         for query in (*self._ended, *self.in_flight):
-            if not query.done.done():
-                query.done.set_exception(error)
+            _fail(query, error)
         self._ended, self.in_flight = [], deque()
         if not closing:
             self._on_idle()
@@ -323,9 +398,10 @@ class Pipelines:
         self._waiting.extend(batch)
         self._dispatch()
 
-    def _dispatch(self) -> None:
-        """Send the waiting queries over a free connection, or open one for them if allowed;
-        else they wait for a connection to be free (its `on_idle`)."""
+    def _dispatch(self, opened: _Pipeline | None = None) -> None:
+        """Send the waiting queries over a free connection (`opened`, the one just opened for
+        them, if given), or open one for them if allowed; else they wait for a connection to be
+        free (its `on_idle`)."""
         pool = self._pool
         if pool is None:
             return
@@ -335,7 +411,7 @@ class Pipelines:
         batch, self._waiting = [q for q in self._waiting if not q.done.done()], []
         if not batch:
             return
-        pipe = next((p for p in self._pipes if p.idle), None)
+        pipe = opened if opened is not None and opened.idle else next((p for p in self._pipes if p.idle), None)
         if pipe is not None:
             pipe.send(batch)
         elif len(self._pipes) + self._opening < self._size:
@@ -357,6 +433,7 @@ class Pipelines:
             return
         self._opening -= 1
         try:
+            await conn.execute(_PLAN_ONCE)
             pipe = _Pipeline(conn, asyncio.get_running_loop(), self._dispatch)
         except Exception as e:  # the connection is no good: the pool replaces it
             for query in batch:
@@ -366,7 +443,7 @@ class Pipelines:
             return
         self._pipes.append(pipe)
         self._waiting = batch + self._waiting
-        self._dispatch()
+        self._dispatch(pipe)
 
     async def close(self, pool: AsyncConnectionPool) -> None:
         pipes, self._pipes = self._pipes, []
