@@ -7,10 +7,13 @@ the queries asked for in one turn of the event loop together, on one of a few co
 it holds for the life of the process, and hands out each query's row as its results come
 back, in order. The reads of a batch share one transaction, and so do its writes of one
 group (a store's record writes: one commit for all of them); every other write is a
-transaction of its own. The database answers each transaction in one packet. Under READ
-COMMITTED each read still sees every commit made before it runs. When a query of a shared
-transaction fails, the others are sent again, each alone, so an error reaches only the
-query that caused it and a write is answered only once it has committed.
+transaction of its own. The reads of one statement that has a `many` run as one execution of
+it, over arrays of their parameters, one row each: the database sets up the statement's plan
+once for them all instead of once each (for a record read, most of its work). The database
+answers each transaction in one packet. Under READ COMMITTED each read still sees every
+commit made before it runs. When a query of a shared transaction fails, the others are sent
+again, each alone, so an error reaches only the query that caused it and a write is answered
+only once it has committed; so are the reads of a failed `many`.
 
 Statements are prepared on a connection the first time it runs them (the Parse travels in
 the same batch); their parameters are dumped and their rows loaded by psycopg's own
