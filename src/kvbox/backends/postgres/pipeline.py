@@ -129,14 +129,15 @@ def _fail(query: _Query, error: Exception) -> None:
 
 def _combined(reads: list[_Query], loop: asyncio.AbstractEventLoop) -> list[_Query]:
     """The reads of a batch, those of one statement that has a `many` run together in one query."""
-    together: dict[Statement, list[_Query]] = {}
+    together: dict[int, list[_Query]] = {}  # by the statement's id: hashing a statement's fields costs more
     out: list[_Query] = []
     for query in reads:
         if query.statement.many is None or query.alone:
             out.append(query)
         else:
-            together.setdefault(query.statement, []).append(query)
-    for statement, parts in together.items():
+            together.setdefault(id(query.statement), []).append(query)
+    for parts in together.values():
+        statement = parts[0].statement
         many = statement.many
         if len(parts) == 1 or many is None:
             out += parts
