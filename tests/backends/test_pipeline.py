@@ -183,7 +183,7 @@ async def test_reads_of_one_statement_in_a_batch_run_as_one_query_over_arrays(
 ) -> None:
     pipes = pipelines(1)
     assert await pipes.fetchone(pool, TENTHS, {"d": 5, "tag": "x"}) == (2, "x", "one")
-    tags = ["a", None, "NULL", 'q"uote', "{a,b}", "back\\slash", "ключ"]
+    tags = ["a", None, "NULL", "", " spaced, out ", 'q"uote', "{a,b}", "back\\slash", '\\"', "ключ"]
     asks = [{"d": n + 1, "tag": t} for n, t in enumerate(tags)]
     rows: Any = await asyncio.gather(*(pipes.fetchone(pool, TENTHS, ask) for ask in asks))
     assert list(rows) == [(10 // (n + 1), t, "many") for n, t in enumerate(tags)]
