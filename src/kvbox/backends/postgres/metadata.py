@@ -196,7 +196,6 @@ LEFT JOIN LATERAL (
     SELECT {_RECORD} FROM records WHERE store_pk = s.pk AND key = q.p_key AND NOT {UNDER_DELETED_PREFIX} LIMIT 1
 ) AS records ON true
 """
-_OWNER_SQL = "coalesce((SELECT id FROM users WHERE username = {owner}), (SELECT id FROM users WHERE id = {owner}))"
 
 
 def _read_as(store: str, names: tuple[str, ...]) -> Statement:
@@ -215,7 +214,9 @@ def _read_as(store: str, names: tuple[str, ...]) -> Statement:
 _READ_AS_BY_ID = _read_as("s.id = {store}", ("store",))
 _READ_AS_BY_OWN_NAME = _read_as("s.user_id = u.id AND s.name = {name}", ("name",))
 _READ_AS_BY_OWNER = _read_as(
-    f"s.user_id = {_OWNER_SQL.format(owner='{owner}')} AND s.name = {{name}}", ("owner", "name")
+    "s.user_id = coalesce((SELECT id FROM users WHERE username = {owner}), (SELECT id FROM users WHERE id = {owner})) "
+    "AND s.name = {name}",
+    ("owner", "name"),
 )
 # Where each row's columns sit in a `_READ_AS` row.
 _SPANS = tuple(
