@@ -27,19 +27,6 @@ Operation = Callable[[sqlite3.Connection, Batch], Any]
 BeforeCommit = Callable[[sqlite3.Connection, Batch], None]
 _Pending = tuple[str, Operation, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 MAX_BATCH = 256
-# SQLite's page cache per connection (its default is 2 MiB). A lookup in a big store descends
-# two B-trees (`records_key`, then the table), and their inner pages alone outgrow 2 MiB: on a
-# store of 10,000,000 records a random GET read 3.7 pages from the OS, with 32 MiB 2.2.
-# SQLite allocates the cache as pages are read, so a small database never uses it all.
-PAGE_CACHE_KIB = 32 * 1024
-
-
-def tune(conn: sqlite3.Connection, *, durable: bool) -> None:
-    """The settings every long-lived connection of the index runs with."""
-    # NORMAL in WAL loses nothing on a process crash; FULL also survives power loss.
-    conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-    conn.execute("PRAGMA wal_autocheckpoint = 0")  # never on the loop: checkpoint.py's thread does it
-    conn.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
 
 
 class Refused:
@@ -121,7 +108,8 @@ class LoopWriter:
         if self._conn is None:
             conn = sqlite3.connect(self._path, timeout=0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 0")
-            tune(conn, durable=self._durable)
+            conn.execute(f"PRAGMA synchronous = {'FULL' if self._durable else 'NORMAL'}")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # never on the loop: see checkpoint.py
             self._conn = conn
         return self._conn
 
