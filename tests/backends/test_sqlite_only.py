@@ -254,9 +254,10 @@ async def test_connection_settings(tmp_path: Path, durable: bool, synchronous: i
     conn = index._conn
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA synchronous").fetchone()[0] == synchronous  # 1 NORMAL, 2 FULL
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
-        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # never inline on a commit
+        for each in (conn, index._writer._connection()):  # the reads' and the group commit's
+            assert each.execute("PRAGMA synchronous").fetchone()[0] == synchronous  # 1 NORMAL, 2 FULL
+            assert each.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # never inline on a commit
     finally:
         await index.close()
 

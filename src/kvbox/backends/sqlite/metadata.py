@@ -44,7 +44,7 @@ from kvbox.backends.sqlite.feed import SqliteFeed, append_change, apply_change_s
 from kvbox.backends.sqlite.reads import TurnReads
 from kvbox.backends.sqlite.schema import FOLDED_NAME, SCHEMA_VERSION, migrate
 from kvbox.backends.sqlite.walindex import WalIndexWatch
-from kvbox.backends.sqlite.writer import Batch, LoopWriter, Refused
+from kvbox.backends.sqlite.writer import Batch, LoopWriter, Refused, tune
 from kvbox.backends.statements import PREFIX_END, UNDER_DELETED_PREFIX, Dialect, Statements
 from kvbox.core.errors import NameNotUniqueError, PreconditionFailedError, StorageError
 from kvbox.core.feed import EventType, write_events
@@ -196,9 +196,7 @@ class SqliteMetadataIndex(SqliteFeed):
                 mode = _enter_wal(conn)
                 if str(mode).lower() != "wal":
                     raise StorageError(f"SQLite refused WAL mode for {path} (got {mode!r}).")
-                # NORMAL in WAL loses nothing on a process crash; FULL also survives power loss.
-                conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-                conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer's thread does it
+                tune(conn, durable=durable)
                 migrate(conn)
             except BaseException:
                 conn.close()

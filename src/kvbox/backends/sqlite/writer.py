@@ -29,6 +29,13 @@ _Pending = tuple[str, Operation, "asyncio.Future[Any]", asyncio.AbstractEventLoo
 MAX_BATCH = 256
 
 
+def tune(conn: sqlite3.Connection, *, durable: bool) -> None:
+    """The settings every long-lived connection of the index runs with."""
+    # NORMAL in WAL loses nothing on a process crash; FULL also survives power loss.
+    conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")  # never on the loop: checkpoint.py's thread does it
+
+
 class Refused:
     """An operation's result meaning "refused, nothing written": its caller gets `error`."""
 
@@ -108,8 +115,7 @@ class LoopWriter:
         if self._conn is None:
             conn = sqlite3.connect(self._path, timeout=0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 0")
-            conn.execute(f"PRAGMA synchronous = {'FULL' if self._durable else 'NORMAL'}")
-            conn.execute("PRAGMA wal_autocheckpoint = 0")  # never on the loop: see checkpoint.py
+            tune(conn, durable=self._durable)
             self._conn = conn
         return self._conn
 
