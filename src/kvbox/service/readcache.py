@@ -74,9 +74,9 @@ class ReadCache:
     once, like most rows of a big store read at random, costs no more than the read. Kept,
     it would stay alive until the next clear, walked by the garbage collector on its way to
     the oldest generation and then freed with the clear: on random GETs of a store of
-    10,000,000 records, keeping every row cost a worker 12% more CPU per request. The keys that missed
-    are remembered by hash across clears (a key asked for again after a write is kept at
-    once) and forgotten MAX_ENTRIES misses later."""
+    10,000,000 records, keeping every row cost a worker 12% more CPU per request. The keys
+    that missed are remembered by hash across clears (a key asked for again after a write is
+    kept at once) and forgotten MAX_ENTRIES misses later."""
 
     def __init__(
         self,

@@ -76,18 +76,18 @@ class Checkpointer:
                 conn.close()
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
-        _, frames, copied = _passive(conn)
+        frames, copied = _passive(conn)
         if frames < self._restart_frames:
             return
         for _ in range(_CATCH_UP_PASSES):
             before = copied
-            _, frames, copied = _passive(conn)
+            frames, copied = _passive(conn)
             if copied - before <= _FEW_FRAMES:  # also true when a writer started the WAL over
                 conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
                 return
 
 
-def _passive(conn: sqlite3.Connection) -> tuple[int, int, int]:
-    """(1 if it could not finish, frames in the WAL, frames copied back), as SQLite reports."""
-    busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    return int(busy), int(frames), int(copied)
+def _passive(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(frames in the WAL, frames copied back) after a passive checkpoint."""
+    _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return frames, copied
