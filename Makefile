@@ -8,7 +8,7 @@ RUNTIME := $(VENV)/.installed
 # set from the fixtures a test uses, in tests/conftest.py) and the container image's.
 QUICK := not postgres and not s3 and not browser and not container
 
-.PHONY: run test test-quick check fmt bench clean image image-test
+.PHONY: run test test-quick fuzz check fmt bench clean image image-test
 
 $(RUNTIME): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ test: $(STAMP)
 
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -m "$(QUICK)"
+
+# The fuzzing suite with ten times the examples and new random inputs on each run, on every
+# backend as in `make test`. About 15 minutes on 2 cores.
+fuzz: $(STAMP)
+	./scripts/ensure-system-packages.sh
+	KVBOX_FUZZ_SCALE=$${KVBOX_FUZZ_SCALE:-10} $(BIN)/python -m pytest -p no:cacheprovider tests/fuzz
 
 check: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -2,12 +2,15 @@
 event loop, and a snapshot of everything stored (to prove a refused request changed nothing).
 
 Examples are derandomized (the same inputs on every run) and bounded per test, so the whole
-fuzzing suite stays within a minute or two of CI time.
+fuzzing suite stays within a minute or two of CI time. `KVBOX_FUZZ_SCALE=N` (`make fuzz`: 10)
+runs N times as many examples, with new random inputs on every run; a failure then prints the
+blob that reproduces it (`@reproduce_failure`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +28,23 @@ from kvbox.service.settings import Settings
 
 T = TypeVar("T")
 
-FUZZ = settings(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+
+def fuzz_scale() -> int:
+    """How many times the bounded example counts to run (`KVBOX_FUZZ_SCALE`, default 1)."""
+    given = os.environ.get("KVBOX_FUZZ_SCALE", "1")
+    if not given.isdigit() or int(given) < 1:
+        raise pytest.UsageError(f"KVBOX_FUZZ_SCALE must be a whole number from 1 up, not {given!r}")
+    return int(given)
+
+
+SCALE = fuzz_scale()
+FUZZ = settings(
+    deadline=None,
+    derandomize=SCALE == 1,
+    print_blob=SCALE > 1,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 
 
 @dataclass

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from schemathesis.specs.openapi import checks
 
 from conftest import ALICE_TOKEN
+from fuzz.conftest import FUZZ, SCALE
 from kvbox.api.openapi import OPERATIONS, document_bytes, openapi_document
 from kvbox.api.routes import ROUTES
 from kvbox.server import create_app
@@ -25,7 +26,7 @@ from kvbox.service.settings import Settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 # Examples per operation: 31 operations (all but the document itself), about 950 requests.
-EXAMPLES = 30
+EXAMPLES = 30 * SCALE
 
 
 def test_every_route_and_method_is_documented() -> None:
@@ -98,8 +99,7 @@ def test_the_api_conforms_to_its_document(api_schema: Any) -> None:
     assert {(op.path, op.method.upper()) for op in operations} == set(OPERATIONS) - {("/v2/openapi.json", "GET")}
     for operation in operations:
         strategy: Any = operation.as_strategy()
-        run: Any = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                            suppress_health_check=list(HealthCheck))(given(strategy)(check))  # type: ignore[no-untyped-call]  # fmt: skip
+        run: Any = settings(FUZZ, max_examples=EXAMPLES)(given(strategy)(check))  # type: ignore[no-untyped-call]
         run()
 
 

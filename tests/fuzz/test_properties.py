@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import ALICE_TOKEN, BOB_TOKEN
-from fuzz.conftest import FUZZ, Driven, snapshot
+from fuzz.conftest import FUZZ, SCALE, Driven, snapshot
 from kvbox.api.routes import ROUTES, Route
 
-EXAMPLES = 40  # per route and backend
+EXAMPLES = 40 * SCALE  # per route and backend
 
 # Path parameters: ones that exist, ones that do not, and ones no name or key can be.
 STORES = ["~fuzz", "alice~fuzz", "~nope", "bob~fuzz", "AAAAAAAAAAAAAAAAA", "~", "%7Efuzz", "..", "~fuzz%00"]

@@ -18,10 +18,10 @@ from hypothesis.stateful import (
 )
 
 from conftest import ALICE_TOKEN, BOB_TOKEN
-from fuzz.conftest import FUZZ, Driven
+from fuzz.conftest import FUZZ, SCALE, Driven
 
-RUNS = 60  # sequences per backend
-STEPS = 30  # operations per sequence (at most)
+RUNS = 60 * SCALE  # sequences per backend
+STEPS = 30 if SCALE == 1 else 60  # operations per sequence (at most)
 
 S = "/v2/key-value-stores"
 NAMES = st.sampled_from(["s1", "s2", "s3"])
