@@ -31,7 +31,7 @@ test-quick: $(STAMP)
 	$(BIN)/python -m pytest -m "$(QUICK)"
 
 # The fuzzing suite with ten times the examples and new random inputs on each run, on every
-# backend as in `make test`. About 15 minutes on 2 cores.
+# backend as in `make test`. About 5 minutes on 2 cores.
 fuzz: $(STAMP)
 	./scripts/ensure-system-packages.sh
 	KVBOX_FUZZ_SCALE=$${KVBOX_FUZZ_SCALE:-10} $(BIN)/python -m pytest -p no:cacheprovider tests/fuzz
