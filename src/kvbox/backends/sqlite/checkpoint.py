@@ -81,7 +81,7 @@ class Checkpointer:
             return
         for _ in range(_CATCH_UP_PASSES):
             before = copied
-            frames, copied = _passive(conn)
+            _, copied = _passive(conn)
             if copied - before <= _FEW_FRAMES:  # also true when a writer started the WAL over
                 conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
                 return
