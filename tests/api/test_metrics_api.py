@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -11,8 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import ALICE_TOKEN, Api
 from kvbox.core.errors import InsufficientPermissionsError, PageNotFoundError, TokenNotProvidedError
 from kvbox.server import create_app
-from kvbox.service.container import Services
+from kvbox.service.container import Services, build_services
 from kvbox.service.ratelimit import Limits
+from kvbox.service.settings import Settings
 
 pytestmark = pytest.mark.anyio
 METRICS_TOKEN = "metrics-secret-0123456789"
@@ -116,3 +118,33 @@ async def test_rate_limited_requests_are_counted(opened: Api) -> None:
     text = await scrape(opened)
     assert sample(text, "kvbox_rate_limited_requests_total", limit="user") == 2
     assert sample(text, "kvbox_http_requests_total", route="/v2/key-value-stores", method="GET", status="429") == 2
+
+
+@pytest.mark.parametrize(("size", "hits"), [(None, 1), (0, 0)], ids=["default", "off"])
+async def test_the_record_cache_size_decides_which_reads_come_from_memory(
+    tmp_path: Path, size: int | None, hits: int
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data", backend="sqlite", rate_limits=False, metrics_public=True,
+        stats_flush_interval=3600.0,  # no counter flush between the reads: the cache is not emptied
+    )  # fmt: skip
+    if size is not None:
+        settings.record_cache_size = size
+    svc = build_services(settings)
+    await svc.users.create_user("alice", token=ALICE_TOKEN)
+    try:
+        transport = httpx.ASGITransport(app=create_app(services=svc))
+        async with httpx.AsyncClient(transport=transport, base_url="http://kvbox.test") as client:
+            api = Api(client=client, services=svc)
+            store = await api.create_store("cached")
+            url = f"/v2/key-value-stores/{store['id']}/records/hot"
+            assert (await client.put(url, content=b"warm", headers=api.auth())).status_code == 201
+            for _ in range(3):
+                r = await client.get(url, headers=api.auth())
+                assert (r.status_code, r.content) == (200, b"warm")
+            text = (await client.get("/metrics")).text
+    finally:
+        await svc.close()
+    # By default a record is kept from its second miss on, so the third read comes from memory.
+    assert sample(text, "kvbox_read_cache_lookups_total", cache="records", result="hit") == hits
+    assert sample(text, "kvbox_read_cache_lookups_total", cache="records", result="miss") == 3 - hits

@@ -132,3 +132,38 @@ async def test_the_keys_that_missed_once_are_bounded(monkeypatch: pytest.MonkeyP
     cache_all = ReadCache(MemoryMetadataIndex())  # without it, every miss is kept
     await cache_all.get_record("k", load, len)
     assert list(cache_all._rows) == ["k"]
+
+
+async def test_the_byte_budget_bounds_the_rows_kept_in_proportion() -> None:
+    cache = ReadCache(MemoryMetadataIndex(), max_bytes=readcache.MAX_BYTES // 4)
+    rows = readcache.MAX_ENTRIES // 4
+
+    async def load() -> bytes:
+        return b"v"
+
+    for i in range(rows):
+        await cache.get_record(f"k{i}", load, len)
+    assert len(cache._rows) == rows
+    await cache.get_record("one-more", load, len)  # over the bound: the cache empties itself first
+    assert list(cache._rows) == ["one-more"]
+
+    async def heavy() -> bytes:
+        return b"x" * (readcache.MAX_BYTES // 4 // 64 + 1)
+
+    await cache.get_record("heavy", heavy, len)  # over 1/64 of this budget: not kept
+    assert "heavy" not in cache._rows
+
+
+async def test_a_budget_of_zero_keeps_nothing() -> None:
+    cache = ReadCache(MemoryMetadataIndex(), second_miss=True, max_bytes=0)
+    loads: list[int] = []
+
+    async def load() -> bytes:
+        loads.append(1)
+        return b""
+
+    for _ in range(3):
+        assert await cache.get_record("k", load, len) == b""
+        assert await cache.get("row", load) == b""  # weightless rows neither
+    assert (len(loads), cache.hits, cache.misses) == (6, 0, 6)
+    assert cache._rows == {} and cache._missed is None

@@ -104,6 +104,7 @@ def _free_port(host: str) -> int:
     "workers",
     "max_record_size",
     "inline_threshold",
+    "record_cache_size",
     "durable",
     "backend",
     "metadata_url",

@@ -88,7 +88,7 @@ def build_services(
     hub = ChangeHub(index)
     freshness = Freshness(index)
     cache = ReadCache(index, metadata_only=True, freshness=freshness)
-    record_cache = ReadCache(index, freshness=freshness, second_miss=True)
+    record_cache = ReadCache(index, freshness=freshness, second_miss=True, max_bytes=settings.record_cache_size)
     stores = StoreService(index, clock, stats, users, limiter, cache)
     auth = Authenticator(index, cache)
     records = RecordService(

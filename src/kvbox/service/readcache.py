@@ -23,7 +23,7 @@ from kvbox.backends.base import MetadataIndex
 
 T = TypeVar("T")
 MAX_ENTRIES = 20_000
-MAX_BYTES = 16 * 1024 * 1024  # record bodies kept per process, at most
+MAX_BYTES = 16 * 1024 * 1024  # record bodies kept per process, by default (KVBOX_RECORD_CACHE_SIZE)
 _MISS = object()
 # The mark of the request whose start the generations were last read for, in the context
 # (asyncio task) of that request. A context that never began a request (background work)
@@ -85,14 +85,22 @@ class ReadCache:
         metadata_only: bool = False,
         freshness: Freshness | None = None,
         second_miss: bool = False,
+        max_bytes: int | None = None,
     ) -> None:
+        """`max_bytes` is the budget for record bodies (MAX_BYTES unless given); the rows kept
+        are bounded in proportion to it, MAX_ENTRIES for MAX_BYTES. A budget of 0 keeps nothing."""
         freshness = freshness or Freshness(index)
+        budget = MAX_BYTES if max_bytes is None else max_bytes
+        self._max_bytes = budget
+        self._max_entries = max(1, budget * MAX_ENTRIES // MAX_BYTES)
+        # Rows heavier than this are not kept: 1/64 of the budget, and none at all without one.
+        self._max_weight = budget // 64 if budget > 0 else -1
         self._generation_of = freshness.metadata if metadata_only else freshness.read
         self._generation: int | None = None
         self._rows: dict[Hashable, Any] = {}
         self._bytes = 0
         # Hashes of the keys that missed once (a set of ints: nothing for the collector to walk).
-        self._missed: set[int] | None = set() if second_miss else None
+        self._missed: set[int] | None = set() if second_miss and budget > 0 else None
         # Lookups answered from memory and loaded from the index (read by the metrics).
         self.hits = 0
         self.misses = 0
@@ -118,14 +126,14 @@ class ReadCache:
         if missed is not None:
             seen = hash(key)
             if seen not in missed:
-                if len(missed) >= MAX_ENTRIES:
+                if len(missed) >= self._max_entries:
                     missed.clear()
                 missed.add(seen)
                 return value
         weight = size(value)
-        if weight > MAX_BYTES // 64:
+        if weight > self._max_weight:
             return value
-        if len(self._rows) >= MAX_ENTRIES or self._bytes + weight > MAX_BYTES:
+        if len(self._rows) >= self._max_entries or self._bytes + weight > self._max_bytes:
             self._clear()
         self._rows[key] = value
         self._bytes += weight

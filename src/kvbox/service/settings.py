@@ -154,6 +154,14 @@ SETTINGS: tuple[Setting, ...] = (
         "SIZE",
     ),
     Setting(
+        "record_cache_size",
+        "KVBOX_RECORD_CACHE_SIZE",
+        16 << 20,
+        "Record bodies each server process keeps in memory for reads (0: none).",
+        parse_size,
+        "SIZE",
+    ),
+    Setting(
         "durable",
         "KVBOX_DURABLE",
         False,
@@ -355,6 +363,7 @@ class Settings:
     workers: int = 1
     max_record_size: int = 128 << 20
     inline_threshold: int = 64 << 10
+    record_cache_size: int = 16 << 20
     durable: bool = False
     backend: str = "sqlite"
     metadata_url: str | None = None
