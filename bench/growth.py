@@ -5,6 +5,8 @@
 - record GET and PUT of random keys (wrk) on each store, each in its own data dir and server,
   in alternating rounds; the ratio is the big store's rate over the small one's (target:
   within 20%, i.e. at least 0.80);
+- for comparison, record GET of both stores on servers without the record cache
+  (`KVBOX_RECORD_CACHE_SIZE=0`), so that neither store's GETs come from memory;
 - key-listing pages of 1000 at five positions of the big store (target p50 < 20 ms);
 - the data dir's size per record.
 
